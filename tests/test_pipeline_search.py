@@ -367,7 +367,7 @@ def test_cli_search_several_problems_share_one_client(servers, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("id,text\n1,hello\n")
     r = CliRunner().invoke(app, ["search", "--problems", str(bad)])
-    assert r.exit_code == 1 and "needs a 'problem' column" in r.output
+    assert r.exit_code == 1 and "bad.csv: row 1: missing column 'problem'" in r.output
 
 
 def test_problem_loaders(tmp_path):
@@ -380,7 +380,7 @@ def test_problem_loaders(tmp_path):
     assert [(p.id, p.statement, p.source) for p in ps] == [("a", "Show 1+1=2.", "x"), ("p-2", "Show 2+2=4.", "y")]
     dup = tmp_path / "d.jsonl"
     dup.write_text('{"id": 1, "problem": "a"}\n{"id": "1", "problem": "b"}\n')
-    with pytest.raises(UserError, match="duplicate problem id '1'"):
+    with pytest.raises(UserError, match=r"d.jsonl: line 2: column 'id': duplicate id '1' \(first at line 1\)"):
         load_problems(problems=dup)
     with pytest.raises(UserError, match="no problem given"):
         load_problems()

@@ -249,11 +249,16 @@ def _to_text(v: Any) -> str:
 
 
 def problems_from_rows(path: Path, rows: list[tuple[int, dict[str, Any]]], unit: str,
-                       dataset: str, default_points: int = DEFAULT_MAX_POINTS) -> list[Problem]:
+                       dataset: str, default_points: int = DEFAULT_MAX_POINTS,
+                       default_ids: bool = False) -> list[Problem]:
+    """Problems from parsed rows. ``default_ids``: a row without an id gets ``<file stem>-<n>``
+    (n = its position among the rows) instead of an error."""
     out: list[Problem] = []
     seen: dict[str, int] = {}
-    for n, row in rows:
+    for position, (n, row) in enumerate(rows, 1):
         id_col, pid = pick(row, *_ID_COLS)
+        if default_ids and (id_col is None or _to_text(pid) == ""):
+            id_col, pid = "id", f"{path.stem}-{position}"
         if id_col is None:
             raise UserError(f"{path}: {unit} {n}: missing column 'id' (or 'problem_id')")
         pid = _to_text(pid)

@@ -8,97 +8,20 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from pathlib import Path
-from typing import Any
 
 from ..cliutil import UserError
 from ..records import Problem
 
-_PROBLEM = ("problem", "statement", "question")
-_ID = ("id", "problem_id")
-
-
-def _norm(row: dict[str, Any]) -> dict[str, Any]:
-    return {str(k).strip().lower().replace(" ", "_").replace("-", "_"): v for k, v in row.items() if k is not None}
-
-
-def _first(row: dict[str, Any], names: tuple[str, ...]) -> Any:
-    for n in names:
-        v = row.get(n)
-        if v not in (None, ""):
-            return v
-    return None
-
-
-def _problem(row: dict[str, Any], where: str, default_id: str) -> Problem:
-    row = _norm(row)
-    statement = _first(row, _PROBLEM)
-    if not isinstance(statement, str) or not statement.strip():
-        raise UserError(f"{where}: missing or empty 'problem' (also accepted: statement, question)")
-    pid = _first(row, _ID)
-    known = set(_PROBLEM + _ID + ("reference_solution", "solution", "grading_guidelines", "source"))
-    return Problem(
-        id=str(pid).strip() if pid is not None else default_id,
-        statement=statement.strip(),
-        reference_solution=_first(row, ("reference_solution", "solution")),
-        grading_guidelines=_first(row, ("grading_guidelines",)),
-        source=_first(row, ("source",)),
-        metadata={k: v for k, v in row.items() if k not in known and v not in (None, "")},
-    )
-
 
 def read_problems_file(path: str | Path) -> list[Problem]:
-    """Problems from a JSONL (one object per line) or CSV (header row) file."""
+    """Problems from a JSONL, JSON or CSV file (the dataset schema of docs/evaluation.md; a row
+    without an id gets ``<file stem>-<n>``). Errors name the file, row and column."""
+    from ..evaluate.datasets import problems_from_rows, read_rows
+
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"problems file not found: {p}")
-    text = p.read_text(encoding="utf-8-sig", errors="replace")
-    if not text.strip():
-        raise UserError(f"problems file is empty: {p}")
-    out: list[Problem] = []
-    if p.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or not any(_norm({f: 1}).keys() & set(_PROBLEM) for f in reader.fieldnames):
-            raise UserError(f"{p}: CSV header needs a 'problem' column (found: {', '.join(reader.fieldnames or [])})")
-        for n, row in enumerate(reader, 1):
-            out.append(_problem(row, f"{p}: row {n}", f"{p.stem}-{n}"))
-    elif p.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        if p.suffix.lower() == ".json":
-            try:
-                doc = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{p}: not valid JSON (line {e.lineno}): {e.msg}") from None
-            rows = doc if isinstance(doc, list) else [doc]
-            for n, row in enumerate(rows, 1):
-                if not isinstance(row, dict):
-                    raise UserError(f"{p}: item {n}: expected a JSON object")
-                out.append(_problem(row, f"{p}: item {n}", f"{p.stem}-{n}"))
-        else:
-            n = 0
-            for line_no, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                n += 1
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{p}: line {line_no}: not valid JSON: {e.msg}") from None
-                if not isinstance(row, dict):
-                    raise UserError(f"{p}: line {line_no}: expected a JSON object")
-                out.append(_problem(row, f"{p}: line {line_no}", f"{p.stem}-{n}"))
-    else:
-        raise UserError(f"{p}: --problems takes a .jsonl or .csv file (got {p.suffix or 'no extension'})")
-    seen: set[str] = set()
-    for q in out:
-        if q.id in seen:
-            raise UserError(f"{p}: duplicate problem id {q.id!r}")
-        seen.add(q.id)
-    if not out:
-        raise UserError(f"{p}: no problems in the file")
-    return out
+    rows, unit = read_rows(p, "problems")
+    return problems_from_rows(p, rows, unit, dataset=p.stem, default_ids=True)
 
 
 def load_problems(
