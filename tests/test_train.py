@@ -304,6 +304,68 @@ def test_loop_one_round_cpu_with_scripted_judge_and_resume(tmp_path):
         assert all("skipped" in m for m in logs) and len(logs) == 4
 
 
+@pytest.mark.train
+def test_loop_two_rounds_new_labels_reach_rft_and_next_verifier(tmp_path):
+    """The label -> RFT -> next-round path with proofs that have both sections. The 135M model
+    never writes them, so generation here is a function writing fixed well-formed answers;
+    GRPO, labeling (against the scripted judge over HTTP) and RFT run for real."""
+    pytest.importorskip("trl")
+    from scripted_server import ScriptedServer
+
+    from proofsmith.train.loop import run_loop
+
+    t = tiny_templates(tmp_path / "t")
+    write_jsonl(tmp_path / "labels.jsonl", ROWS[:2])
+    write_jsonl(tmp_path / "problems.jsonl", [{"id": "p1", "statement": "Prove that 1 < 2."}])
+    calls: list[tuple[str, int]] = []
+
+    def generate(model_dir, prompts, *, n, max_new_tokens):
+        calls.append((model_dir, n))
+        return [[(f"## Solution\nProof number {i}: 2 - 1 = 1 > 0.\n## Self Evaluation\nIt holds. \\boxed{{1}}",
+                  False) for i in range(n)] + [("no sections at all", False)] for _ in prompts]
+
+    grpo = {"num_generations": 2, "per_device_train_batch_size": 2, "max_steps": 1,
+            "max_completion_length": 8, "save_steps": 10}
+    analysis = f"{V_START}\nEvery step is right.\n{V_FINAL} \\boxed{{1}}"
+    with ScriptedServer(default=analysis) as srv:
+        judge = {"base_url": srv.base_url, "model": "judge", "max_retries": 0}
+        body = {
+            "output_dir": str(tmp_path / "loop"), "rounds": 2,
+            "verifier": {"role": "verifier", "data": {"path": str(tmp_path / "labels.jsonl"), "templates": str(t)},
+                         "grpo": grpo, "progress": False, "tensorboard": False},
+            "generator": {"role": "generator", "data": {"path": str(tmp_path / "problems.jsonl"), "templates": str(t)},
+                          "reward": {"verifier": judge}, "grpo": grpo, "progress": False, "tensorboard": False},
+            "label": {"problems": str(tmp_path / "problems.jsonl"), "proofs_per_problem": 2,
+                      "judge": judge, "n_verifications": 2, "n_meta": 1, "k_valid": 1},
+            "rft": {"min_score": 1.0, "progress": False, "tensorboard": False,
+                    "sft": {"max_steps": 1, "per_device_train_batch_size": 1, "max_length": 64, "save_steps": 10}},
+        }
+        s = run_loop(from_dict(LoopConfig, body), log=lambda m: None, generate=generate)
+    r1, r2 = s["rounds"]
+    # the label step sampled from each round's new generator
+    assert [c[0] for c in calls] == [r1["generator"], r2["generator"]] and {c[1] for c in calls} == {2}
+    assert r1["label"]["answers"] == 3 and r1["label"]["malformed"] == 1 and r1["label"]["labeled"] == 2
+    # every analysis says 1 with no issue: both proofs are labeled 1; each gives a generator
+    # sample (its raw answer) and two verifier samples (its analyses, in agreement: score 1)
+    samples = [json.loads(x) for x in Path(r1["label"]["samples"]).read_text().splitlines()]
+    assert sorted(x["role"] for x in samples) == ["generator"] * 2 + ["verifier"] * 4
+    assert all(x["score"] == 1 for x in samples)
+    assert {x["completion"] for x in samples if x["role"] == "generator"} == {
+        f"## Solution\nProof number {i}: 2 - 1 = 1 > 0.\n## Self Evaluation\nIt holds. \\boxed{{1}}" for i in range(2)}
+    assert all(x["completion"] == analysis for x in samples if x["role"] == "verifier")
+    # RFT ran on the new samples (rft.sources is empty in the config) and starts round 2
+    assert r1["rft"]["samples"] == 6 and r1["rft"]["selected"] >= 2
+    assert r1["next_model"] == r1["rft"]["final_model"]
+    v2 = json.loads((tmp_path / "loop/round-2/verifier/config.json").read_text())
+    assert v2["model"]["path"] == r1["rft"]["final_model"]
+    # the round-1 labels joined round 2's verifier data: 2 rows of labels.jsonl + 2 new labels
+    assert v2["data"]["extra_paths"] == [r1["label"]["export"]]
+    v1 = json.loads((tmp_path / "loop/round-1/verifier/summary.json").read_text())
+    v2s = json.loads((tmp_path / "loop/round-2/verifier/summary.json").read_text())
+    assert (v1["examples"], v2s["examples"]) == (2, 4)
+    assert s["final_model"] == r2["rft"]["final_model"] and r2["rft"]["samples"] == 6
+
+
 def test_cli_train_errors_are_one_line(tmp_path):
     from typer.testing import CliRunner
 

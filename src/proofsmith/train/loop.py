@@ -94,9 +94,34 @@ def generate_local(model_dir: str, prompts: list[list[dict]], *, n: int, max_new
     return out
 
 
-def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, templates: Any, log: Callable[[str], None]) -> dict:
+def rft_samples(items: list[Any], raw_of: dict[str, str]) -> list[dict]:
+    """RFT samples from labeled items (``LabelItem``s): each decided proof gives a generator
+    sample (its raw answer ``raw_of[item.id]``, scored by its label), and each analysis whose
+    quality is decided gives a verifier sample scored ``1 - |analysis score - label|``.
+    Undecided proofs and empty completions give nothing."""
+    from ..pipelines.label import quality_label
+
+    samples = []
+    for it in items:
+        lab = it.label
+        if lab.status not in ("labeled", "human") or lab.label is None:
+            continue
+        samples.append({"role": "generator", "problem": it.problem, "completion": raw_of.get(it.id, ""),
+                        "score": lab.label})
+        for a in it.analyses:
+            if a.score is not None and quality_label(a.score, a.status, lab.label) is not None:
+                samples.append({"role": "verifier", "problem": it.problem, "proof": it.proof,
+                                "completion": a.text, "score": 1.0 - abs(a.score - lab.label)})
+    return [s for s in samples if s["completion"]]
+
+
+Generate = Callable[..., list[list[tuple[str, bool]]]]
+
+
+def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, templates: Any, log: Callable[[str], None],
+                generate: Generate = generate_local) -> dict:
     from ..parse import parse_generation
-    from ..pipelines.label import LabelConfig, LabelInput, export_labels, quality_label, run_label_many
+    from ..pipelines.label import LabelConfig, LabelInput, export_labels, run_label_many
     from ..records import Problem, content_id
     from .data import render_prompt, save_jsonl
     from .judge import embedded_judges
@@ -104,7 +129,7 @@ def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, templates: Any, l
     spec = cfg.label
     problems = _read_problems(spec.problems)
     prompts = [render_prompt("generator", {"problem": p["statement"]}, templates) for p in problems]
-    gens = generate_local(generator_dir, prompts, n=spec.proofs_per_problem, max_new_tokens=spec.max_new_tokens)
+    gens = generate(generator_dir, prompts, n=spec.proofs_per_problem, max_new_tokens=spec.max_new_tokens)
     items, n_answers, n_malformed = [], 0, 0
     raw_of: dict[str, str] = {}
     for p, answers in zip(problems, gens):
@@ -144,24 +169,15 @@ def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, templates: Any, l
     with embedded_judges(judge):
         res = asyncio.run(run())
     export = export_labels(res.items, rd / "labels")
-    samples = []
-    for it in res.items:
-        lab = it.label
-        if lab.status not in ("labeled", "human") or lab.label is None:
-            continue
-        samples.append({"role": "generator", "problem": it.problem, "completion": raw_of.get(it.id, ""),
-                        "score": lab.label})
-        for a in it.analyses:
-            if a.score is not None and quality_label(a.score, a.status, lab.label) is not None:
-                samples.append({"role": "verifier", "problem": it.problem, "proof": it.proof,
-                                "completion": a.text, "score": 1.0 - abs(a.score - lab.label)})
-    save_jsonl([s for s in samples if s["completion"]], rd / "rft_samples.jsonl")
+    save_jsonl(rft_samples(res.items, raw_of), rd / "rft_samples.jsonl")
     result.update(labeled=sum(1 for it in res.items if it.label.status == "labeled"), counts=res.counts,
                   export=export["dir"], samples=str(rd / "rft_samples.jsonl"))
     return result
 
 
-def run_loop(cfg: LoopConfig, log: Callable[[str], None] = print) -> dict:
+def run_loop(cfg: LoopConfig, log: Callable[[str], None] = print, generate: Generate = generate_local) -> dict:
+    """Run (or resume) the loop. ``generate(model_dir, prompts, n=, max_new_tokens=)`` samples
+    the label step's proofs from the new generator (default: local transformers sampling)."""
     from .grpo import train_grpo
 
     out = Path(cfg.output_dir)
@@ -187,7 +203,7 @@ def run_loop(cfg: LoopConfig, log: Callable[[str], None] = print) -> dict:
         g = state.run(f"round-{r}/generator", lambda: train_grpo(gcfg), log)
 
         if cfg.label.problems:
-            lab = state.run(f"round-{r}/label", lambda: _label_step(cfg, rd, g["final_model"], templates, log), log)
+            lab = state.run(f"round-{r}/label", lambda: _label_step(cfg, rd, g["final_model"], templates, log, generate), log)
             if lab.get("export"):
                 label_exports.append(lab["export"])
         else:
