@@ -214,3 +214,9 @@ def test_label_cli_dispatch_and_import(server, tmp_path):
     (tmp_path / "bad.jsonl").write_text(json.dumps({"proof_id": "lonely", "label": 0.7}) + "\n")
     r = CliRunner().invoke(app, ["label", "import-human", str(tmp_path / "bad.jsonl"), "--run-dir", str(run)])
     assert r.exit_code == 1 and "label must be 0, 0.5 or 1" in r.output
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"proof_id": "lonely", "label": 1}) + "\n\n\"lonely\"\n")
+    r = CliRunner().invoke(app, ["label", "import-human", str(tmp_path / "bad.jsonl"), "--run-dir", str(run)])
+    assert r.exit_code == 1 and "bad.jsonl: line 3: expected a JSON object, got str" in r.output
+    # nothing was changed: the whole file is checked first
+    labels = [json.loads(x) for x in (run / "labels" / "labels.jsonl").read_text().splitlines()]
+    assert {x["proof_id"]: x["label"] for x in labels}["lonely"] == 0.5

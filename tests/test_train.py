@@ -89,8 +89,11 @@ def test_load_examples_from_export_dir_and_errors(tmp_path):
     with pytest.raises(TrainError, match="no such"):
         load_examples(tmp_path / "missing.jsonl")
     (tmp_path / "bad.jsonl").write_text("{not json}\n")
-    with pytest.raises(TrainError, match="bad.jsonl:1: not valid JSON"):
+    with pytest.raises(TrainError, match="bad.jsonl: line 1: not valid JSON"):
         load_examples(tmp_path / "bad.jsonl")
+    (tmp_path / "list.jsonl").write_text('{"problem": "P", "proof": "Q", "label": 1}\n\n[1, 2]\n')
+    with pytest.raises(TrainError, match="list.jsonl: line 3: expected a JSON object, got list"):
+        load_examples(tmp_path / "list.jsonl")
 
 
 def test_datasets_and_exports(tmp_path):
@@ -236,11 +239,18 @@ def test_rft_one_step_cpu(tmp_path):
     ])
     cfg = from_dict(RFTConfig, {"output_dir": str(tmp_path / "rft"), "sources": [str(samples)],
                                 "templates": str(tiny_templates(tmp_path / "t")), "min_score": 1.0,
-                                "sft": {"max_steps": 1, "per_device_train_batch_size": 1, "max_length": 64,
+                                "sft": {"max_steps": 1, "per_device_train_batch_size": 1, "max_length": 128,
                                         "save_steps": 10}, "progress": False, "tensorboard": False})
     s = train_rft(cfg)
     assert s["selected"] == 1 and s["selected_per_role"]["verifier"] == 1 and s["global_step"] == 1
+    assert s["too_long"] == 0
     assert (Path(s["final_model"]) / "config.json").is_file()
+    # a sample longer than max_length would be cut (teaching an unfinished answer): left out,
+    # and when none fits the error says how long they are
+    cfg.sft.max_length, cfg.output_dir = 8, str(tmp_path / "rft-short")
+    with pytest.raises(TrainError, match=r"none of the 1 selected samples fits in sft.max_length=8 tokens "
+                                         r"\(prompt \+ answer: shortest \d+, longest \d+\)"):
+        train_rft(cfg)
     # selection: best per prompt, min score, duplicates once
     sel = select_best([{"role": "generator", "prompt": "a", "completion": c, "score": x}
                        for c, x in [("x", 0.5), ("y", 1.0), ("y", 1.0), ("z", 1.0)]],
@@ -284,7 +294,7 @@ def test_loop_one_round_cpu_with_scripted_judge_and_resume(tmp_path):
                       "judge": judge, "n_verifications": 2, "n_meta": 1, "k_valid": 1},
             "rft": {"sources": [str(tmp_path / "samples.jsonl")], "min_score": 1.0, "progress": False,
                     "tensorboard": False, "sft": {"max_steps": 1, "per_device_train_batch_size": 1,
-                                                  "max_length": 64, "save_steps": 10}},
+                                                  "max_length": 256, "save_steps": 10}},
         }
         cfg = from_dict(LoopConfig, body)
         logs: list[str] = []
@@ -338,7 +348,7 @@ def test_loop_two_rounds_new_labels_reach_rft_and_next_verifier(tmp_path):
             "label": {"problems": str(tmp_path / "problems.jsonl"), "proofs_per_problem": 2,
                       "judge": judge, "n_verifications": 2, "n_meta": 1, "k_valid": 1},
             "rft": {"min_score": 1.0, "progress": False, "tensorboard": False,
-                    "sft": {"max_steps": 1, "per_device_train_batch_size": 1, "max_length": 64, "save_steps": 10}},
+                    "sft": {"max_steps": 1, "per_device_train_batch_size": 1, "max_length": 256, "save_steps": 10}},
         }
         s = run_loop(from_dict(LoopConfig, body), log=lambda m: None, generate=generate)
     r1, r2 = s["rounds"]
@@ -364,6 +374,33 @@ def test_loop_two_rounds_new_labels_reach_rft_and_next_verifier(tmp_path):
     v2s = json.loads((tmp_path / "loop/round-2/verifier/summary.json").read_text())
     assert (v1["examples"], v2s["examples"]) == (2, 4)
     assert s["final_model"] == r2["rft"]["final_model"] and r2["rft"]["samples"] == 6
+
+
+@pytest.mark.train
+@pytest.mark.slow
+@pytest.mark.embedded
+def test_cli_train_loop_example_config_two_rounds(tmp_path):
+    """``proofsmith train loop`` runs the shipped small config (embedded weights and judge, two
+    rounds) to the end; with --json, stdout is the summary alone (trainer logs go to stderr)."""
+    pytest.importorskip("trl")
+    import subprocess
+    import sys
+
+    out = tmp_path / "loop"
+    r = subprocess.run([sys.executable, "-m", "proofsmith.cli", "train", "loop", "-c",
+                        str(ROOT / "examples/train/loop-cpu.yaml"), "-o", str(out), "--json"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout)
+    assert [x["round"] for x in summary["rounds"]] == [1, 2]
+    for x in summary["rounds"]:
+        assert Path(x["verifier"], "config.json").is_file() and Path(x["generator"], "config.json").is_file()
+        assert x["label"]["answers"] == 4  # 2 problems x proofs_per_problem 2
+        assert x["rft"]["selected"] >= 1 and Path(x["rft"]["final_model"], "config.json").is_file()
+    assert summary["rounds"][1]["verifier"].startswith(str(out / "round-2"))
+    state = json.loads((out / "loop_state.json").read_text())["done"]
+    assert len(state) == 8 and summary["final_model"] == summary["rounds"][1]["rft"]["final_model"]
+    assert "[loop] round-2/rft: running" in r.stderr
 
 
 def test_cli_train_errors_are_one_line(tmp_path):

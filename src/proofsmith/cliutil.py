@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any, Iterator, NoReturn
 
 import typer
 from rich.console import Console
@@ -15,6 +16,31 @@ err = Console(stderr=True, highlight=False)  # stderr: progress, warnings, error
 
 class UserError(Exception):
     """An error caused by input or environment; the CLI prints its message as one line."""
+
+
+def jsonl_rows(path: str | Path, text: str | None = None, *,
+               error: type[Exception] = UserError) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file (``text``: its content,
+    already read). A line that is not valid JSON or not an object raises ``error`` naming the
+    file and line."""
+    p = Path(path)
+    if text is None:
+        if not p.is_file():
+            raise error(f"{p}: no such file")
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise error(f"{p}: not UTF-8 text (byte {e.start})") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise error(f"{p}: line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise error(f"{p}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -38,7 +38,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..cliutil import UserError
+from ..cliutil import UserError, jsonl_rows
 from ..records import Problem
 
 __all__ = [
@@ -167,16 +167,7 @@ def read_rows(path: str | Path, what: str = "dataset") -> tuple[list[tuple[int, 
         raise UserError(f"{p}: the {what} file is empty")
     rows: list[tuple[int, dict[str, Any]]] = []
     if suffix == ".jsonl" or (suffix != ".csv" and suffix != ".json" and text.lstrip().startswith("{")):
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{p}: line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{p}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
-            rows.append((lineno, {norm_key(k): v for k, v in obj.items()}))
+        rows = [(lineno, {norm_key(k): v for k, v in obj.items()}) for lineno, obj in jsonl_rows(p, text)]
         return rows, "line"
     if suffix == ".json":
         try:

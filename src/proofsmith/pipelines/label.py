@@ -40,7 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .. import roles
-from ..cliutil import UserError
+from ..cliutil import UserError, jsonl_rows
 from ..llm.client import BudgetExceeded, LLMClient
 from ..prompts import Templates
 from ..records import VALID_SCORES, Label, Problem, Record, Usage, content_id
@@ -317,13 +317,7 @@ def read_proofs_file(path: str | Path, problems: list[Problem] | None = None) ->
             if not found:
                 raise UserError(f"{p}: JSON has no 'proofs', 'pool' or 'threads' to label")
     else:
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{p}: line {n}: not valid JSON: {e.msg}") from None
+        for n, row in jsonl_rows(p, text):
             items.append(_item(row, f"{p}: line {n}", by_id))
     seen: dict[str, int] = {}
     unique = []
@@ -418,14 +412,8 @@ def import_human(store: Any, path: str | Path) -> dict[str, int]:
         raise UserError("this run directory has no labeled proofs; run `proofsmith label` on it first")
     decisions: list[tuple[LabelItem, float, dict]] = []
     skipped = 0
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{p}: line {n}: not valid JSON: {e.msg}") from None
-        if not isinstance(row, dict) or "proof_id" not in row:
+    for n, row in jsonl_rows(p):
+        if "proof_id" not in row:
             raise UserError(f"{p}: line {n}: needs 'proof_id' and 'label'")
         pid = str(row["proof_id"])
         if pid not in known:

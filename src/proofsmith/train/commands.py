@@ -3,8 +3,10 @@ and dataset export. ``register(app)`` adds the ``train`` sub-command group to th
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
@@ -49,20 +51,30 @@ def _show(summary: dict, as_json: bool) -> None:
     for k, v in summary.items():
         if isinstance(v, list) and len(v) > 8:
             v = v[:4] + ["..."] + v[-2:]
-        err.print(f"{k}: {v}")
+        err.print(f"{k}: {v}", markup=False)
 
 
-def _grpo(role: str, config: Path, output_dir: Optional[str], as_json: bool) -> None:
+def _run(train: Callable[[], dict], as_json: bool) -> None:
+    """Run one training command: the [train] extra is checked, known errors become one line,
+    and the trainers' own prints (TRL/transformers log dicts) go to stderr, so stdout holds
+    only the summary (``--json`` output stays parseable)."""
     try:
         _need_extra()
-        from .config import load_train_config
-        from .grpo import train_grpo
-
-        cfg = load_train_config(config, role=role, output_dir=output_dir)
-        summary = train_grpo(cfg)
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = train()
     except _errors() as e:
         fail(str(e))
     _show(summary, as_json)
+
+
+def _grpo(role: str, config: Path, output_dir: Optional[str], as_json: bool) -> None:
+    def train() -> dict:
+        from .config import load_train_config
+        from .grpo import train_grpo
+
+        return train_grpo(load_train_config(config, role=role, output_dir=output_dir))
+
+    _run(train, as_json)
 
 
 @train_app.command("verifier")
@@ -86,29 +98,27 @@ def generator(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_j
 @train_app.command("rft")
 def rft(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_json: bool = JsonOpt) -> None:
     """Rejection fine-tuning (SFT) on the best-scored samples."""
-    try:
-        _need_extra()
+
+    def train() -> dict:
         from .config import load_rft_config
         from .rft import train_rft
 
-        summary = train_rft(load_rft_config(config, output_dir=output_dir))
-    except _errors() as e:
-        fail(str(e))
-    _show(summary, as_json)
+        return train_rft(load_rft_config(config, output_dir=output_dir))
+
+    _run(train, as_json)
 
 
 @train_app.command("loop")
 def loop(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_json: bool = JsonOpt) -> None:
     """The method's iteration: verifier -> generator -> generate & label -> RFT, per round (resumable)."""
-    try:
-        _need_extra()
+
+    def train() -> dict:
         from .config import load_loop_config
         from .loop import run_loop
 
-        summary = run_loop(load_loop_config(config, output_dir=output_dir), log=lambda m: err.print(f"[loop] {m}"))
-    except _errors() as e:
-        fail(str(e))
-    _show(summary, as_json)
+        return run_loop(load_loop_config(config, output_dir=output_dir), log=lambda m: err.print(f"[loop] {m}", markup=False, highlight=False))
+
+    _run(train, as_json)
 
 
 @train_app.command("data")

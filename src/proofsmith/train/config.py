@@ -173,7 +173,8 @@ class SFTSpec:
     """Supervised fine-tuning hyper-parameters (TRL ``SFTConfig``; ``extra`` verbatim).
 
     learning_rate, num_train_epochs, max_steps (-1: epochs), per_device_train_batch_size,
-    gradient_accumulation_steps, max_length (tokens per example; longer are truncated),
+    gradient_accumulation_steps, max_length (tokens per example, prompt + answer;
+    longer samples are left out of RFT, since a cut answer teaches unfinished answers; None: no limit),
     save_steps, save_total_limit, logging_steps, seed, bf16, gradient_checkpointing: as in TRL.
     """
 

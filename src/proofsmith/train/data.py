@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..cliutil import jsonl_rows
 from ..records import VALID_SCORES
 from . import PROMPT_ROLE, ROLES, TrainError
 
@@ -134,19 +135,8 @@ def examples_from_rows(rows: Iterable[dict], source: str = "input") -> Examples:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    p = Path(path)
-    if not p.is_file():
-        raise TrainError(f"{p}: no such file")
-    rows = []
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError as e:
-                raise TrainError(f"{p}:{n}: not valid JSON ({e})") from None
-    return rows
+    """The objects of a JSONL file (TrainError naming the file and line on bad input)."""
+    return [row for _, row in jsonl_rows(path, error=TrainError)]
 
 
 def _majority(scores: list[float]) -> float | None:

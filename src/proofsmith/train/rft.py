@@ -117,6 +117,30 @@ def select_best(samples: list[dict], *, roles: list[str], min_score: float, best
     return out
 
 
+def token_lengths(samples: list[dict], tok: Any) -> list[int]:
+    """Tokens of each sample as the SFT trainer sees it (chat template over prompt + answer)."""
+    out = []
+    for smp in samples:
+        msgs = list(smp["prompt"]) + [{"role": "assistant", "content": smp["completion"]}]
+        ids = tok.apply_chat_template(msgs, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        out.append(len(ids))
+    return out
+
+
+def drop_too_long(selected: list[dict], lengths: list[int], max_length: int) -> list[dict]:
+    """Samples that fit in ``max_length`` tokens. A longer one would be cut and teach an
+    unfinished answer, so it is left out; when none fits, a TrainError says how long they are."""
+    kept = [s for s, n in zip(selected, lengths) if n <= max_length]
+    if selected and not kept:
+        raise TrainError(
+            f"none of the {len(selected)} selected samples fits in sft.max_length={max_length} tokens "
+            f"(prompt + answer: shortest {min(lengths)}, longest {max(lengths)}); raise sft.max_length"
+        )
+    return kept
+
+
 def sft_dataset(selected: list[dict]):
     from datasets import Dataset
 
@@ -149,6 +173,7 @@ def train_rft(cfg: RFTConfig) -> dict:
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
     model, tok, model_dir = load_model(cfg.model.path, cache_dir=cfg.model.cache_dir, dtype=cfg.model.dtype)
     s = cfg.sft
+    fitting = selected if s.max_length is None else drop_too_long(selected, token_lengths(selected, tok), s.max_length)
     kwargs: dict[str, Any] = dict(
         output_dir=str(out), learning_rate=s.learning_rate, num_train_epochs=s.num_train_epochs, max_steps=s.max_steps,
         per_device_train_batch_size=s.per_device_train_batch_size,
@@ -165,7 +190,7 @@ def train_rft(cfg: RFTConfig) -> dict:
         args = SFTConfig(**kwargs)
     except (TypeError, ValueError) as e:
         raise TrainError(f"invalid SFT settings: {' '.join(str(e).split())}") from None
-    trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(selected), processing_class=tok,
+    trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(fitting), processing_class=tok,
                          callbacks=[CSVMetrics(out / "metrics.csv")])
     resume = last_checkpoint(out) if cfg.resume else None
     t0 = time.perf_counter()
@@ -175,7 +200,7 @@ def train_rft(cfg: RFTConfig) -> dict:
     tok.save_pretrained(str(final))
     summary = {
         "output_dir": str(out), "final_model": str(final), "model_dir": str(model_dir), "resumed_from": resume,
-        "samples": len(samples), "selected": len(selected),
+        "samples": len(samples), "selected": len(selected), "too_long": len(selected) - len(fitting),
         "selected_per_role": {r: sum(1 for x in selected if x["role"] == r) for r in ROLES},
         "global_step": trainer.state.global_step, "train_seconds": round(time.perf_counter() - t0, 2),
         "train_loss": getattr(result, "training_loss", None),
