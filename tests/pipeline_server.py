@@ -27,7 +27,9 @@ from typing import Callable
 
 from scripted_server import Reply, ScriptedRequest, ScriptedServer
 
+from proofsmith.llm.client import Budget, Endpoint, LLMClient
 from proofsmith.prompts import Templates
+from proofsmith.store import RunStore
 
 TEMPLATES = Templates(
     generate="ROLE:GENERATE\nPROBLEM:\n{problem}",
@@ -139,6 +141,12 @@ class World:
 
 def start_world(world: World, **kwargs) -> ScriptedServer:
     return ScriptedServer(default=world.reply, **kwargs).start()
+
+
+def client_for(srv: ScriptedServer, run_dir, budget: Budget | None = None, max_concurrency: int = 64) -> LLMClient:
+    """A client on ``srv`` with a run store in ``run_dir``, fast backoff and one retry."""
+    return LLMClient(Endpoint(base_url=srv.base_url, model="m", max_concurrency=max_concurrency),
+                     store=RunStore(run_dir), budget=budget, backoff_base=0.01, max_retries=1)
 
 
 def requests_by_role(server: ScriptedServer) -> dict[str, list[ScriptedRequest]]:

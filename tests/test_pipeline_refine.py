@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pipeline_server import TEMPLATES, World, parse_request, requests_by_role, start_world
+from pipeline_server import TEMPLATES, World, client_for, parse_request, requests_by_role
 
-from proofsmith.llm.client import Budget, Endpoint, LLMClient
+from proofsmith.llm.client import Budget
 from proofsmith.pipelines.refine import RefineConfig, majority_score, run_refine
 from proofsmith.records import Problem
 from proofsmith.store import RunStore
@@ -14,22 +14,9 @@ PROBLEM = Problem(id="beta", statement="Prove the scripted lemma.")
 
 
 @pytest.fixture
-def world_server():
-    started = []
-
-    def make(world: World):
-        srv = start_world(world)
-        started.append(srv)
-        return srv
-
-    yield make
-    for s in started:
-        s.stop()
-
-
-def client_for(srv, run_dir, budget=None) -> LLMClient:
-    return LLMClient(Endpoint(base_url=srv.base_url, model="m"), store=RunStore(run_dir), budget=budget,
-                     backoff_base=0.01, max_retries=1)
+def world_server(make_server):
+    """``world_server(world)``: a scripted server answering from ``world`` (stopped after the test)."""
+    return lambda world: make_server(default=world.reply)
 
 
 def grade_rule(q, tok, i):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pipeline_server
 import pytest
-from pipeline_server import TEMPLATES, World, parse_request, requests_by_role, start_world
+from pipeline_server import TEMPLATES, World, parse_request, requests_by_role
 
-from proofsmith.llm.client import Budget, Endpoint, LLMClient
+from proofsmith.llm.client import Budget, LLMClient
 from proofsmith.pipelines import seeded_rng
 from proofsmith.pipelines.search import SearchConfig, run_search, select_analyses
 from proofsmith.records import Problem
@@ -15,22 +16,13 @@ PROBLEM = Problem(id="alpha", statement="Show that the scripted world is consist
 
 
 @pytest.fixture
-def servers():
-    started = []
-
-    def make(world: World):
-        srv = start_world(world)
-        started.append(srv)
-        return srv
-
-    yield make
-    for s in started:
-        s.stop()
+def servers(make_server):
+    """``servers(world)``: a scripted server answering from ``world`` (stopped after the test)."""
+    return lambda world: make_server(default=world.reply)
 
 
 def client_for(srv, run_dir, budget=None) -> LLMClient:
-    return LLMClient(Endpoint(base_url=srv.base_url, model="m", max_concurrency=8),
-                     store=RunStore(run_dir), budget=budget, backoff_base=0.01, max_retries=1)
+    return pipeline_server.client_for(srv, run_dir, budget, max_concurrency=8)
 
 
 def roles_of(srv) -> list[str]:
