@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -31,10 +32,18 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="output dir (default: a temporary directory)")
     args = ap.parse_args()
 
+    out = Path(args.out or tempfile.mkdtemp(prefix="grpo-format-"))
+    try:
+        run(args, out)
+    finally:
+        if args.out is None:  # the temporary run holds ~2 GB of model and checkpoint
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, out: Path) -> None:
     from proofsmith.train.config import TrainConfig, from_dict
     from proofsmith.train.grpo import read_metrics, train_grpo
 
-    out = Path(args.out or tempfile.mkdtemp(prefix="grpo-format-"))
     cfg: TrainConfig = from_dict(TrainConfig, {
         "role": "verifier",
         "output_dir": str(out),

@@ -4,6 +4,7 @@ the embedded model's weights and the real reward."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,14 @@ def tiny_templates(d: Path) -> Path:
 def write_jsonl(path: Path, rows) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+@pytest.fixture
+def tmp_path(tmp_path):
+    """The training tests write models of ~0.5 GB each: their directories are deleted after
+    each test instead of at the end of the session, so the suite's disk use stays small."""
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -268,6 +277,32 @@ def test_rft_errors(tmp_path):
         collect_samples([str(tmp_path / "s.jsonl")])
 
 
+def test_loop_state_records_steps_then_drops_their_checkpoints(tmp_path):
+    from proofsmith.train.loop import _State
+
+    step = tmp_path / "round-1" / "verifier"
+    (step / "checkpoint-1").mkdir(parents=True)
+    (step / "final").mkdir()
+    seen: list[str] = []
+
+    def train():
+        assert (step / "checkpoint-1").is_dir()  # still there while the step runs
+        return {"final_model": str(step / "final")}
+
+    state = _State(tmp_path / "loop_state.json")
+    assert state.run("round-1/verifier", train, seen.append, step) == {"final_model": str(step / "final")}
+    assert not (step / "checkpoint-1").exists() and (step / "final").is_dir()
+    assert json.loads((tmp_path / "loop_state.json").read_text())["done"]["round-1/verifier"]["final_model"]
+    (step / "checkpoint-2").mkdir()
+    again = _State(tmp_path / "loop_state.json")  # a restarted loop: recorded steps are skipped
+    assert again.run("round-1/verifier", lambda: pytest.fail("ran twice"), seen.append, step)
+    assert seen == ["round-1/verifier: running", "round-1/verifier: done earlier, skipped"]
+    assert (step / "checkpoint-2").is_dir()  # a skipped step touches nothing
+    (tmp_path / "loop_state.json").write_text("{not json")
+    with pytest.raises(TrainError, match="unreadable loop state"):
+        _State(tmp_path / "loop_state.json")
+
+
 @pytest.mark.train
 def test_loop_one_round_cpu_with_scripted_judge_and_resume(tmp_path):
     pytest.importorskip("trl")
@@ -308,6 +343,10 @@ def test_loop_one_round_cpu_with_scripted_judge_and_resume(tmp_path):
         assert r1["rft"]["selected"] == 1 and s["final_model"] == r1["rft"]["final_model"]
         state = json.loads((tmp_path / "loop/loop_state.json").read_text())["done"]
         assert set(state) == {"round-1/verifier", "round-1/generator", "round-1/label", "round-1/rft"}
+        # finished steps keep their final model, not their checkpoints (optimizer state)
+        assert not list((tmp_path / "loop").glob("round-1/*/checkpoint-*"))
+        assert all((tmp_path / "loop/round-1" / step / "final/config.json").is_file()
+                   for step in ("verifier", "generator", "rft"))
         logs.clear()
         s2 = run_loop(cfg, log=logs.append)  # resume: every step is skipped
         assert s2["final_model"] == s["final_model"]
@@ -402,6 +441,7 @@ def test_cli_train_loop_example_config_two_rounds(tmp_path):
     state = json.loads((out / "loop_state.json").read_text())["done"]
     assert len(state) == 8 and summary["final_model"] == summary["rounds"][1]["rft"]["final_model"]
     assert "[loop] round-2/rft: running" in r.stderr
+    assert not list(out.glob("round-*/*/checkpoint-*"))  # finished steps keep only final/
 
 
 def test_cli_train_errors_are_one_line(tmp_path):

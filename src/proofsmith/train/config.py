@@ -275,6 +275,9 @@ class LoopConfig:
     label: see :class:`LabelSpec` (``label.problems`` empty: skip generation and labeling).
     rft: an ``RFTConfig`` body (``output_dir``, ``model`` and ``sources`` set by the loop;
         its ``sources`` are added to the loop's).
+    keep_checkpoints: keep each finished step's ``checkpoint-*`` directories (model and
+        optimizer state, ~3x the model's size each; only needed to resume a step mid-way).
+        False: once a step is recorded as done they are deleted; its ``final/`` model stays.
     """
 
     output_dir: str = "runs/loop"
@@ -284,6 +287,7 @@ class LoopConfig:
     generator: TrainConfig = field(default_factory=lambda: TrainConfig(role="generator"))
     label: LabelSpec = field(default_factory=LabelSpec)
     rft: RFTConfig = field(default_factory=RFTConfig)
+    keep_checkpoints: bool = False
 
 
 # -- YAML -> dataclasses -------------------------------------------------------------------

@@ -15,7 +15,9 @@ Round r (directories under ``output_dir/round-r/``):
      starts the next round).
 
 ``output_dir/loop_state.json`` records each finished step and its result; a restarted loop
-skips them (a GRPO/SFT step interrupted mid-way resumes from its last checkpoint).
+skips them (a GRPO/SFT step interrupted mid-way resumes from its last checkpoint). Once a step
+is recorded, its ``checkpoint-*`` directories are deleted (``keep_checkpoints: true`` keeps
+them): they hold optimizer state, several times the model's size, and only serve a resume.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,14 +43,23 @@ class _State:
             except (ValueError, KeyError) as e:
                 raise TrainError(f"{path}: unreadable loop state ({e}); delete it to start over") from None
 
-    def run(self, key: str, fn: Callable[[], Any], log: Callable[[str], None]) -> Any:
+    def run(self, key: str, fn: Callable[[], Any], log: Callable[[str], None],
+            drop_checkpoints_in: Path | None = None) -> Any:
+        """Run step ``key`` unless it is recorded as done. ``drop_checkpoints_in``: once the step
+        is recorded, delete the ``checkpoint-*`` directories there (no longer needed)."""
         if key in self.done:
             log(f"{key}: done earlier, skipped")
             return self.done[key]
         log(f"{key}: running")
         result = fn()
         self.done[key] = result
-        self.path.write_text(json.dumps({"done": self.done}, indent=2, default=str))
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"done": self.done}, indent=2, default=str))
+        tmp.replace(self.path)  # atomic: a kill never leaves a half-written state file
+        if drop_checkpoints_in is not None:
+            for ck in sorted(drop_checkpoints_in.glob("checkpoint-*")):
+                if ck.is_dir():
+                    shutil.rmtree(ck)
         return result
 
 
@@ -196,11 +208,12 @@ def run_loop(cfg: LoopConfig, log: Callable[[str], None] = print, generate: Gene
         vcfg = copy.deepcopy(cfg.verifier)
         vcfg.role, vcfg.output_dir, vcfg.model = "verifier", str(rd / "verifier"), _model(cfg, start_model)
         vcfg.data.extra_paths = list(vcfg.data.extra_paths) + label_exports
-        v = state.run(f"round-{r}/verifier", lambda: train_grpo(vcfg), log)
+        drop = (lambda step: None) if cfg.keep_checkpoints else (lambda step: rd / step)
+        v = state.run(f"round-{r}/verifier", lambda: train_grpo(vcfg), log, drop("verifier"))
 
         gcfg = copy.deepcopy(cfg.generator)
         gcfg.role, gcfg.output_dir, gcfg.model = "generator", str(rd / "generator"), _model(cfg, v["final_model"])
-        g = state.run(f"round-{r}/generator", lambda: train_grpo(gcfg), log)
+        g = state.run(f"round-{r}/generator", lambda: train_grpo(gcfg), log, drop("generator"))
 
         if cfg.label.problems:
             lab = state.run(f"round-{r}/label", lambda: _label_step(cfg, rd, g["final_model"], templates, log, generate), log)
@@ -226,7 +239,7 @@ def run_loop(cfg: LoopConfig, log: Callable[[str], None] = print, generate: Gene
                     return {"skipped": str(e)}
                 raise
 
-        rft = state.run(f"round-{r}/rft", rft_step, log)
+        rft = state.run(f"round-{r}/rft", rft_step, log, drop("rft"))
         start_model = rft.get("final_model") or g["final_model"]
         rounds.append({"round": r, "verifier": v["final_model"], "generator": g["final_model"],
                        "label": lab, "rft": rft, "next_model": start_model})
