@@ -30,7 +30,7 @@ ProblemArg = Annotated[
 ]
 ProblemsOpt = Annotated[
     Optional[Path],
-    typer.Option("--problems", help="Several problems: a JSONL or CSV file with a 'problem' column ('id' optional).", show_default=False),
+    typer.Option("--problems", help="Several problems: a JSONL, JSON or CSV file with a 'problem' column ('id' optional; schema in docs/evaluation.md).", show_default=False),
 ]
 DatasetOpt = Annotated[
     Optional[str],
