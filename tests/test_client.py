@@ -449,6 +449,38 @@ async def test_partial_batch_requests_only_missing_samples(scripted_server, tmp_
     assert sorted(store.cached_samples(five[0].request_key)) == [0, 1, 2, 3, 4]
 
 
+async def test_concurrent_identical_requests_share_samples_with_a_store(make_server, tmp_path):
+    srv = make_server(default=Reply(text=lambda req, i: f"req{req.index} choice{i}", delay=0.3))
+    async with client_for(srv, store=RunStore(tmp_path)) as c:
+        a, b, d = await asyncio.gather(c.complete(MSG, n=2), c.complete(MSG, n=3), c.complete(MSG, n=2))
+        assert c.stats["shared"] == 4  # samples 0 and 1 for two of the callers
+    # samples 0 and 1 were requested once; the n=3 caller asked only for sample 2
+    assert sorted(r.n for r in srv.requests) == [1, 2]
+    assert [o.text for o in b[:2]] == [o.text for o in a] == [o.text for o in d]
+    assert [o.sample_index for o in b] == [0, 1, 2] and b[2].text not in {o.text for o in a}
+    assert c.usage.calls == 2
+
+
+async def test_shared_sample_is_fetched_again_when_its_owner_is_cancelled(make_server, tmp_path):
+    srv = make_server(default=Reply(text=lambda req, i: f"req{req.index}", delay=0.3))
+    async with client_for(srv, store=RunStore(tmp_path)) as c:
+        owner = asyncio.ensure_future(c.complete(MSG))
+        await asyncio.sleep(0.1)  # the owner's request is in flight
+        waiter = asyncio.ensure_future(c.complete(MSG))
+        await asyncio.sleep(0.05)
+        owner.cancel()
+        out = await waiter
+    assert owner.cancelled() and len(srv.requests) == 2
+    assert out[0].text == "req1" and c.stats["shared"] == 0
+
+
+async def test_without_a_store_identical_requests_are_independent(make_server):
+    srv = make_server(default=Reply(text=lambda req, i: f"req{req.index}", delay=0.1))
+    async with client_for(srv) as c:
+        a, b = await asyncio.gather(c.complete(MSG), c.complete(MSG))
+    assert len(srv.requests) == 2 and {a[0].text, b[0].text} == {"req0", "req1"}
+
+
 async def test_different_endpoint_same_request_hits_store(make_server, tmp_path):
     a, b = make_server(), make_server()
     store = RunStore(tmp_path)

@@ -14,7 +14,9 @@ One :class:`LLMClient` talks to one model served by one or more endpoints. It gi
 * endpoint choice: the same ``prefix_key`` always goes to the same endpoint (rendezvous
   hashing over the base URLs, so prefix caches are hit); otherwise the least-loaded one;
 * resume through a :class:`~proofsmith.store.RunStore`: samples already stored under the same
-  request key are returned without any HTTP request, and each finished call is written at once.
+  request key are returned without any HTTP request, and each finished call is written at once;
+  with a store, a sample that a concurrent caller is already fetching (same request key and
+  sample index) is awaited instead of requested again (``stats["shared"]``).
 
 Base URLs are OpenAI-style, e.g. ``http://127.0.0.1:8000/v1``: requests go to
 ``{base_url}/chat/completions``. A URL without a path (``http://host:8000``) is refused with
@@ -466,7 +468,9 @@ class LLMClient:
         self.on_event = on_event
         self.transport_name = transport
         self.usage = Usage()
-        self.stats = {"requests": 0, "failed": 0, "retries": 0, "cache_hits": 0}
+        self.stats = {"requests": 0, "failed": 0, "retries": 0, "cache_hits": 0, "shared": 0}
+        # (request key, sample index) -> the future of a fetch in progress (store attached only)
+        self._inflight: dict[tuple[str, int], asyncio.Future] = {}
         self._states = {ep.base_url: _EndpointState(ep) for ep in eps}
         self._transport: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -545,43 +549,85 @@ class LLMClient:
             if results:
                 self.stats["cache_hits"] += len(results)
                 self._emit("cache_hit", {"role": role, "request_key": key, "count": len(results), "n": n})
-        missing = [i for i in range(n) if i not in results]
-        if missing:
-            body_base: dict[str, Any] = {
-                "model": self.model,
-                "messages": messages,
-                "temperature": sp.temperature,
-                "top_p": sp.top_p,
-            }
-            if sp.max_tokens is not None:
-                body_base["max_tokens"] = sp.max_tokens
-            body_base.update(sp.extra)
-            state = self._pick(prefix_key)
-            if len(missing) > 1 and not state.ignores_n and state.endpoint.use_n:
-                got = await self._request(state, prefix_key, body_base, missing, role, key)
-                results.update(got)
-                missing = [i for i in missing if i not in results]
-            if len(missing) == 1:
-                results.update(await self._request(state, prefix_key, body_base, missing, role, key))
-            elif missing:  # the server ignores n (or use_n=False): one n=1 request per sample
-                tasks = [
-                    asyncio.ensure_future(
-                        self._request(self._pick(prefix_key), prefix_key, body_base, [i], role, key)
-                    )
-                    for i in missing
-                ]
-                try:
-                    for got in await asyncio.gather(*tasks):
-                        results.update(got)
-                except BaseException:
-                    for t in tasks:
-                        t.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                    raise
-        missing = [i for i in range(n) if i not in results]
+        pending = [i for i in range(n) if i not in results]
+        while pending:
+            # With a store, a sample is identified by (request key, index): a sample another
+            # caller is already fetching is awaited, not paid for twice. If that caller fails
+            # or is cancelled, the sample is fetched here on the next pass.
+            joined = {i: self._inflight[(key, i)] for i in pending if (key, i) in self._inflight}
+            mine = [i for i in pending if i not in joined]
+            if mine:
+                results.update(await self._fetch_shared(key, messages, sp, role, prefix_key, mine))
+            if joined:
+                await asyncio.wait(list(joined.values()))  # never cancels the owner's futures
+                for i, fut in joined.items():
+                    c = fut.result()
+                    if c is not None:
+                        results[i] = c
+                        self.stats["shared"] += 1
+            pending = [i for i in range(n) if i not in results]
+        return [results[i] for i in range(n)]
+
+    async def _fetch_shared(self, key: str, messages: list[dict], sp: SamplingParams, role: str,
+                            prefix_key: str | None, indices: list[int]) -> dict[int, Completion]:
+        """``_fetch`` of ``indices``, announced to concurrent callers of the same request when a
+        store is attached (each waiting caller gets the Completion, or None if this failed)."""
+        if self.store is None:
+            return await self._fetch(key, messages, sp, role, prefix_key, indices)
+        loop = asyncio.get_running_loop()
+        futs = {i: loop.create_future() for i in indices}
+        for i, f in futs.items():
+            self._inflight[(key, i)] = f
+        got: dict[int, Completion] = {}
+        try:
+            got = await self._fetch(key, messages, sp, role, prefix_key, indices)
+            return got
+        finally:
+            for i, f in futs.items():
+                self._inflight.pop((key, i), None)
+                if not f.done():
+                    f.set_result(got.get(i))
+
+    async def _fetch(self, key: str, messages: list[dict], sp: SamplingParams, role: str,
+                     prefix_key: str | None, missing: list[int]) -> dict[int, Completion]:
+        """Send the requests for samples ``missing`` of one prompt (one ``n`` request where the
+        endpoint honours ``n``, else one request per sample); all of them, or an error."""
+        results: dict[int, Completion] = {}
+        body_base: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": sp.temperature,
+            "top_p": sp.top_p,
+        }
+        if sp.max_tokens is not None:
+            body_base["max_tokens"] = sp.max_tokens
+        body_base.update(sp.extra)
+        state = self._pick(prefix_key)
+        if len(missing) > 1 and not state.ignores_n and state.endpoint.use_n:
+            got = await self._request(state, prefix_key, body_base, missing, role, key)
+            results.update(got)
+            missing = [i for i in missing if i not in results]
+        if len(missing) == 1:
+            results.update(await self._request(state, prefix_key, body_base, missing, role, key))
+        elif missing:  # the server ignores n (or use_n=False): one n=1 request per sample
+            tasks = [
+                asyncio.ensure_future(
+                    self._request(self._pick(prefix_key), prefix_key, body_base, [i], role, key)
+                )
+                for i in missing
+            ]
+            try:
+                for got in await asyncio.gather(*tasks):
+                    results.update(got)
+            except BaseException:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+        missing = [i for i in missing if i not in results]
         if missing:  # pragma: no cover - guarded by _request's contract
             raise ServerUnavailableError(f"no completion for sample(s) {missing} of {key[:12]}")
-        return [results[i] for i in range(n)]
+        return results
 
     # -- internals --------------------------------------------------------------------------
 
