@@ -381,6 +381,51 @@ async def test_prefix_key_affinity_across_three_endpoints(make_server):
         assert len(servers[owner["problem-7"]].requests) == 1
 
 
+async def test_unreachable_endpoint_fails_over_to_the_next(make_server, tmp_path):
+    a, b = make_server(), make_server()
+    eps = [Endpoint(base_url=s.base_url, model="m") for s in (a, b)]
+    events: list[tuple[str, dict]] = []
+    store = RunStore(tmp_path)
+    async with LLMClient(eps, store=store, backoff_base=0.001, backoff_max=0.01, max_retries=2,
+                         on_event=lambda k, i: events.append((k, i))) as c:
+        # a prefix key whose requests go to server a while both are up
+        homes = {k: (await c.complete(msg(k), prefix_key=k))[0].endpoint for k in map(str, range(12))}
+        key = next(k for k, url in homes.items() if url == a.base_url)
+        a.stop()  # a is gone: connection refused
+        out = await c.complete(msg(key + "/new"), prefix_key=key)
+        assert out[0].endpoint == b.base_url  # the retry went to b
+        fails = [i for k, i in events if k == "failover"]
+        assert fails == [{"call_id": fails[0]["call_id"], "role": "default", "from": a.base_url, "to": b.base_url}]
+        # while a cools down, new requests of that key go straight to b (no failed attempt)
+        retries = c.stats["retries"]
+        again = await c.complete(msg(key + "/newer"), prefix_key=key)
+        assert again[0].endpoint == b.base_url and c.stats["retries"] == retries
+        # the failed attempt at a is in the store
+        assert store.summary()["per_endpoint"][a.base_url]["failed_calls"] == 1
+
+
+async def test_endpoint_avoided_only_for_its_cooldown(make_server):
+    a, b = make_server(), make_server()
+    eps = [Endpoint(base_url=s.base_url, model="m") for s in (a, b)]
+    async with LLMClient(eps, endpoint_cooldown=0.3, backoff_base=0.001, backoff_max=0.01) as c:
+        homes = {k: (await c.complete(msg(k), prefix_key=k))[0].endpoint for k in map(str, range(12))}
+        key = next(k for k, url in homes.items() if url == a.base_url)
+        a.script(Reply.dropped())  # a's next answer: the connection is closed unanswered
+        out = await c.complete(msg(key + "/1"), prefix_key=key)
+        assert out[0].endpoint == b.base_url
+        await asyncio.sleep(0.35)  # cool-down over: the key goes home to a (its prefix cache)
+        back = await c.complete(msg(key + "/2"), prefix_key=key)
+        assert back[0].endpoint == a.base_url
+
+
+async def test_single_endpoint_is_never_avoided(scripted_server):
+    srv = scripted_server
+    srv.script(Reply.dropped(), "fine")
+    async with client_for(srv) as c:
+        out = await c.complete(MSG)
+    assert out[0].text == "fine" and len(srv.requests) == 2
+
+
 async def test_least_loaded_without_prefix_key(make_server):
     servers = [make_server(delay=0.2) for _ in range(3)]
     eps = [Endpoint(base_url=s.base_url, model="m", max_concurrency=4) for s in servers]

@@ -12,7 +12,10 @@ One :class:`LLMClient` talks to one model served by one or more endpoints. It gi
   before the last ``</think>``);
 * token usage and cost accounting, and a budget checked before each request;
 * endpoint choice: the same ``prefix_key`` always goes to the same endpoint (rendezvous
-  hashing over the base URLs, so prefix caches are hit); otherwise the least-loaded one;
+  hashing over the base URLs, so prefix caches are hit); otherwise the least-loaded one. An
+  endpoint that cannot be reached (connection refused, timeout, dropped connection) is avoided
+  for ``endpoint_cooldown`` seconds: the retry of that request, and new requests, go to the
+  next endpoint in the same order (prefix keys move to their second choice, then come back);
 * resume through a :class:`~proofsmith.store.RunStore`: samples already stored under the same
   request key are returned without any HTTP request, and each finished call is written at once;
   with a store, a sample that a concurrent caller is already fetching (same request key and
@@ -379,7 +382,7 @@ class _Retryable(Exception):
 
 
 class _EndpointState:
-    __slots__ = ("endpoint", "semaphore", "pending", "in_flight", "ignores_n", "url", "headers")
+    __slots__ = ("endpoint", "semaphore", "pending", "in_flight", "ignores_n", "url", "headers", "down_until")
 
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint
@@ -387,6 +390,7 @@ class _EndpointState:
         self.pending = 0  # queued + in flight (for least-loaded choice)
         self.in_flight = 0
         self.ignores_n = False
+        self.down_until = 0.0  # time.monotonic() until which it is avoided (it could not be reached)
         self.url = endpoint.base_url + "/chat/completions"
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if endpoint.api_key:
@@ -420,6 +424,7 @@ class LLMClient:
         backoff_max: float = 60.0,
         on_event: Callable[[str, dict], None] | None = None,
         transport: str = "aiohttp",
+        endpoint_cooldown: float = 30.0,
     ):
         eps = [endpoints] if isinstance(endpoints, Endpoint) else list(endpoints)
         if not eps:
@@ -467,6 +472,7 @@ class LLMClient:
         self.backoff_max = float(backoff_max)
         self.on_event = on_event
         self.transport_name = transport
+        self.endpoint_cooldown = float(endpoint_cooldown)
         self.usage = Usage()
         self.stats = {"requests": 0, "failed": 0, "retries": 0, "cache_hits": 0, "shared": 0}
         # (request key, sample index) -> the future of a fetch in progress (store attached only)
@@ -643,6 +649,8 @@ class LLMClient:
         states = list(self._states.values())
         if len(states) == 1:
             return states[0]
+        now = time.monotonic()
+        states = [st for st in states if st.down_until <= now] or states  # all down: try them all
         if prefix_key is not None:
             return max(states, key=lambda s: _rendezvous_score(prefix_key, s.endpoint.base_url))
         self._rr = (self._rr + 1) % len(states)
@@ -723,6 +731,8 @@ class LLMClient:
                         latency = time.perf_counter() - t0
                         last_cause = str(e)
                         retry_after, response = None, None
+                        if len(self._states) > 1:  # unreachable: route around it for a while
+                            state.down_until = time.monotonic() + self.endpoint_cooldown
                     except LLMError as e:
                         latency = time.perf_counter() - t0
                         self.stats["failed"] += 1
@@ -739,6 +749,7 @@ class LLMClient:
                         )
                         raise
                     else:
+                        state.down_until = 0.0
                         if len(completions) < asked:
                             state.ignores_n = True
                         self.usage = self.usage + usage
@@ -775,6 +786,14 @@ class LLMClient:
                      "attempt": attempt, "error": last_cause, "wait_s": wait},
                 )
                 await asyncio.sleep(wait)
+                if state.down_until > time.monotonic():
+                    other = self._pick(prefix_key)
+                    if other is not state:  # fail over: the next attempt goes to a reachable endpoint
+                        self._emit("failover", {"call_id": call_id, "role": role, "from": ep.base_url,
+                                                "to": other.endpoint.base_url})
+                        state.pending -= 1
+                        other.pending += 1
+                        state, ep = other, other.endpoint
         finally:
             state.pending -= 1
         raise ServerUnavailableError(
