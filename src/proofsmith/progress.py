@@ -12,11 +12,11 @@ from .cliutil import err
 
 
 class CallProgress:
-    """Counts LLM calls (sent, finished, reused from the run store, retried) and tokens."""
+    """Counts LLM calls (sent, finished, reused from the run store, retried, failed over) and tokens."""
 
     def __init__(self, description: str, total: int | None = None, enabled: bool = True) -> None:
         self.description = description
-        self.sent = self.done = self.cached = self.retries = self.failed = 0
+        self.sent = self.done = self.cached = self.retries = self.failed = self.failovers = 0
         self.tokens = 0
         self.enabled = enabled and err.is_terminal
         self._progress = Progress(
@@ -54,9 +54,13 @@ class CallProgress:
             self.cached += info.get("count", 1)
         elif kind == "retry":
             self.retries += 1
+        elif kind == "failover":
+            self.failovers += 1
         stats = f"calls {self.done}/{self.sent}  reused {self.cached}  tokens {self.tokens:,}"
         if self.retries:
             stats += f"  retries {self.retries}"
+        if self.failovers:
+            stats += f"  failovers {self.failovers}"
         self._progress.update(self._task, stats=stats)
 
     def __enter__(self) -> "CallProgress":
