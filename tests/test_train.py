@@ -277,6 +277,17 @@ def test_rft_errors(tmp_path):
         collect_samples([str(tmp_path / "s.jsonl")])
 
 
+def test_loop_checks_label_problems_before_training(tmp_path):
+    from proofsmith.train.loop import run_loop
+
+    (tmp_path / "problems.jsonl").write_text('{"id": "p1", "statement": "Prove 1 < 2."}\n{"id": "p2", "statement":\n')
+    cfg = from_dict(LoopConfig, {"output_dir": str(tmp_path / "loop"), "rounds": 1,
+                                 "label": {"problems": str(tmp_path / "problems.jsonl")}})
+    with pytest.raises(TrainError, match=r"label.problems: .*problems.jsonl: line 2: not valid JSON"):
+        run_loop(cfg, log=lambda m: pytest.fail(f"a step started: {m}"))
+    assert not list((tmp_path / "loop").glob("round-*"))
+
+
 def test_loop_state_records_steps_then_drops_their_checkpoints(tmp_path):
     from proofsmith.train.loop import _State
 

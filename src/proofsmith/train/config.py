@@ -238,7 +238,8 @@ class RFTConfig:
 class LabelSpec:
     """The loop's generate-and-label step.
 
-    problems: JSONL of problems (``{"id", "statement"}`` per line) to generate new proofs for.
+    problems: a problems file (JSONL, JSON or CSV with a problem/statement column and an optional
+        id; the schema of docs/evaluation.md), read and checked before training starts.
     proofs_per_problem: proofs sampled from the freshly trained generator per problem.
     max_new_tokens: token limit of those generations (local transformers generation).
     judge: the endpoint that verifies and meta-verifies the new proofs (the current verifier,

@@ -29,6 +29,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from ..cliutil import UserError
+from ..pipelines.problems import read_problems_file
+from ..records import Problem
 from . import TrainError
 from .config import LoopConfig, ModelSpec
 
@@ -65,19 +68,6 @@ class _State:
 
 def _model(cfg: LoopConfig, path: str) -> ModelSpec:
     return ModelSpec(path=path, cache_dir=cfg.model.cache_dir, dtype=cfg.model.dtype)
-
-
-def _read_problems(path: str) -> list[dict]:
-    from .data import read_jsonl
-
-    rows = read_jsonl(path)
-    out = []
-    for i, r in enumerate(rows, 1):
-        statement = r.get("statement") or r.get("problem")
-        if not statement:
-            raise TrainError(f"{path}: row {i} has no statement")
-        out.append({"id": str(r.get("id") or f"p{i}"), "statement": statement})
-    return out
 
 
 def generate_local(model_dir: str, prompts: list[list[dict]], *, n: int, max_new_tokens: int,
@@ -130,29 +120,37 @@ def rft_samples(items: list[Any], raw_of: dict[str, str]) -> list[dict]:
 Generate = Callable[..., list[list[tuple[str, bool]]]]
 
 
-def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, templates: Any, log: Callable[[str], None],
-                generate: Generate = generate_local) -> dict:
+def _label_problems(cfg: LoopConfig) -> list[Problem]:
+    """The label step's problems, read (and checked) before any training starts."""
+    if not cfg.label.problems:
+        return []
+    try:
+        return read_problems_file(cfg.label.problems)
+    except UserError as e:
+        raise TrainError(f"label.problems: {e}") from None
+
+
+def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, problems: list[Problem], templates: Any,
+                log: Callable[[str], None], generate: Generate = generate_local) -> dict:
     from ..parse import parse_generation
     from ..pipelines.label import LabelConfig, LabelInput, export_labels, run_label_many
-    from ..records import Problem, content_id
+    from ..records import content_id
     from .data import render_prompt, save_jsonl
     from .judge import embedded_judges
 
     spec = cfg.label
-    problems = _read_problems(spec.problems)
-    prompts = [render_prompt("generator", {"problem": p["statement"]}, templates) for p in problems]
+    prompts = [render_prompt("generator", {"problem": p.statement}, templates) for p in problems]
     gens = generate(generator_dir, prompts, n=spec.proofs_per_problem, max_new_tokens=spec.max_new_tokens)
     items, n_answers, n_malformed = [], 0, 0
     raw_of: dict[str, str] = {}
-    for p, answers in zip(problems, gens):
-        prob = Problem(id=p["id"], statement=p["statement"])
+    for prob, answers in zip(problems, gens):
         for text, truncated in answers:
             n_answers += 1
             parsed = parse_generation(text, truncated=truncated)
             if parsed.proof is None:
                 n_malformed += 1
                 continue
-            pid = content_id(p["id"], text, prefix="p-")
+            pid = content_id(prob.id, text, prefix="p-")
             raw_of[pid] = text
             items.append(LabelInput(problem=prob, proof_id=pid, proof=parsed.proof))
     result: dict[str, Any] = {"answers": n_answers, "malformed": n_malformed, "labeled": 0, "export": None}
@@ -200,6 +198,7 @@ def run_loop(cfg: LoopConfig, log: Callable[[str], None] = print, generate: Gene
         from ..prompts import Templates
 
         templates = Templates.load(cfg.verifier.data.templates)
+    label_problems = _label_problems(cfg)
     start_model = cfg.model.path
     label_exports: list[str] = []
     rounds = []
@@ -216,7 +215,7 @@ def run_loop(cfg: LoopConfig, log: Callable[[str], None] = print, generate: Gene
         g = state.run(f"round-{r}/generator", lambda: train_grpo(gcfg), log, drop("generator"))
 
         if cfg.label.problems:
-            lab = state.run(f"round-{r}/label", lambda: _label_step(cfg, rd, g["final_model"], templates, log, generate), log)
+            lab = state.run(f"round-{r}/label", lambda: _label_step(cfg, rd, g["final_model"], label_problems, templates, log, generate), log)
             if lab.get("export"):
                 label_exports.append(lab["export"])
         else:
