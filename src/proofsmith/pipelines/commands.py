@@ -12,7 +12,7 @@ free), so re-running the same command on the same ``--run-dir`` continues where 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -73,8 +73,34 @@ def _fmt(x: float | None) -> str:
     return "none" if x is None else f"{x:.3g}"
 
 
-def _run_dir_of(holder: dict) -> Path | None:
-    return holder.get("run_dir")
+def _run_many(command: str, run_many: Callable, probs: list, cfg: Any, tpl: Any, opts: CommonArgs,
+              budget: Budget | None) -> tuple[list, Path]:
+    """Run a per-problem pipeline (``run_refine_many`` / ``run_search_many``) over all problems on
+    one session, with a per-problem progress line; (results, run directory)."""
+    from . import StageProgress
+
+    run_dirs: list[Path] = []
+
+    async def work(s: Session, progress) -> list:
+        run_dirs.append(s.run_dir)
+        rep = StageProgress(command, [p.id for p in probs], progress)
+        return await run_many(s.client, probs, cfg, tpl, rep)
+
+    results = with_session(opts.config(budget), opts.run_dir, command, work, f"{command}: {len(probs)} problem(s)")
+    return results, run_dirs[0]
+
+
+def _show_results(results: list, opts: CommonArgs, run_dir: Path, print_one: Callable[[Any], None]) -> None:
+    """One JSON document (one problem: its result; several: ``{"problems", "usage"}``) or
+    Markdown per problem, then the budget note when a problem stopped on the budget."""
+    if opts.json_out:
+        docs = [r.to_json() for r in results]
+        print_json(docs[0] if len(docs) == 1 else {"problems": docs, "usage": _total([r.usage for r in results])})
+    else:
+        for r in results:
+            print_one(r)
+        _print_usage(results)
+    _budget_note(any(r.stopped == "budget" for r in results), run_dir)
 
 
 # ----------------------------------------------------------------------------- refine
@@ -94,42 +120,29 @@ def refine_cmd(
 ) -> None:
     """Sequential refinement with self-verification: K threads, each fixes its own proof until its self-score is 1 or T attempts are used."""
     from .refine import RefineConfig, run_refine_many
-    from . import StageProgress
 
     probs = _problems(problem_file, problems, dataset, limit)
     cfg = or_fail(lambda: RefineConfig(threads=threads, max_attempts=max_attempts, grade_samples=grade_samples))
     tpl = or_fail(load_templates, opts.templates)
-    holder: dict[str, Any] = {}
+    results, run_dir = _run_many("refine", run_refine_many, probs, cfg, tpl, opts, _budget(max_tokens, max_cost))
 
-    async def work(s: Session, progress) -> list:
-        holder["run_dir"] = s.run_dir
-        rep = StageProgress("refine", [p.id for p in probs], progress)
-        return await run_refine_many(s.client, probs, cfg, tpl, rep)
+    def print_one(r) -> None:
+        out.print(f"# Sequential refinement: {r.problem.id}\n", markup=False)
+        for t in r.threads:
+            scores = " -> ".join(_fmt(s.self_score) if s.proof is not None else "discarded" for s in t.chain)
+            g = f"; grade {_fmt(t.grade.majority)}" if t.grade else ""
+            out.print(f"- thread {t.index}: self-scores {scores} ({t.stopped}{g})")
+        if r.selected is not None:
+            out.print(f"\n## Selected (best@K by self-score): thread {r.selected_thread}, self-score {_fmt(r.selected.self_score)}\n")
+            out.print((r.selected.proof or "") + "\n", markup=False)
+        else:
+            out.print("\n_no thread produced a proof with a body_\n")
+        if r.pass_at_1 is not None:
+            out.print(f"**pass@1 {r.pass_at_1:.3f}   best@{len(r.threads)} {r.best_at_k:.3f}**\n")
+        if r.stopped == "budget":
+            out.print(f"_stopped: budget ({r.message})_\n")
 
-    results = with_session(opts.config(_budget(max_tokens, max_cost)), opts.run_dir, "refine", work,
-                           f"refine: {len(probs)} problem(s)")
-    stopped = any(r.stopped == "budget" for r in results)
-    if opts.json_out:
-        docs = [r.to_json() for r in results]
-        print_json(docs[0] if len(docs) == 1 else {"problems": docs, "usage": _total([r.usage for r in results])})
-    else:
-        for r in results:
-            out.print(f"# Sequential refinement: {r.problem.id}\n", markup=False)
-            for t in r.threads:
-                scores = " -> ".join(_fmt(s.self_score) if s.proof is not None else "discarded" for s in t.chain)
-                g = f"; grade {_fmt(t.grade.majority)}" if t.grade else ""
-                out.print(f"- thread {t.index}: self-scores {scores} ({t.stopped}{g})")
-            if r.selected is not None:
-                out.print(f"\n## Selected (best@K by self-score): thread {r.selected_thread}, self-score {_fmt(r.selected.self_score)}\n")
-                out.print((r.selected.proof or "") + "\n", markup=False)
-            else:
-                out.print("\n_no thread produced a proof with a body_\n")
-            if r.pass_at_1 is not None:
-                out.print(f"**pass@1 {r.pass_at_1:.3f}   best@{len(r.threads)} {r.best_at_k:.3f}**\n")
-            if r.stopped == "budget":
-                out.print(f"_stopped: budget ({r.message})_\n")
-        _print_usage(results)
-    _budget_note(stopped, opts.run_dir or _run_dir_of(holder))
+    _show_results(results, opts, run_dir, print_one)
 
 
 # ----------------------------------------------------------------------------- search
@@ -156,7 +169,6 @@ def search_cmd(
 ) -> None:
     """High-compute pool search: verify a pool of proofs many times, refine the best with their analyses, stop when a proof passes all its verifications."""
     from .search import SearchConfig, run_search_many
-    from . import StageProgress
 
     probs = _problems(problem_file, problems, dataset, limit)
     overrides = dict(initial_proofs=initial_proofs, verifications=verifications, refine_top=refine_top,
@@ -167,35 +179,23 @@ def search_cmd(
         overrides.update(analysis_selection="per_score_level", analyses_per_score=analyses_per_score)
     cfg = or_fail(lambda: SearchConfig.preset(preset, **overrides))
     tpl = or_fail(load_templates, opts.templates)
-    holder: dict[str, Any] = {}
+    results, run_dir = _run_many("search", run_search_many, probs, cfg, tpl, opts, _budget(max_tokens, max_cost))
 
-    async def work(s: Session, progress) -> list:
-        holder["run_dir"] = s.run_dir
-        rep = StageProgress("search", [p.id for p in probs], progress)
-        return await run_search_many(s.client, probs, cfg, tpl, rep)
+    def print_one(r) -> None:
+        out.print(f"# Pool search: {r.problem.id}  (stopped: {r.stopped})\n", markup=False)
+        for it in r.iterations:
+            out.print(f"- iteration {it.iteration}: +{len(it.new_proofs)} proofs, {len(it.discarded)} discarded; "
+                      f"best mean {_fmt(it.best_mean_score)}" + (f"; passed: {len(it.passed)}" if it.passed else ""))
+        sel = r.selected
+        if sel is None:
+            out.print(f"\n_no proof in the pool{': ' + r.message if r.message else ''}_\n")
+        else:
+            extra = f", without rejected analyses {_fmt(sel.filtered_mean_score)}" if cfg.meta_verify else ""
+            out.print(f"\n## Selected proof (mean score {_fmt(sel.mean_score)} over {sel.n_valid} valid "
+                      f"verifications{extra}; self-score {_fmt(sel.self_score)})\n")
+            out.print(sel.proof + "\n", markup=False)
 
-    results = with_session(opts.config(_budget(max_tokens, max_cost)), opts.run_dir, "search", work,
-                           f"search: {len(probs)} problem(s)")
-    stopped = any(r.stopped == "budget" for r in results)
-    if opts.json_out:
-        docs = [r.to_json() for r in results]
-        print_json(docs[0] if len(docs) == 1 else {"problems": docs, "usage": _total([r.usage for r in results])})
-    else:
-        for r in results:
-            out.print(f"# Pool search: {r.problem.id}  (stopped: {r.stopped})\n", markup=False)
-            for it in r.iterations:
-                out.print(f"- iteration {it.iteration}: +{len(it.new_proofs)} proofs, {len(it.discarded)} discarded; "
-                          f"best mean {_fmt(it.best_mean_score)}" + (f"; passed: {len(it.passed)}" if it.passed else ""))
-            sel = r.selected
-            if sel is None:
-                out.print(f"\n_no proof in the pool{': ' + r.message if r.message else ''}_\n")
-            else:
-                extra = f", without rejected analyses {_fmt(sel.filtered_mean_score)}" if cfg.meta_verify else ""
-                out.print(f"\n## Selected proof (mean score {_fmt(sel.mean_score)} over {sel.n_valid} valid "
-                          f"verifications{extra}; self-score {_fmt(sel.self_score)})\n")
-                out.print(sel.proof + "\n", markup=False)
-        _print_usage(results)
-    _budget_note(stopped, opts.run_dir or _run_dir_of(holder))
+    _show_results(results, opts, run_dir, print_one)
 
 
 def _print_usage(results: list) -> None:
