@@ -30,13 +30,46 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from proofsmith.errors import one_line  # noqa: E402
 from proofsmith.llm.client import Endpoint, LLMClient  # noqa: E402
+from proofsmith.llm.transport import TransportError  # noqa: E402
 from proofsmith.store import RunStore  # noqa: E402
+
+
+# -- the httpx transport (compared here; the client itself uses aiohttp) ----------------------
+class HttpxTransport:
+    name = "httpx"
+
+    def __init__(self, timeout: float, limit: int):
+        import httpx
+
+        self._httpx = httpx
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+        )
+
+    async def post(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, bytes]:
+        httpx = self._httpx
+        try:
+            resp = await self._client.post(url, content=body, headers=headers)
+            return resp.status_code, resp.headers, resp.content
+        except httpx.TimeoutException as e:
+            raise TransportError("request timed out") from e
+        except httpx.TransportError as e:
+            raise TransportError(one_line(f"{type(e).__name__}: {e}", 200)) from e
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+TRANSPORTS = {"aiohttp": "aiohttp", "httpx": HttpxTransport, "bare-aiohttp": "aiohttp"}
 
 
 # -- the loopback server (run as a separate process: client_overhead.py --serve) ---------------
@@ -159,7 +192,7 @@ async def run_level(port: int, conc: int, window: float, latency: float, transpo
     seconds, and the client CPU time spent in that window."""
     store = RunStore(store_dir) if store_dir else None
     ep = Endpoint(base_url=f"http://127.0.0.1:{port}/v1", model="bench", max_concurrency=conc)
-    async with LLMClient(ep, store=store, transport=transport.removeprefix("bare-"),
+    async with LLMClient(ep, store=store, transport=TRANSPORTS[transport],
                          max_retries=0) as client:
         counter = iter(range(10**9))
         state = {"measuring": False, "stop": False, "done": 0}

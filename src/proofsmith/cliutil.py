@@ -10,12 +10,10 @@ from typing import Any, Iterator, NoReturn
 import typer
 from rich.console import Console
 
+from .errors import UserError
+
 out = Console(highlight=False, soft_wrap=True)  # stdout: results (Markdown / tables)
 err = Console(stderr=True, highlight=False)  # stderr: progress, warnings, errors
-
-
-class UserError(Exception):
-    """An error caused by input or environment; the CLI prints its message as one line."""
 
 
 def jsonl_rows(path: str | Path, text: str | None = None, *,

@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from proofsmith.errors import StoreError
 from proofsmith.records import Completion, Record, Usage, content_id
 
 __all__ = ["RunStore", "StoreError", "STORE_FILENAME", "SCHEMA_VERSION"]
@@ -82,10 +83,6 @@ CREATE TABLE IF NOT EXISTS records (
 """
 
 _EXPECTED_TABLES = {"meta", "calls", "samples", "records"}
-
-
-class StoreError(Exception):
-    """The run directory cannot be used as a proofsmith run store (one-line message)."""
 
 
 def _dumps(value: Any) -> str:

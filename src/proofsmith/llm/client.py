@@ -24,12 +24,16 @@ One :class:`LLMClient` talks to one model served by one or more endpoints. It gi
 Base URLs are OpenAI-style, e.g. ``http://127.0.0.1:8000/v1``: requests go to
 ``{base_url}/chat/completions``. A URL without a path (``http://host:8000``) is refused with
 a hint, because OpenAI-compatible servers serve the API under ``/v1``.
+
+The package is split by concern: ``llm.config`` (sampling parameters, endpoints, prices,
+budget, request keys), ``llm.transport`` (aiohttp), ``llm.response`` (the pure parser of one
+answer) and this module (endpoint choice, retries, accounting, sharing); the errors live in
+:mod:`proofsmith.errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import itertools
 import json
@@ -38,12 +42,24 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator
-
-from proofsmith.parse import strip_reasoning
+# Errors and configuration models live in their own modules; they are re-exported here so
+# ``from proofsmith.llm.client import LLMError, Endpoint, ...`` keeps working.
+from proofsmith.errors import (
+    AuthenticationError,
+    BadRequestError,
+    BudgetExceeded,
+    ConfigurationError,
+    LLMError,
+    NotFoundError,
+    ServerUnavailableError,
+)
+from proofsmith.llm.config import Budget, Endpoint, Prices, SamplingParams, request_key
+from proofsmith.llm.response import Retryable, parse_response, split_reasoning
+from proofsmith.llm.transport import AiohttpTransport, TransportError
 from proofsmith.records import Completion, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,317 +84,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# --------------------------------------------------------------------------------------------
-# Configuration models
-# --------------------------------------------------------------------------------------------
-
-_PARAM_FIELDS = ("temperature", "top_p", "max_tokens")
-
-
-class SamplingParams(BaseModel):
-    """Sampling parameters of a request. ``extra`` is merged into the request body as-is
-    (e.g. ``{"seed": 1, "chat_template_kwargs": {...}}``)."""
-
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_tokens: int | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-    def merged(self, other: "SamplingParams | None" = None, **overrides: Any) -> "SamplingParams":
-        """This, overridden by the fields *explicitly set* in ``other``, then by ``overrides``
-        (known field names set fields; any other name goes into ``extra``)."""
-        if (other is None or not other.model_fields_set) and not overrides:
-            return self
-        data = self.model_dump()
-        extra = dict(data.pop("extra"))
-        if other is not None:
-            for name in other.model_fields_set:
-                if name == "extra":
-                    extra.update(other.extra)
-                else:
-                    data[name] = getattr(other, name)
-        for name, value in overrides.items():
-            if name in _PARAM_FIELDS:
-                data[name] = value
-            elif name == "extra":
-                extra.update(value or {})
-            else:
-                extra[name] = value
-        return SamplingParams(**data, extra=extra)
-
-
-class Endpoint(BaseModel):
-    """One OpenAI-compatible server. ``base_url`` is normalised without a trailing slash."""
-
-    base_url: str
-    model: str
-    api_key: str | None = None
-    max_concurrency: int = 64
-    # False: send one request per sample instead of n>1 (for servers whose n>1 answers report
-    # only one choice's usage, e.g. llama.cpp's server, so token accounting stays exact)
-    use_n: bool = True
-
-    @field_validator("base_url")
-    @classmethod
-    def _strip_slash(cls, v: str) -> str:
-        return v.strip().rstrip("/")
-
-
-class Prices(BaseModel):
-    """Prices in currency units per million tokens. Cached prompt tokens cost
-    ``cached_prompt_per_million`` (the prompt price when None)."""
-
-    prompt_per_million: float = 0.0
-    completion_per_million: float = 0.0
-    cached_prompt_per_million: float | None = None
-
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> float:
-        cached = min(max(cached_tokens, 0), prompt_tokens)
-        cached_price = (
-            self.prompt_per_million
-            if self.cached_prompt_per_million is None
-            else self.cached_prompt_per_million
-        )
-        return (
-            (prompt_tokens - cached) * self.prompt_per_million
-            + cached * cached_price
-            + completion_tokens * self.completion_per_million
-        ) / 1e6
-
-
-class Budget(BaseModel):
-    """Spending limits: once ``max_tokens`` (prompt + completion) or ``max_cost`` is reached,
-    no further request is sent."""
-
-    max_tokens: int | None = None
-    max_cost: float | None = None
-
-
-# --------------------------------------------------------------------------------------------
-# Errors
-# --------------------------------------------------------------------------------------------
-
-
-class LLMError(Exception):
-    """Base class of client errors; ``str(e)`` is one line, fit for a CLI."""
-
-
-class AuthenticationError(LLMError):
-    """HTTP 401/403; never retried."""
-
-
-class NotFoundError(LLMError):
-    """HTTP 404 (unknown model or wrong base URL); never retried."""
-
-
-class BadRequestError(LLMError):
-    """HTTP 400/413/422 or another non-retryable 4xx; never retried."""
-
-
-class ServerUnavailableError(LLMError):
-    """Server unreachable, or retries exhausted (message names the last cause)."""
-
-
-class BudgetExceeded(LLMError):
-    """Raised before sending a request once the token or cost budget is spent."""
-
-
-class ConfigurationError(LLMError, ValueError):
-    """Invalid client configuration (bad base URL, mixed models, ...)."""
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-
-
-_KEY_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 _BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
-
-def request_key(model: str, messages: list[dict], params: SamplingParams) -> str:
-    """Stable hash of what determines a request's answers: model, messages and sampling
-    parameters (incl. ``max_tokens`` and ``extra``). Not the endpoint, not ``n``."""
-    blob = _KEY_ENCODER.encode(
-        {
-            "model": model,
-            "messages": messages,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "max_tokens": params.max_tokens,
-            "extra": params.extra,
-        }
-    )
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def split_reasoning(content: str | None, reasoning_field: str | None = None) -> tuple[str, str | None]:
-    """(answer text, reasoning or None) of one message.
-
-    Inline reasoning is split off with :func:`proofsmith.parse.strip_reasoning` (everything up
-    to and including the last ``</think>``; an answer that opens ``<think>`` and never closes
-    it is all reasoning). A separate reasoning field (``reasoning_content``) comes first.
-    """
-    text, inline = strip_reasoning(content or "")
-    parts = [p for p in (reasoning_field, inline) if p]
-    return text, ("\n\n".join(parts) if parts else None)
-
-
-def _as_int(value: Any) -> int:
-    try:
-        return max(0, int(value or 0))
-    except (TypeError, ValueError):
-        return 0
-
-
-def _slim_response(resp: dict) -> dict:
-    """The response as kept in the store's calls table: everything but the message texts
-    (content and reasoning live in the samples table already), replaced by their lengths."""
-    out = dict(resp)
-    choices = []
-    for ch in resp.get("choices") or []:
-        if not isinstance(ch, dict):
-            choices.append(ch)
-            continue
-        ch = dict(ch)
-        msg = ch.get("message")
-        if isinstance(msg, dict):
-            slim = {}
-            for k, v in msg.items():
-                if k in ("content", "reasoning_content", "reasoning") and isinstance(v, str):
-                    slim[k + "_chars"] = len(v)
-                else:
-                    slim[k] = v
-            ch["message"] = slim
-        choices.append(ch)
-    out["choices"] = choices
-    return out
+# transport name -> factory (timeout, connection limit) -> transport
+_TRANSPORTS: dict[str, Callable[[float, int], Any]] = {"aiohttp": AiohttpTransport}
 
 
 def _rendezvous_score(key: str, base_url: str) -> int:
     h = hashlib.sha256(f"{key}\x00{base_url}".encode("utf-8")).digest()
     return int.from_bytes(h[:8], "big")
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        dt = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if dt is None:
-        return None
-    return max(0.0, dt.timestamp() - time.time())
-
-
-def _error_message(body: bytes) -> str:
-    """The server's error message from a JSON error body ({"error": {"message": ...}}, ...)."""
-    text = body.decode("utf-8", errors="replace")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return _one_line(text, 200)
-    msg: Any = data
-    if isinstance(data, dict):
-        err = data.get("error", data)
-        if isinstance(err, dict):
-            msg = err.get("message") or err.get("detail") or err
-        elif isinstance(err, str):
-            msg = err
-        if "detail" in data and not isinstance(msg, str):
-            msg = data["detail"]
-    if not isinstance(msg, str):
-        msg = json.dumps(msg, ensure_ascii=False)
-    return _one_line(msg, 200)
-
-
-# --------------------------------------------------------------------------------------------
-# Transports (aiohttp is the default: see benchmarks/README.md for the measurement)
-# --------------------------------------------------------------------------------------------
-
-
-class _TransportError(Exception):
-    """A retryable transport failure (connection refused/reset/dropped, timeout)."""
-
-
-class _AiohttpTransport:
-    name = "aiohttp"
-
-    def __init__(self, timeout: float, limit: int):
-        import aiohttp
-
-        self._aiohttp = aiohttp
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            auto_decompress=True,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-
-    async def post(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, bytes]:
-        aiohttp = self._aiohttp
-        try:
-            async with self._session.post(url, data=body, headers=headers) as resp:
-                data = await resp.read()
-                return resp.status, resp.headers, data
-        except asyncio.TimeoutError as e:
-            raise _TransportError("request timed out") from e
-        except aiohttp.ClientError as e:
-            raise _TransportError(_one_line(f"{type(e).__name__}: {e}", 200)) from e
-        except OSError as e:
-            raise _TransportError(_one_line(f"{type(e).__name__}: {e}", 200)) from e
-
-    async def aclose(self) -> None:
-        await self._session.close()
-
-
-class _HttpxTransport:
-    name = "httpx"
-
-    def __init__(self, timeout: float, limit: int):
-        import httpx
-
-        self._httpx = httpx
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-        )
-
-    async def post(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, bytes]:
-        httpx = self._httpx
-        try:
-            resp = await self._client.post(url, content=body, headers=headers)
-            return resp.status_code, resp.headers, resp.content
-        except httpx.TimeoutException as e:
-            raise _TransportError("request timed out") from e
-        except httpx.TransportError as e:
-            raise _TransportError(_one_line(f"{type(e).__name__}: {e}", 200)) from e
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-
-_TRANSPORTS = {"aiohttp": _AiohttpTransport, "httpx": _HttpxTransport}
-
-_RETRY_STATUS = {408, 409, 425, 429}
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None, response: dict | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.response = response
 
 
 class _EndpointState:
@@ -395,6 +109,21 @@ class _EndpointState:
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if endpoint.api_key:
             self.headers["Authorization"] = f"Bearer {endpoint.api_key}"
+
+
+@dataclass
+class _Attempt:
+    """The outcome of one HTTP attempt: completions, or an error (``fatal``: not retried)."""
+
+    call_id: str
+    attempt: int
+    latency: float
+    completions: list[Completion] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    response: dict | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    fatal: LLMError | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,7 +152,7 @@ class LLMClient:
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         on_event: Callable[[str, dict], None] | None = None,
-        transport: str = "aiohttp",
+        transport: str | Callable[[float, int], Any] = "aiohttp",
         endpoint_cooldown: float = 30.0,
     ):
         eps = [endpoints] if isinstance(endpoints, Endpoint) else list(endpoints)
@@ -454,8 +183,14 @@ class LLMClient:
                 f"all endpoints of one client must serve the same model (got {sorted(models)}); "
                 "use one client per model"
             )
-        if transport not in _TRANSPORTS:
-            raise ConfigurationError(f"unknown transport {transport!r} (use aiohttp or httpx)")
+        if isinstance(transport, str):
+            if transport not in _TRANSPORTS:
+                raise ConfigurationError(f"unknown transport {transport!r} (use aiohttp or a transport factory)")
+            self._transport_factory = _TRANSPORTS[transport]
+            self.transport_name = transport
+        else:  # a factory (timeout, connection limit) -> transport, e.g. the benchmark's httpx one
+            self._transport_factory = transport
+            self.transport_name = getattr(transport, "name", type(transport).__name__)
         if timeout <= 0:
             raise ConfigurationError(f"timeout must be > 0 seconds (got {timeout})")
         if max_retries < 0:
@@ -471,7 +206,6 @@ class LLMClient:
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
         self.on_event = on_event
-        self.transport_name = transport
         self.endpoint_cooldown = float(endpoint_cooldown)
         self.usage = Usage()
         self.stats = {"requests": 0, "failed": 0, "retries": 0, "cache_hits": 0, "shared": 0}
@@ -506,7 +240,7 @@ class LLMClient:
         # First use, or a new event loop (e.g. a second asyncio.run): fresh session/semaphores.
         self._loop = loop
         limit = sum(s.endpoint.max_concurrency for s in self._states.values())
-        self._transport = _TRANSPORTS[self.transport_name](self.timeout, limit)
+        self._transport = self._transport_factory(self.timeout, limit)
         for s in self._states.values():
             s.semaphore = asyncio.Semaphore(s.endpoint.max_concurrency)
             s.pending = 0
@@ -678,10 +412,6 @@ class LLMClient:
         cap = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
         return random.uniform(0.0, cap)
 
-    def _record(self, **kw: Any) -> None:
-        if self.store is not None:
-            self.store.record_call(**kw)
-
     async def _request(
         self,
         state: _EndpointState,
@@ -693,199 +423,113 @@ class LLMClient:
     ) -> dict[int, Completion]:
         """One logical request (with retries) for the samples ``indices``; returns the
         completions it got (possibly fewer than asked when the server ignores ``n``)."""
-        ep = state.endpoint
-        asked = len(indices)
         body = dict(body_base)
-        if asked > 1:
-            body["n"] = asked
+        if len(indices) > 1:
+            body["n"] = len(indices)
         payload = _BODY_ENCODER.encode(body).encode("utf-8")
         last_cause = "no attempt made"
         state.pending += 1
         try:
             for attempt in range(1, self.max_retries + 2):
-                self._check_budget()
-                call_id = f"{self._id_prefix}-{next(self._call_counter)}"
-                assert state.semaphore is not None
-                async with state.semaphore:
-                    self._check_budget()
-                    state.in_flight += 1
-                    self.stats["requests"] += 1
-                    if self.on_event is not None:
-                        self._emit(
-                            "call_start",
-                            {"call_id": call_id, "role": role, "endpoint": ep.base_url, "n": asked,
-                             "attempt": attempt, "request_key": key},
-                        )
-                    t0 = time.perf_counter()
-                    try:
-                        status, headers, data = await self._transport.post(state.url, state.headers, payload)
-                        latency = time.perf_counter() - t0
-                        completions, usage, response = self._handle(
-                            status, headers, data, ep, indices, call_id, key
-                        )
-                    except _Retryable as e:
-                        latency = time.perf_counter() - t0
-                        last_cause = str(e)
-                        retry_after, response = e.retry_after, e.response
-                    except _TransportError as e:
-                        latency = time.perf_counter() - t0
-                        last_cause = str(e)
-                        retry_after, response = None, None
-                        if len(self._states) > 1:  # unreachable: route around it for a while
-                            state.down_until = time.monotonic() + self.endpoint_cooldown
-                    except LLMError as e:
-                        latency = time.perf_counter() - t0
-                        self.stats["failed"] += 1
-                        self._record(
-                            call_id=call_id, request_key=key, role=role, endpoint=ep.base_url,
-                            model=ep.model, request=body, response=getattr(e, "response", None),
-                            completions=[], usage=Usage(), latency_s=latency, attempt=attempt,
-                            error=str(e),
-                        )
-                        self._emit(
-                            "call_error",
-                            {"call_id": call_id, "role": role, "endpoint": ep.base_url,
-                             "attempt": attempt, "error": str(e)},
-                        )
-                        raise
-                    else:
-                        state.down_until = 0.0
-                        if len(completions) < asked:
-                            state.ignores_n = True
-                        self.usage = self.usage + usage
-                        self._record(
-                            call_id=call_id, request_key=key, role=role, endpoint=ep.base_url,
-                            model=ep.model, request=body, response=response,
-                            completions=completions, usage=usage, latency_s=latency,
-                            attempt=attempt, error=None,
-                        )
-                        if self.on_event is not None:
-                            self._emit(
-                                "call_end",
-                                {"call_id": call_id, "role": role, "endpoint": ep.base_url,
-                                 "attempt": attempt, "latency_s": latency, "n": len(completions),
-                                 "usage": usage, "truncated": sum(c.truncated for c in completions)},
-                            )
-                        return {c.sample_index: c for c in completions}
-                    finally:
-                        state.in_flight -= 1
-                # A retryable failure: record it, back off (outside the semaphore), retry.
-                self.stats["failed"] += 1
-                self._record(
-                    call_id=call_id, request_key=key, role=role, endpoint=ep.base_url,
-                    model=ep.model, request=body, response=response, completions=[],
-                    usage=Usage(), latency_s=latency, attempt=attempt, error=last_cause,
-                )
+                a = await self._attempt(state, payload, indices, role, key, attempt)
+                self._record(state, a, body, len(indices), role, key)
+                if a.error is None:
+                    return {c.sample_index: c for c in a.completions}
+                if a.fatal is not None:
+                    raise a.fatal
+                # A retryable failure: back off (outside the semaphore), retry.
+                last_cause = a.error
                 if attempt > self.max_retries:
                     break
-                wait = self._backoff(attempt, retry_after)
+                wait = self._backoff(attempt, a.retry_after)
                 self.stats["retries"] += 1
                 self._emit(
                     "retry",
-                    {"call_id": call_id, "role": role, "endpoint": ep.base_url,
+                    {"call_id": a.call_id, "role": role, "endpoint": state.endpoint.base_url,
                      "attempt": attempt, "error": last_cause, "wait_s": wait},
                 )
                 await asyncio.sleep(wait)
                 if state.down_until > time.monotonic():
                     other = self._pick(prefix_key)
                     if other is not state:  # fail over: the next attempt goes to a reachable endpoint
-                        self._emit("failover", {"call_id": call_id, "role": role, "from": ep.base_url,
+                        self._emit("failover", {"call_id": a.call_id, "role": role, "from": state.endpoint.base_url,
                                                 "to": other.endpoint.base_url})
                         state.pending -= 1
                         other.pending += 1
-                        state, ep = other, other.endpoint
+                        state = other
         finally:
             state.pending -= 1
         raise ServerUnavailableError(
-            f"{ep.base_url} unavailable after {self.max_retries + 1} attempt(s): {last_cause}"
+            f"{state.endpoint.base_url} unavailable after {self.max_retries + 1} attempt(s): {last_cause}"
         )
 
-    def _handle(
-        self,
-        status: int,
-        headers: Any,
-        data: bytes,
-        ep: Endpoint,
-        indices: list[int],
-        call_id: str,
-        key: str,
-    ) -> tuple[list[Completion], Usage, dict]:
-        if not 200 <= status < 300:
-            msg = _error_message(data)
-            where = ep.base_url
-            response = {"http_status": status, "body": data[:4000].decode("utf-8", errors="replace")}
-            if status in _RETRY_STATUS or status >= 500:
-                ra = _retry_after_seconds(headers.get("Retry-After")) if status in (429, 503) else None
-                raise _Retryable(f"HTTP {status} from {where}: {msg}", ra, response)
-            if status in (401, 403):
-                err: LLMError = AuthenticationError(
-                    f"authentication failed at {where} (HTTP {status}: {msg}): "
-                    "check --api-key / PROOFSMITH_API_KEY"
+    async def _attempt(
+        self, state: _EndpointState, payload: bytes, indices: list[int], role: str, key: str, attempt: int
+    ) -> _Attempt:
+        """One HTTP request under the endpoint's semaphore; its outcome, never an exception
+        (but :class:`BudgetExceeded` and cancellation)."""
+        ep = state.endpoint
+        self._check_budget()
+        call_id = f"{self._id_prefix}-{next(self._call_counter)}"
+        assert state.semaphore is not None
+        async with state.semaphore:
+            self._check_budget()
+            state.in_flight += 1
+            self.stats["requests"] += 1
+            if self.on_event is not None:
+                self._emit(
+                    "call_start",
+                    {"call_id": call_id, "role": role, "endpoint": ep.base_url, "n": len(indices),
+                     "attempt": attempt, "request_key": key},
                 )
-            elif status == 404:
-                err = NotFoundError(
-                    f"model {ep.model!r} not found at {where} (HTTP 404: {msg}): check the model "
-                    "name and that the base URL is the API root (e.g. http://host:8000/v1)"
+            t0 = time.perf_counter()
+            try:
+                status, headers, data = await self._transport.post(state.url, state.headers, payload)
+                latency = time.perf_counter() - t0
+                completions, usage, response = parse_response(
+                    status, headers, data, ep, indices, call_id, key,
+                    prices=self.prices, slim=self.store is not None,
                 )
-            else:
-                err = BadRequestError(f"bad request to {where} (HTTP {status}): {msg}")
-            err.response = response  # type: ignore[attr-defined]
-            raise err
-        try:
-            resp = json.loads(data)
-        except ValueError as e:
-            raise _Retryable(
-                f"invalid JSON in response from {ep.base_url}: {_one_line(data[:120].decode('utf-8', 'replace'))}",
-                None,
-                {"http_status": status, "body": data[:4000].decode("utf-8", errors="replace")},
-            ) from e
-        choices = resp.get("choices") if isinstance(resp, dict) else None
-        if not isinstance(choices, list) or not choices:
-            raise _Retryable(
-                f"response from {ep.base_url} has no choices", None,
-                resp if isinstance(resp, dict) else {"body": resp},
+            except Retryable as e:
+                return _Attempt(call_id, attempt, time.perf_counter() - t0, error=str(e),
+                                retry_after=e.retry_after, response=e.response)
+            except TransportError as e:
+                if len(self._states) > 1:  # unreachable: route around it for a while
+                    state.down_until = time.monotonic() + self.endpoint_cooldown
+                return _Attempt(call_id, attempt, time.perf_counter() - t0, error=str(e))
+            except LLMError as e:
+                return _Attempt(call_id, attempt, time.perf_counter() - t0, error=str(e),
+                                response=getattr(e, "response", None), fatal=e)
+            finally:
+                state.in_flight -= 1
+        return _Attempt(call_id, attempt, latency, completions=completions, usage=usage, response=response)
+
+    def _record(self, state: _EndpointState, a: _Attempt, body: dict, asked: int, role: str, key: str) -> None:
+        """Account for one attempt: endpoint state, usage, the store's calls table, events."""
+        ep = state.endpoint
+        if a.error is None:
+            state.down_until = 0.0
+            if len(a.completions) < asked:
+                state.ignores_n = True
+            self.usage = self.usage + a.usage
+        else:
+            self.stats["failed"] += 1
+        if self.store is not None:
+            self.store.record_call(
+                call_id=a.call_id, request_key=key, role=role, endpoint=ep.base_url,
+                model=ep.model, request=body, response=a.response, completions=a.completions,
+                usage=a.usage, latency_s=a.latency, attempt=a.attempt, error=a.error,
             )
-        if any(isinstance(c, dict) and "index" in c for c in choices):
-            choices = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
-        u = resp.get("usage")
-        u = u if isinstance(u, dict) else {}
-        details = u.get("prompt_tokens_details")
-        details = details if isinstance(details, dict) else {}
-        pt = _as_int(u.get("prompt_tokens"))
-        ct = _as_int(u.get("completion_tokens"))
-        cached = _as_int(details.get("cached_tokens"))
-        cost = self.prices.cost(pt, ct, cached) if self.prices else 0.0
-        usage = Usage(prompt_tokens=pt, completion_tokens=ct, cached_tokens=cached, calls=1, cost=cost)
-        model = resp.get("model") or ep.model
-        completions: list[Completion] = []
-        for j, (idx, ch) in enumerate(zip(indices, choices)):
-            if not isinstance(ch, dict):
-                raise _Retryable(f"malformed choice in response from {ep.base_url}", None, resp)
-            msg = ch.get("message") or {}
-            reasoning_field = msg.get("reasoning_content") or msg.get("reasoning")
-            if not isinstance(reasoning_field, str):
-                reasoning_field = None
-            content = msg.get("content")
-            if isinstance(content, list):  # content parts
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            elif not isinstance(content, str):
-                content = None
-            text, reasoning = split_reasoning(content, reasoning_field)
-            finish = ch.get("finish_reason")
-            finish = finish if isinstance(finish, str) else None
-            completions.append(
-                Completion(
-                    text=text,
-                    reasoning=reasoning,
-                    finish_reason=finish,
-                    truncated=finish == "length",
-                    call_id=call_id,
-                    request_key=key,
-                    sample_index=idx,
-                    endpoint=ep.base_url,
-                    model=model if isinstance(model, str) else ep.model,
-                    usage=usage if j == 0 else Usage(),
-                    cached=False,
-                )
+        if a.fatal is not None:
+            self._emit(
+                "call_error",
+                {"call_id": a.call_id, "role": role, "endpoint": ep.base_url,
+                 "attempt": a.attempt, "error": a.error},
             )
-        return completions, usage, (_slim_response(resp) if self.store is not None else resp)
+        elif a.error is None and self.on_event is not None:
+            self._emit(
+                "call_end",
+                {"call_id": a.call_id, "role": role, "endpoint": ep.base_url,
+                 "attempt": a.attempt, "latency_s": a.latency, "n": len(a.completions),
+                 "usage": a.usage, "truncated": sum(c.truncated for c in a.completions)},
+            )

@@ -29,6 +29,8 @@ from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 
+from proofsmith.errors import TemplateError
+
 ROLES: tuple[str, ...] = ("generate", "verify", "meta_verify", "refine")
 PLACEHOLDER_NAMES: tuple[str, ...] = ("problem", "proof", "analysis", "previous")
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {
@@ -43,10 +45,6 @@ RELEASED_NAMES: tuple[str, ...] = ("question", "statement", "rating", "instructi
 
 _PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(PLACEHOLDER_NAMES) + r")\}")
 _RELEASED_RE = re.compile(r"\{(" + "|".join(RELEASED_NAMES) + r")\}")
-
-
-class TemplateError(ValueError):
-    """A template file is missing, unreadable or lacks/misuses a placeholder (one line)."""
 
 
 def _check(role: str, text: str, where: str) -> None:

@@ -22,6 +22,4 @@ ROLES = ("verifier", "meta-verifier", "generator")
 # training role -> the prompt role / parser used for its answers
 PROMPT_ROLE = {"verifier": "verify", "meta-verifier": "meta_verify", "generator": "generate"}
 
-
-class TrainError(Exception):
-    """Bad training input or configuration (a one-line message for the CLI)."""
+from proofsmith.errors import TrainError  # noqa: E402,F401  (re-exported: ``from . import TrainError``)

@@ -1,0 +1,112 @@
+"""Configuration models of the LLM client: sampling parameters, endpoints, prices, budget,
+and the request key that identifies a request's answers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+__all__ = ["SamplingParams", "Endpoint", "Prices", "Budget", "request_key"]
+
+_PARAM_FIELDS = ("temperature", "top_p", "max_tokens")
+
+
+class SamplingParams(BaseModel):
+    """Sampling parameters of a request. ``extra`` is merged into the request body as-is
+    (e.g. ``{"seed": 1, "chat_template_kwargs": {...}}``)."""
+
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_tokens: int | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    def merged(self, other: "SamplingParams | None" = None, **overrides: Any) -> "SamplingParams":
+        """This, overridden by the fields *explicitly set* in ``other``, then by ``overrides``
+        (known field names set fields; any other name goes into ``extra``)."""
+        if (other is None or not other.model_fields_set) and not overrides:
+            return self
+        data = self.model_dump()
+        extra = dict(data.pop("extra"))
+        if other is not None:
+            for name in other.model_fields_set:
+                if name == "extra":
+                    extra.update(other.extra)
+                else:
+                    data[name] = getattr(other, name)
+        for name, value in overrides.items():
+            if name in _PARAM_FIELDS:
+                data[name] = value
+            elif name == "extra":
+                extra.update(value or {})
+            else:
+                extra[name] = value
+        return SamplingParams(**data, extra=extra)
+
+
+class Endpoint(BaseModel):
+    """One OpenAI-compatible server. ``base_url`` is normalised without a trailing slash."""
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+    max_concurrency: int = 64
+    # False: send one request per sample instead of n>1 (for servers whose n>1 answers report
+    # only one choice's usage, e.g. llama.cpp's server, so token accounting stays exact)
+    use_n: bool = True
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.strip().rstrip("/")
+
+
+class Prices(BaseModel):
+    """Prices in currency units per million tokens. Cached prompt tokens cost
+    ``cached_prompt_per_million`` (the prompt price when None)."""
+
+    prompt_per_million: float = 0.0
+    completion_per_million: float = 0.0
+    cached_prompt_per_million: float | None = None
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> float:
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        cached_price = (
+            self.prompt_per_million
+            if self.cached_prompt_per_million is None
+            else self.cached_prompt_per_million
+        )
+        return (
+            (prompt_tokens - cached) * self.prompt_per_million
+            + cached * cached_price
+            + completion_tokens * self.completion_per_million
+        ) / 1e6
+
+
+class Budget(BaseModel):
+    """Spending limits: once ``max_tokens`` (prompt + completion) or ``max_cost`` is reached,
+    no further request is sent."""
+
+    max_tokens: int | None = None
+    max_cost: float | None = None
+
+
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def request_key(model: str, messages: list[dict], params: SamplingParams) -> str:
+    """Stable hash of what determines a request's answers: model, messages and sampling
+    parameters (incl. ``max_tokens`` and ``extra``). Not the endpoint, not ``n``."""
+    blob = _KEY_ENCODER.encode(
+        {
+            "model": model,
+            "messages": messages,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+            "extra": params.extra,
+        }
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -1,0 +1,214 @@
+"""Reading one chat-completions answer, without any I/O: :func:`parse_response` turns an HTTP
+status, headers and body into completions, usage and a response document, or raises
+:class:`Retryable` / a typed :class:`~proofsmith.errors.LLMError`."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from typing import Any
+
+from proofsmith.errors import (
+    AuthenticationError,
+    BadRequestError,
+    LLMError,
+    NotFoundError,
+    one_line,
+)
+from proofsmith.llm.config import Endpoint, Prices
+from proofsmith.parse import strip_reasoning
+from proofsmith.records import Completion, Usage
+
+__all__ = ["RETRY_STATUS", "Retryable", "parse_response", "split_reasoning", "error_message",
+           "retry_after_seconds", "slim_response"]
+
+RETRY_STATUS = {408, 409, 425, 429}
+
+
+class Retryable(Exception):
+    """A failed answer worth retrying (``retry_after``: seconds the server asked to wait)."""
+
+    def __init__(self, message: str, retry_after: float | None = None, response: dict | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.response = response
+
+
+def split_reasoning(content: str | None, reasoning_field: str | None = None) -> tuple[str, str | None]:
+    """(answer text, reasoning or None) of one message.
+
+    Inline reasoning is split off with :func:`proofsmith.parse.strip_reasoning` (everything up
+    to and including the last ``</think>``; an answer that opens ``<think>`` and never closes
+    it is all reasoning). A separate reasoning field (``reasoning_content``) comes first.
+    """
+    text, inline = strip_reasoning(content or "")
+    parts = [p for p in (reasoning_field, inline) if p]
+    return text, ("\n\n".join(parts) if parts else None)
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def slim_response(resp: dict) -> dict:
+    """The response as kept in the store's calls table: everything but the message texts
+    (content and reasoning live in the samples table already), replaced by their lengths."""
+    out = dict(resp)
+    choices = []
+    for ch in resp.get("choices") or []:
+        if not isinstance(ch, dict):
+            choices.append(ch)
+            continue
+        ch = dict(ch)
+        msg = ch.get("message")
+        if isinstance(msg, dict):
+            slim = {}
+            for k, v in msg.items():
+                if k in ("content", "reasoning_content", "reasoning") and isinstance(v, str):
+                    slim[k + "_chars"] = len(v)
+                else:
+                    slim[k] = v
+            ch["message"] = slim
+        choices.append(ch)
+    out["choices"] = choices
+    return out
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        dt = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if dt is None:
+        return None
+    return max(0.0, dt.timestamp() - time.time())
+
+
+def error_message(body: bytes) -> str:
+    """The server's error message from a JSON error body ({"error": {"message": ...}}, ...)."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return one_line(text, 200)
+    msg: Any = data
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("detail") or err
+        elif isinstance(err, str):
+            msg = err
+        if "detail" in data and not isinstance(msg, str):
+            msg = data["detail"]
+    if not isinstance(msg, str):
+        msg = json.dumps(msg, ensure_ascii=False)
+    return one_line(msg, 200)
+
+
+def parse_response(
+    status: int,
+    headers: Any,
+    data: bytes,
+    ep: Endpoint,
+    indices: list[int],
+    call_id: str,
+    key: str,
+    *,
+    prices: Prices | None = None,
+    slim: bool = False,
+) -> tuple[list[Completion], Usage, dict]:
+    """The completions (for samples ``indices``), usage and response document of one HTTP
+    answer from ``ep``; pure (no I/O). Raises :class:`Retryable` for answers worth retrying
+    (408/409/425/429, 5xx, invalid JSON, no or malformed choices) and a typed
+    :class:`~proofsmith.errors.LLMError` (with ``.response``) for the others. ``slim``: the
+    response document without message texts (as kept in the store's calls table)."""
+    if not 200 <= status < 300:
+        msg = error_message(data)
+        where = ep.base_url
+        response = {"http_status": status, "body": data[:4000].decode("utf-8", errors="replace")}
+        if status in RETRY_STATUS or status >= 500:
+            ra = retry_after_seconds(headers.get("Retry-After")) if status in (429, 503) else None
+            raise Retryable(f"HTTP {status} from {where}: {msg}", ra, response)
+        if status in (401, 403):
+            err: LLMError = AuthenticationError(
+                f"authentication failed at {where} (HTTP {status}: {msg}): "
+                "check --api-key / PROOFSMITH_API_KEY"
+            )
+        elif status == 404:
+            err = NotFoundError(
+                f"model {ep.model!r} not found at {where} (HTTP 404: {msg}): check the model "
+                "name and that the base URL is the API root (e.g. http://host:8000/v1)"
+            )
+        else:
+            err = BadRequestError(f"bad request to {where} (HTTP {status}): {msg}")
+        err.response = response  # type: ignore[attr-defined]
+        raise err
+    try:
+        resp = json.loads(data)
+    except ValueError as e:
+        raise Retryable(
+            f"invalid JSON in response from {ep.base_url}: {one_line(data[:120].decode('utf-8', 'replace'))}",
+            None,
+            {"http_status": status, "body": data[:4000].decode("utf-8", errors="replace")},
+        ) from e
+    choices = resp.get("choices") if isinstance(resp, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise Retryable(
+            f"response from {ep.base_url} has no choices", None,
+            resp if isinstance(resp, dict) else {"body": resp},
+        )
+    if any(isinstance(c, dict) and "index" in c for c in choices):
+        choices = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
+    u = resp.get("usage")
+    u = u if isinstance(u, dict) else {}
+    details = u.get("prompt_tokens_details")
+    details = details if isinstance(details, dict) else {}
+    pt = _as_int(u.get("prompt_tokens"))
+    ct = _as_int(u.get("completion_tokens"))
+    cached = _as_int(details.get("cached_tokens"))
+    cost = prices.cost(pt, ct, cached) if prices else 0.0
+    usage = Usage(prompt_tokens=pt, completion_tokens=ct, cached_tokens=cached, calls=1, cost=cost)
+    model = resp.get("model") or ep.model
+    completions: list[Completion] = []
+    for j, (idx, ch) in enumerate(zip(indices, choices)):
+        if not isinstance(ch, dict):
+            raise Retryable(f"malformed choice in response from {ep.base_url}", None, resp)
+        msg = ch.get("message") or {}
+        reasoning_field = msg.get("reasoning_content") or msg.get("reasoning")
+        if not isinstance(reasoning_field, str):
+            reasoning_field = None
+        content = msg.get("content")
+        if isinstance(content, list):  # content parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        elif not isinstance(content, str):
+            content = None
+        text, reasoning = split_reasoning(content, reasoning_field)
+        finish = ch.get("finish_reason")
+        finish = finish if isinstance(finish, str) else None
+        completions.append(
+            Completion(
+                text=text,
+                reasoning=reasoning,
+                finish_reason=finish,
+                truncated=finish == "length",
+                call_id=call_id,
+                request_key=key,
+                sample_index=idx,
+                endpoint=ep.base_url,
+                model=model if isinstance(model, str) else ep.model,
+                usage=usage if j == 0 else Usage(),
+                cached=False,
+            )
+        )
+    return completions, usage, (slim_response(resp) if slim else resp)

@@ -1,0 +1,81 @@
+"""The pure response parser of the LLM client (no server needed)."""
+
+import json
+
+import pytest
+
+from proofsmith.errors import AuthenticationError, BadRequestError, LLMError, NotFoundError, ProofsmithError
+from proofsmith.llm.config import Endpoint, Prices
+from proofsmith.llm.response import Retryable, parse_response
+
+EP = Endpoint(base_url="http://127.0.0.1:9/v1", model="m")
+
+
+def parse(status: int, doc, headers=None, indices=(0,), **kw):
+    data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    return parse_response(status, headers or {}, data, EP, list(indices), "call-1", "key-1", **kw)
+
+
+def test_choices_in_index_order_with_usage_cost_and_reasoning():
+    doc = {
+        "model": "served-name",
+        "choices": [
+            {"index": 1, "message": {"content": "second"}, "finish_reason": "length"},
+            {"index": 0, "message": {"content": "<think>hmm</think>first", "reasoning_content": "field"},
+             "finish_reason": "stop"},
+        ],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "prompt_tokens_details": {"cached_tokens": 400}},
+    }
+    prices = Prices(prompt_per_million=1.0, completion_per_million=2.0, cached_prompt_per_million=0.5)
+    comps, usage, resp = parse(200, doc, indices=(3, 4), prices=prices)
+    assert [c.text for c in comps] == ["first", "second"]
+    assert [c.sample_index for c in comps] == [3, 4]
+    assert comps[0].reasoning == "field\n\nhmm" and comps[1].reasoning is None
+    assert [c.truncated for c in comps] == [False, True]
+    assert comps[0].model == "served-name" and comps[0].call_id == "call-1" and comps[0].request_key == "key-1"
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (1000, 500, 400)
+    assert usage.cost == pytest.approx((600 * 1.0 + 400 * 0.5 + 500 * 2.0) / 1e6)
+    assert comps[0].usage == usage and comps[1].usage.prompt_tokens == 0  # usage on the first only
+    assert resp == doc  # the document as received (not slimmed without a store)
+
+
+def test_slim_response_keeps_lengths_not_texts():
+    doc = {"choices": [{"message": {"content": "abc", "reasoning": "de"}}]}
+    _, _, resp = parse(200, doc, slim=True)
+    assert resp["choices"][0]["message"] == {"content_chars": 3, "reasoning_chars": 2}
+
+
+def test_content_parts_and_bad_usage_fields():
+    doc = {"choices": [{"message": {"content": [{"text": "a"}, {"text": "b"}, "junk"]}}],
+           "usage": {"prompt_tokens": "x", "completion_tokens": -3}}
+    comps, usage, _ = parse(200, doc)
+    assert comps[0].text == "ab"
+    assert (usage.prompt_tokens, usage.completion_tokens) == (0, 0)
+
+
+@pytest.mark.parametrize("status,retry_after", [(429, 7.0), (503, 7.0), (500, None), (408, None)])
+def test_retryable_statuses(status, retry_after):
+    with pytest.raises(Retryable) as e:
+        parse(status, {"error": {"message": "slow down"}}, headers={"Retry-After": "7"})
+    assert e.value.retry_after == retry_after
+    assert f"HTTP {status}" in str(e.value) and "slow down" in str(e.value)
+    assert e.value.response["http_status"] == status
+
+
+@pytest.mark.parametrize("status,cls,needle", [
+    (401, AuthenticationError, "--api-key"), (403, AuthenticationError, "authentication failed"),
+    (404, NotFoundError, "'m' not found"), (400, BadRequestError, "bad request"), (422, BadRequestError, "HTTP 422"),
+])
+def test_fatal_statuses_are_typed_one_line_errors(status, cls, needle):
+    with pytest.raises(cls) as e:
+        parse(status, {"error": {"message": "nope\nsecond line"}})
+    assert isinstance(e.value, LLMError) and isinstance(e.value, ProofsmithError)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    assert e.value.response["http_status"] == status
+
+
+@pytest.mark.parametrize("body", [b"not json", json.dumps({"choices": []}).encode(),
+                                  json.dumps({"choices": ["x"]}).encode(), json.dumps([1]).encode()])
+def test_malformed_bodies_are_retryable(body):
+    with pytest.raises(Retryable):
+        parse(200, body)
