@@ -26,6 +26,7 @@ demo: install
 
 test: install-test
 	$(PY) -m ruff check --select F src tests benchmarks recipes
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -ra --durations=10
 
 test-fast: install

@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from proofsmith.evaluate.commands import register
+from proofsmith.cli.evaluate import register
 from proofsmith.evaluate.grading import (
     combine_reference_grades,
     grade_by_verification,

@@ -9,9 +9,9 @@ import typer
 from pipeline_server import TEMPLATES, World, requests_by_role, start_world
 from typer.testing import CliRunner
 
-from proofsmith.cliutil import UserError
+from proofsmith.errors import UserError
 from proofsmith.llm.client import Endpoint, LLMClient
-from proofsmith.pipelines.commands import register
+from proofsmith.cli.pipelines import register
 from proofsmith.pipelines.label import (
     AnalysisEvidence, LabelConfig, LabelInput, decide, export_labels, import_human, load_items,
     read_proofs_file, run_label_many,

@@ -326,7 +326,7 @@ def test_cli_search_several_problems_share_one_client(servers, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from proofsmith.pipelines.commands import register
+    from proofsmith.cli.pipelines import register
 
     world = World(gen_quality=lambda prob, i: 1.0 if prob.startswith("Easy") else 0.0)
     srv = servers(world)
@@ -363,8 +363,8 @@ def test_cli_search_several_problems_share_one_client(servers, tmp_path):
 
 
 def test_problem_loaders(tmp_path):
-    from proofsmith.cliutil import UserError
-    from proofsmith.pipelines.problems import load_problems
+    from proofsmith.errors import UserError
+    from proofsmith.cli.options import problems_from_options as load_problems
 
     csv_file = tmp_path / "p.csv"
     csv_file.write_text('Problem,ID,Source\n"Show 1+1=2.",a,x\n"Show 2+2=4.",,y\n')

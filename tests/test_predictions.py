@@ -9,8 +9,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from proofsmith.cliutil import UserError
-from proofsmith.evaluate.commands import register
+from proofsmith.errors import UserError
+from proofsmith.cli.evaluate import register
 from proofsmith.evaluate.predictions import (
     format_total,
     infer_points,

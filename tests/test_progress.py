@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proofsmith.progress import CallProgress
+from proofsmith.cli.progress import CallProgress
 from proofsmith.records import Usage
 
 

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from proofsmith.evaluate.commands import register
+from proofsmith.cli.evaluate import register
 from proofsmith.evaluate.report import build_report, load_report_input
 from proofsmith.records import MetaVerification, Problem, Proof, Usage, Verification
 from proofsmith.store import RunStore
@@ -103,7 +103,7 @@ def test_report_from_predictions_and_results(tmp_path):
 
 def test_report_bad_input(tmp_path):
     r = CliRunner().invoke(_app(), ["report", str(tmp_path)])
-    assert r.exit_code == 1 and "not a run directory" in r.stderr
+    assert r.exit_code == 1 and "not a proofsmith run directory" in r.stderr
     bad = tmp_path / "x.json"
     bad.write_text("{not json")
     r = CliRunner().invoke(_app(), ["report", str(bad)])

@@ -154,3 +154,19 @@ def test_writes_are_visible_to_another_connection_at_once(tmp_path):
     store.put(Problem(id="p", statement="s"))
     assert other.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 1
     other.close()
+
+
+def test_open_existing_refuses_a_directory_without_a_store_and_creates_nothing(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert not RunStore.is_run_dir(empty)
+    with pytest.raises(StoreError, match="not a proofsmith run directory"):
+        RunStore.open_existing(empty)
+    with pytest.raises(ValueError, match="no run.sqlite"):  # the caller's error class
+        RunStore.open_existing(tmp_path / "missing", error=ValueError)
+    assert list(empty.iterdir()) == [] and not (tmp_path / "missing").exists()
+    RunStore(tmp_path / "run").close()
+    assert RunStore.is_run_dir(tmp_path / "run")
+    s = RunStore.open_existing(tmp_path / "run")
+    assert s.get_meta("nothing") is None
+    s.close()

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import AsyncIterator, Callable
 
 from .llm.client import Budget, Endpoint, LLMClient, Prices, SamplingParams
-from .records import Problem
 from .store import RunStore
 
 EMBEDDED = "embedded"
@@ -124,70 +123,3 @@ def env_default(*names: str) -> str | None:
         if v:
             return v
     return None
-
-
-def read_problem(path: str | Path) -> Problem:
-    """A problem from a text/Markdown file (the statement) or a JSON file ({"id", "problem"})."""
-    import json
-
-    from .cliutil import UserError
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"problem file not found: {p}")
-    text = p.read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        raise UserError(f"problem file is empty: {p}")
-    if p.suffix == ".json":
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
-        statement = doc.get("problem") or doc.get("statement") or doc.get("question") if isinstance(doc, dict) else None
-        if not statement:
-            raise UserError(f"{p}: JSON problem needs a non-empty 'problem' field")
-        return Problem(
-            id=str(doc.get("id") or p.stem),
-            statement=statement,
-            reference_solution=doc.get("reference_solution") or doc.get("solution"),
-            grading_guidelines=doc.get("grading_guidelines"),
-            source=doc.get("source"),
-        )
-    return Problem(id=p.stem, statement=text.strip())
-
-
-def read_text_file(path: str | Path, what: str) -> str:
-    from .cliutil import UserError
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{what} file not found: {p}")
-    text = p.read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        raise UserError(f"{what} file is empty: {p}")
-    return text
-
-
-def read_proof(path: str | Path) -> str:
-    """The proof body from a file: plain text, a generator answer (only the part under
-    ``## Solution`` is kept, so the verifier never sees a self-evaluation), or the JSON of
-    ``proofsmith prove --json`` (its first proof)."""
-    import json
-
-    from .cliutil import UserError
-    from .parse import parse_generation
-
-    text = read_text_file(path, "proof")
-    if str(path).endswith(".json"):
-        try:
-            doc = json.loads(text)
-            proofs = [p for p in doc.get("proofs", []) if p.get("proof")]
-        except (json.JSONDecodeError, AttributeError):
-            raise UserError(f"{path}: expected the JSON of `proofsmith prove --json`") from None
-        if not proofs:
-            raise UserError(f"{path}: contains no proof with a body")
-        return proofs[0]["proof"]
-    parsed = parse_generation(text)
-    if parsed.proof:
-        return parsed.proof
-    return text.strip()

@@ -118,6 +118,19 @@ class RunStore:
                 "use another --run-dir or remove the file"
             ) from e
 
+    @staticmethod
+    def is_run_dir(path: str | Path) -> bool:
+        """Whether ``path`` is a run directory (holds a run store file)."""
+        return (Path(path) / STORE_FILENAME).is_file()
+
+    @classmethod
+    def open_existing(cls, run_dir: str | Path, error: type[Exception] = StoreError) -> "RunStore":
+        """The store of an existing run directory; ``error`` (one line) when ``run_dir`` is not
+        one (nothing is created)."""
+        if not cls.is_run_dir(run_dir):
+            raise error(f"not a proofsmith run directory (no {STORE_FILENAME}): {run_dir}")
+        return cls(run_dir)
+
     # -- opening -----------------------------------------------------------------------
 
     def _open(self, existed: bool) -> None:

@@ -24,21 +24,21 @@ with spaces and hyphens read as underscores. Columns:
 - ``max_points``: optional points of the problem (default 7);
 - every other column is kept in ``Problem.metadata``.
 
-A bad file raises :class:`proofsmith.cliutil.UserError` with one line naming the file, the row
+Rows and problems are read by :mod:`proofsmith.inputs`. A bad file raises
+:class:`proofsmith.errors.UserError` with one line naming the file, the row
 (JSONL: line number; CSV: data row, 1 = first row after the header) and the column.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..cliutil import UserError, jsonl_rows
+from ..errors import UserError
+from ..inputs import DEFAULT_MAX_POINTS, pick, problems_from_rows, read_rows  # noqa: F401  (re-exported)
 from ..records import Problem
 
 __all__ = [
@@ -51,8 +51,6 @@ __all__ = [
     "get_problem",
     "read_rows",
 ]
-
-DEFAULT_MAX_POINTS = 7
 
 
 @dataclass(frozen=True)
@@ -138,160 +136,6 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def _data_file(rel: str) -> Path:
     return Path(str(resources.files("proofsmith").joinpath("data", *rel.split("/"))))
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading rows (shared by datasets and predictions)
-
-
-def norm_key(key: str) -> str:
-    return "_".join(str(key).strip().lower().replace("-", " ").split())
-
-
-def read_rows(path: str | Path, what: str = "dataset") -> tuple[list[tuple[int, dict[str, Any]]], str]:
-    """Rows of a JSONL / JSON / CSV file as (row number, {normalised column: value}).
-
-    Returns the rows and a word for the row numbering ("line" for JSONL, "row" otherwise).
-    """
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{what} file not found: {p}")
-    if not p.is_file():
-        raise UserError(f"{what} path is not a file: {p}")
-    suffix = p.suffix.lower()
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{p}: not UTF-8 text (byte {e.start})") from None
-    if not text.strip():
-        raise UserError(f"{p}: the {what} file is empty")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    if suffix == ".jsonl" or (suffix != ".csv" and suffix != ".json" and text.lstrip().startswith("{")):
-        rows = [(lineno, {norm_key(k): v for k, v in obj.items()}) for lineno, obj in jsonl_rows(p, text)]
-        return rows, "line"
-    if suffix == ".json":
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
-        if isinstance(doc, dict):
-            for key in ("problems", "data", "rows"):
-                if isinstance(doc.get(key), list):
-                    doc = doc[key]
-                    break
-        if not isinstance(doc, list):
-            raise UserError(f"{p}: expected a JSON list of objects (or JSONL, one object per line)")
-        for i, obj in enumerate(doc, 1):
-            if not isinstance(obj, dict):
-                raise UserError(f"{p}: row {i}: expected a JSON object, got {type(obj).__name__}")
-            rows.append((i, {norm_key(k): v for k, v in obj.items()}))
-        return rows, "row"
-    if suffix == ".csv":
-        reader = csv.reader(text.splitlines(keepends=True))
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise UserError(f"{p}: the {what} file is empty") from None
-        except csv.Error as e:
-            raise UserError(f"{p}: row 0 (header): malformed CSV ({e})") from None
-        names = [norm_key(h) for h in header]
-        if any(not n for n in names):
-            col = names.index("") + 1
-            raise UserError(f"{p}: row 0 (header): column {col} has no name")
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise UserError(f"{p}: row 0 (header): duplicate column {sorted(dup)[0]!r}")
-        i = 0
-        try:
-            for fields in reader:
-                i += 1
-                if not any(f.strip() for f in fields):
-                    continue
-                if len(fields) != len(names):
-                    raise UserError(
-                        f"{p}: row {i}: has {len(fields)} fields but the header has {len(names)} columns"
-                        " (unquoted comma or newline?)"
-                    )
-                rows.append((i, dict(zip(names, fields))))
-        except csv.Error as e:
-            raise UserError(f"{p}: row {i + 1}: malformed CSV ({e})") from None
-        return rows, "row"
-    raise UserError(f"{p}: unknown {what} file type {suffix or '(none)'!r}; use .jsonl, .json or .csv")
-
-
-def pick(row: dict[str, Any], *names: str) -> tuple[str | None, Any]:
-    """The first present, non-empty column among ``names``: (column, value)."""
-    for n in names:
-        if n in row and row[n] is not None and not (isinstance(row[n], str) and not row[n].strip()):
-            return n, row[n]
-    return None, None
-
-
-_ID_COLS = ("id", "problem_id", "problem_idx")
-_PROBLEM_COLS = ("problem", "statement", "question")
-_SOLUTION_COLS = ("reference_solution", "solution")
-_GUIDELINE_COLS = ("grading_guidelines", "guidelines", "rubric")
-
-
-def _to_text(v: Any) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v).strip()
-
-
-def problems_from_rows(path: Path, rows: list[tuple[int, dict[str, Any]]], unit: str,
-                       dataset: str, default_points: int = DEFAULT_MAX_POINTS,
-                       default_ids: bool = False) -> list[Problem]:
-    """Problems from parsed rows. ``default_ids``: a row without an id gets ``<file stem>-<n>``
-    (n = its position among the rows) instead of an error."""
-    out: list[Problem] = []
-    seen: dict[str, int] = {}
-    for position, (n, row) in enumerate(rows, 1):
-        id_col, pid = pick(row, *_ID_COLS)
-        if default_ids and (id_col is None or _to_text(pid) == ""):
-            id_col, pid = "id", f"{path.stem}-{position}"
-        if id_col is None:
-            raise UserError(f"{path}: {unit} {n}: missing column 'id' (or 'problem_id')")
-        pid = _to_text(pid)
-        if pid in seen:
-            raise UserError(f"{path}: {unit} {n}: column '{id_col}': duplicate id {pid!r} (first at {unit} {seen[pid]})")
-        seen[pid] = n
-        p_col, statement = pick(row, *_PROBLEM_COLS)
-        if p_col is None:
-            raise UserError(f"{path}: {unit} {n}: missing column 'problem' (or 'statement' / 'question')")
-        if not isinstance(statement, str):
-            raise UserError(f"{path}: {unit} {n}: column '{p_col}': expected text, got {type(statement).__name__}")
-        _, solution = pick(row, *_SOLUTION_COLS)
-        _, guidelines = pick(row, *_GUIDELINE_COLS)
-        _, source = pick(row, "source", "problem_source")
-        mp_col, max_points = pick(row, "max_points", "points_per_problem")
-        if mp_col is not None:
-            try:
-                max_points = float(max_points)
-            except (TypeError, ValueError):
-                raise UserError(f"{path}: {unit} {n}: column '{mp_col}': not a number: {max_points!r}") from None
-            if not max_points > 0:
-                raise UserError(f"{path}: {unit} {n}: column '{mp_col}': must be positive, got {max_points:g}")
-            if max_points.is_integer():
-                max_points = int(max_points)
-        else:
-            max_points = default_points
-        used = set(_ID_COLS + _PROBLEM_COLS + _SOLUTION_COLS + _GUIDELINE_COLS + ("source", "problem_source", "max_points", "points_per_problem"))
-        meta = {k: v for k, v in row.items() if k not in used and v not in (None, "")}
-        meta.update(dataset=dataset, max_points=max_points)
-        out.append(
-            Problem(
-                id=pid,
-                statement=statement.strip(),
-                reference_solution=str(solution).strip() if solution is not None else None,
-                grading_guidelines=str(guidelines).strip() if guidelines is not None else None,
-                source=str(source).strip() if source is not None else None,
-                metadata=meta,
-            )
-        )
-    if not out:
-        raise UserError(f"{path}: no problems in the file")
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..cliutil import UserError
+from ..errors import UserError
 from .datasets import _load_builtin, pick, read_rows
 
 __all__ = [

@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..cliutil import UserError
+from ..errors import UserError
 
 __all__ = ["load_report_input", "build_report", "render_html", "document_from_store", "document_from_predictions"]
 
@@ -198,7 +198,7 @@ def document_from_store(run_dir: str | Path) -> dict[str, Any]:
     from ..store import RunStore, StoreError
 
     try:
-        store = RunStore(run_dir)
+        store = RunStore.open_existing(run_dir)
     except StoreError as e:
         raise UserError(str(e)) from None
     try:
@@ -251,10 +251,10 @@ def load_report_input(source: str | Path) -> dict[str, Any]:
     """A report document from a run directory, an eval results JSON, or a predictions file."""
     p = Path(source)
     if p.is_dir():
-        if not (p / "run.sqlite").exists():
-            if (p / "eval.json").is_file():
-                return load_report_input(p / "eval.json")
-            raise UserError(f"{p} is not a run directory (no run.sqlite)")
+        from ..store import RunStore
+
+        if not RunStore.is_run_dir(p) and (p / "eval.json").is_file():
+            return load_report_input(p / "eval.json")
         return document_from_store(p)
     if not p.exists():
         raise UserError(f"report input not found: {p}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..cliutil import UserError
+from ..errors import UserError
 from ..records import Problem, Proof, Usage
 from .grading import (
     combine_reference_grades,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Sequence
 
-from ..cliutil import UserError
+from ..errors import UserError
 from ..records import Problem
 from .metrics import DEFAULT_THRESHOLDS, REFERENCE_POINTS, verifier_metrics
 from .predictions import Prediction, human_points, resolve_scales

@@ -115,7 +115,7 @@ Reporter = Callable[[str, str], None]
 
 
 class StageProgress:
-    """Combines per-problem states into one line for :class:`proofsmith.progress.CallProgress`.
+    """Combines per-problem states into one line for :class:`proofsmith.cli.progress.CallProgress`.
 
     ``progress`` is anything with ``describe(text)`` (CallProgress) or None (silent).
     """

@@ -40,7 +40,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .. import roles
-from ..cliutil import UserError, jsonl_rows
+from ..errors import UserError
+from ..inputs import jsonl_rows
 from ..llm.client import BudgetExceeded, LLMClient
 from ..prompts import Templates
 from ..records import VALID_SCORES, Label, Problem, Record, Usage, content_id

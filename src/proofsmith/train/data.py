@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..cliutil import jsonl_rows
+from ..inputs import jsonl_rows
 from ..records import VALID_SCORES
 from . import PROMPT_ROLE, ROLES, TrainError
 
@@ -151,10 +151,7 @@ def examples_from_store(run_dir: str | Path, *, min_meta: int = 1) -> Examples:
     """Examples from a run store (labels, proofs, problems, verifications, meta-verifications)."""
     from ..store import RunStore
 
-    d = Path(run_dir)
-    if not (d / "run.sqlite").is_file():
-        raise TrainError(f"{d}: not a run directory (no run.sqlite)")
-    store = RunStore(d)
+    store = RunStore.open_existing(run_dir, error=TrainError)
     try:
         problems = {r["id"]: r for r in store.records("Problem")}
         proofs = {r["id"]: r for r in store.records("Proof")}
@@ -180,7 +177,7 @@ def examples_from_store(run_dir: str | Path, *, min_meta: int = 1) -> Examples:
                     q = quality_label(a["score"], a["status"], lab["label"])
                     if q is not None:
                         rows.append({**base, "analysis": a.get("text", ""), "quality": q})
-        ex = examples_from_rows(rows, source=str(d))
+        ex = examples_from_rows(rows, source=str(run_dir))
         known = {g["problem"] for g in ex.generation}
         ex.generation += [{"problem": p["statement"], "problem_id": p["id"]}
                           for p in problems.values() if p["statement"] not in known]
@@ -228,7 +225,9 @@ def load_examples(source: str | Path) -> Examples:
     pipeline's ``verification.jsonl`` + ``meta_verification.jsonl``) or a run directory."""
     p = Path(source)
     if p.is_dir():
-        if (p / "run.sqlite").is_file():
+        from ..store import RunStore
+
+        if RunStore.is_run_dir(p):
             return examples_from_store(p)
         files = sorted(f for f in p.glob("*.jsonl") if f.name not in _EXPORT_SKIP)
         if not files:

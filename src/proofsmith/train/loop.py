@@ -29,8 +29,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from ..cliutil import UserError
-from ..pipelines.problems import read_problems_file
+from ..errors import UserError
+from ..inputs import read_problems_file
 from ..records import Problem
 from . import TrainError
 from .config import LoopConfig, ModelSpec

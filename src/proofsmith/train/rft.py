@@ -23,7 +23,7 @@ def _samples_from_store(run_dir: Path, templates: Any) -> list[dict]:
     from ..store import RunStore
     from .data import render_prompt
 
-    store = RunStore(run_dir)
+    store = RunStore.open_existing(run_dir, error=TrainError)
     try:
         problems = {r["id"]: r for r in store.records("Problem")}
         proofs = {r["id"]: r for r in store.records("Proof")}
@@ -86,8 +86,6 @@ def collect_samples(sources: list[str], templates: Any = None) -> list[dict]:
     for s in sources:
         p = Path(s)
         if p.is_dir():
-            if not (p / "run.sqlite").is_file():
-                raise TrainError(f"{p}: not a run directory (no run.sqlite)")
             out.extend(_samples_from_store(p, templates))
         elif p.is_file():
             out.extend(_samples_from_jsonl(p, templates))

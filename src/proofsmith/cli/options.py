@@ -1,7 +1,9 @@
-"""Options and helpers shared by every CLI command (the CLI's building blocks).
+"""Options and helpers shared by the commands (the CLI's building blocks).
 
-Subsystems (pipelines, evaluation, training) add their commands with ``register(app)`` and reuse
-these options so every command spells and documents them the same way.
+Every command module spells and documents the shared options the same way by using these:
+the model/run options (``model_options`` -> ``opts: CommonArgs``), the problem options with
+the "exactly one of PROBLEM_FILE / --problems / --dataset" rule (``problems_from_options``),
+the budget options, and the error handling (``or_fail``, ``run_async``, ``with_session``).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Optional
 
 import typer
-from rich.markup import escape
 
-from .cliutil import UserError, err, fail, out
-from .llm.client import Budget, LLMError, Prices
-from .records import Usage
-from .session import EMBEDDED, ModelConfig, Session, default_run_dir, env_default, open_session
+from ..errors import ProofsmithError, UserError
+from ..llm.config import Budget, Prices
+from ..records import Problem
+from ..session import EMBEDDED, ModelConfig, Session, default_run_dir, env_default, open_session
+from .output import err, fail
 
 # ----------------------------------------------------------------------------- common options
 ModelOpt = Annotated[
@@ -196,18 +198,18 @@ def model_config(
 
 
 def load_templates(directory: Path | None):
-    from .prompts import Templates
+    from ..prompts import Templates
 
     return Templates.load(directory)
 
 
 def run_async(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
     """Run a coroutine and turn every expected failure into one clear line on stderr."""
-    from .llm.embedded import EmbeddedModelError
+    from ..llm.embedded import EmbeddedModelError
 
     try:
         return asyncio.run(coro_fn())
-    except (UserError, LLMError, EmbeddedModelError, ValueError, FileNotFoundError) as e:
+    except (ProofsmithError, EmbeddedModelError, ValueError, FileNotFoundError) as e:
         fail(str(e) or type(e).__name__)
     except KeyboardInterrupt:
         fail("interrupted; finished calls are saved in the run directory (re-run to resume)", code=130)
@@ -246,37 +248,89 @@ def with_session(
     return run_async(main)
 
 
-def usage_of(records: list) -> dict:
-    return Usage.total([r.usage for r in records]).to_json()
-
-
-def usage_fields(records: list, spent: Usage) -> dict:
-    """JSON usage fields: ``usage`` = what this command spent (zero when every call was reused
-    from the run directory); ``usage_total`` = what the records cost when first produced."""
-    return {"usage": spent.to_json(), "usage_total": usage_of(records)}
-
-
-def print_scored(title: str, items: list) -> None:
-    for i, v in enumerate(items, 1):
-        score = "none" if v.score is None else f"{v.score:g}"
-        out.print(f"## {title} {i}  (score: {score})\n")
-        if v.format_error:
-            out.print(f"_format error: {escape(v.format_error)}_\n")
-        out.print((v.raw or "").strip() + "\n", markup=False)
-
-
-def print_usage(records: list, spent: Usage | None = None) -> None:
-    u = spent if spent is not None else Usage.total([r.usage for r in records])
-    line = f"tokens: {u.prompt_tokens:,} prompt ({u.cached_tokens:,} cached) + {u.completion_tokens:,} completion in {u.calls} calls"
-    if u.cost:
-        line += f"; cost {u.cost:.4f}"
-    err.print(f"[dim]{line}[/dim]")
-
-
-def or_fail(fn: Callable, *args: Any) -> Any:
+def or_fail(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``; an expected failure becomes one line on stderr and exit 1."""
     try:
-        return fn(*args)
-    except (UserError, ValueError, FileNotFoundError, OSError) as e:
+        return fn(*args, **kwargs)
+    except (ProofsmithError, ValueError, OSError) as e:
         fail(str(e))
 
 
+# ----------------------------------------------------------------------------- problems
+ProblemArg = Annotated[
+    Optional[Path],
+    typer.Argument(help="One problem: a text/Markdown file, or JSON with a 'problem' field. Or use --problems / --dataset.", show_default=False),
+]
+ProblemsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--problems", help="Several problems: a JSONL, JSON or CSV file with a 'problem' column ('id' optional; schema in docs/evaluation.md).", show_default=False),
+]
+DatasetOpt = Annotated[
+    Optional[str],
+    typer.Option("--dataset", help="A bundled benchmark by name (see `proofsmith datasets`), or a data set file.", show_default=False),
+]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N problems.", show_default=False)]
+
+
+def problems_from_options(
+    problem_file: str | Path | None = None,
+    problems: str | Path | None = None,
+    dataset: str | None = None,
+    limit: int | None = None,
+    required: bool = True,
+) -> list[Problem]:
+    """The problems of a command: exactly one of PROBLEM_FILE, --problems, --dataset (none at
+    all is an error when ``required``, else no problems). :class:`UserError` otherwise."""
+    from ..evaluate.datasets import load_dataset
+    from ..inputs import read_problem, read_problems_file
+
+    given = [x for x in (problem_file, problems, dataset) if x is not None]
+    if len(given) > 1:
+        raise UserError("give only one of PROBLEM_FILE, --problems FILE and --dataset NAME")
+    if not given:
+        if not required:
+            return []
+        raise UserError("no problem given: pass PROBLEM_FILE, --problems FILE (JSONL/CSV) or --dataset NAME")
+    if problem_file is not None:
+        out = [read_problem(problem_file)]
+    elif problems is not None:
+        out = read_problems_file(problems)
+    else:
+        out = list(load_dataset(dataset))  # type: ignore[arg-type]
+    if limit is not None:
+        if limit < 1:
+            raise UserError("--limit must be a positive integer")
+        out = out[:limit]
+    return out
+
+
+# ----------------------------------------------------------------------------- budget
+MaxTokensOpt = Annotated[
+    Optional[int],
+    typer.Option("--max-tokens", min=1, help="Token budget (prompt + completion) of this invocation: stop cleanly when spent; re-run on the same --run-dir to continue.", show_default=False),
+]
+MaxCostOpt = Annotated[
+    Optional[float],
+    typer.Option("--max-cost", min=0.0, help="Cost budget (needs --price-* options): stop cleanly when spent.", show_default=False),
+]
+
+
+def budget_from_options(max_tokens: int | None, max_cost: float | None) -> Budget | None:
+    if max_tokens is None and max_cost is None:
+        return None
+    return Budget(max_tokens=max_tokens, max_cost=max_cost)
+
+
+def budget_note(stopped: bool, run_dir: Path | None) -> None:
+    """Say how to continue after a budget stop (stderr)."""
+    if stopped:
+        where = f" --run-dir {run_dir}" if run_dir else " with the same --run-dir (printed above)"
+        err.print(f"[yellow]stopped: budget spent. Re-run the same command{where} to continue.[/yellow]")
+
+
+# ----------------------------------------------------------------------------- run directories
+def open_run_store(run_dir: Path):
+    """The run store of an existing run directory; one line and exit 1 when it is not one."""
+    from ..store import RunStore
+
+    return or_fail(RunStore.open_existing, run_dir)

@@ -8,7 +8,7 @@ from typing import Iterator
 
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from .cliutil import err
+from .output import err
 
 
 class CallProgress:

@@ -1,7 +1,6 @@
 """CLI commands of the pipelines: ``refine``, ``search``, ``label`` (+ ``label import-human``).
 
-Thin functions over :mod:`.refine`, :mod:`.search` and :mod:`.label`; registered on the main
-app by ``register(app)`` (called from proofsmith.cli).
+Thin functions over :mod:`proofsmith.pipelines.refine`, ``.search`` and ``.label``.
 
 Budget stop: when ``--max-tokens`` / ``--max-cost`` is reached, the command prints what it
 finished (``"stopped": "budget"`` in ``--json``), says how to continue on stderr and exits 0.
@@ -17,67 +16,25 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from typer.core import TyperGroup
 
-from ..cliopts import CommonArgs, load_templates, model_options, or_fail, with_session
-from ..cliutil import err, fail, out, print_json
-from ..llm.client import Budget
+from ..llm.config import Budget
 from ..records import Usage
 from ..session import Session
-
-# ----------------------------------------------------------------------------- shared options
-ProblemArg = Annotated[
-    Optional[Path],
-    typer.Argument(help="One problem: a text/Markdown file, or JSON with a 'problem' field. Or use --problems / --dataset.", show_default=False),
-]
-ProblemsOpt = Annotated[
-    Optional[Path],
-    typer.Option("--problems", help="Several problems: a JSONL, JSON or CSV file with a 'problem' column ('id' optional; schema in docs/evaluation.md).", show_default=False),
-]
-DatasetOpt = Annotated[
-    Optional[str],
-    typer.Option("--dataset", help="A bundled benchmark by name (see `proofsmith datasets`), or a data set file.", show_default=False),
-]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N problems.", show_default=False)]
-MaxTokensOpt = Annotated[
-    Optional[int],
-    typer.Option("--max-tokens", min=1, help="Token budget (prompt + completion) of this invocation: stop cleanly when spent; re-run on the same --run-dir to continue.", show_default=False),
-]
-MaxCostOpt = Annotated[
-    Optional[float],
-    typer.Option("--max-cost", min=0.0, help="Cost budget (needs --price-* options): stop cleanly when spent.", show_default=False),
-]
-
-
-def _budget(max_tokens: int | None, max_cost: float | None) -> Budget | None:
-    if max_tokens is None and max_cost is None:
-        return None
-    return Budget(max_tokens=max_tokens, max_cost=max_cost)
-
-
-def _problems(problem_file, problems, dataset, limit):
-    from .problems import load_problems
-
-    return or_fail(load_problems, problem_file, problems, dataset, limit)
-
-
-def _budget_note(stopped: bool, run_dir: Path | None) -> None:
-    if stopped:
-        where = f" --run-dir {run_dir}" if run_dir else " with the same --run-dir (printed above)"
-        err.print(f"[yellow]stopped: budget spent. Re-run the same command{where} to continue.[/yellow]")
+from .options import (
+    CommonArgs, DatasetOpt, LimitOpt, MaxCostOpt, MaxTokensOpt, ProblemArg, ProblemsOpt, budget_from_options,
+    budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, with_session,
+)
+from .output import err, fmt_score, out, print_json, print_usage
 
 
 def _total(usages: list[Usage]) -> dict:
     return Usage.total(usages).to_json()
 
 
-def _fmt(x: float | None) -> str:
-    return "none" if x is None else f"{x:.3g}"
-
-
 def _run_many(command: str, run_many: Callable, probs: list, cfg: Any, tpl: Any, opts: CommonArgs,
               budget: Budget | None) -> tuple[list, Path]:
     """Run a per-problem pipeline (``run_refine_many`` / ``run_search_many``) over all problems on
     one session, with a per-problem progress line; (results, run directory)."""
-    from . import StageProgress
+    from ..pipelines import StageProgress
 
     run_dirs: list[Path] = []
 
@@ -99,13 +56,14 @@ def _show_results(results: list, opts: CommonArgs, run_dir: Path, print_one: Cal
     else:
         for r in results:
             print_one(r)
-        _print_usage(results)
-    _budget_note(any(r.stopped == "budget" for r in results), run_dir)
+        print_usage(results)
+    budget_note(any(r.stopped == "budget" for r in results), run_dir)
 
 
 # ----------------------------------------------------------------------------- refine
 
 
+@model_options
 def refine_cmd(
     problem_file: ProblemArg = None,
     problems: ProblemsOpt = None,
@@ -119,21 +77,21 @@ def refine_cmd(
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """Sequential refinement with self-verification: K threads, each fixes its own proof until its self-score is 1 or T attempts are used."""
-    from .refine import RefineConfig, run_refine_many
+    from ..pipelines.refine import RefineConfig, run_refine_many
 
-    probs = _problems(problem_file, problems, dataset, limit)
+    probs = or_fail(problems_from_options, problem_file, problems, dataset, limit)
     cfg = or_fail(lambda: RefineConfig(threads=threads, max_attempts=max_attempts, grade_samples=grade_samples))
     tpl = or_fail(load_templates, opts.templates)
-    results, run_dir = _run_many("refine", run_refine_many, probs, cfg, tpl, opts, _budget(max_tokens, max_cost))
+    results, run_dir = _run_many("refine", run_refine_many, probs, cfg, tpl, opts, budget_from_options(max_tokens, max_cost))
 
     def print_one(r) -> None:
         out.print(f"# Sequential refinement: {r.problem.id}\n", markup=False)
         for t in r.threads:
-            scores = " -> ".join(_fmt(s.self_score) if s.proof is not None else "discarded" for s in t.chain)
-            g = f"; grade {_fmt(t.grade.majority)}" if t.grade else ""
+            scores = " -> ".join(fmt_score(s.self_score) if s.proof is not None else "discarded" for s in t.chain)
+            g = f"; grade {fmt_score(t.grade.majority)}" if t.grade else ""
             out.print(f"- thread {t.index}: self-scores {scores} ({t.stopped}{g})")
         if r.selected is not None:
-            out.print(f"\n## Selected (best@K by self-score): thread {r.selected_thread}, self-score {_fmt(r.selected.self_score)}\n")
+            out.print(f"\n## Selected (best@K by self-score): thread {r.selected_thread}, self-score {fmt_score(r.selected.self_score)}\n")
             out.print((r.selected.proof or "") + "\n", markup=False)
         else:
             out.print("\n_no thread produced a proof with a body_\n")
@@ -148,6 +106,7 @@ def refine_cmd(
 # ----------------------------------------------------------------------------- search
 
 
+@model_options
 def search_cmd(
     problem_file: ProblemArg = None,
     problems: ProblemsOpt = None,
@@ -168,9 +127,9 @@ def search_cmd(
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """High-compute pool search: verify a pool of proofs many times, refine the best with their analyses, stop when a proof passes all its verifications."""
-    from .search import SearchConfig, run_search_many
+    from ..pipelines.search import SearchConfig, run_search_many
 
-    probs = _problems(problem_file, problems, dataset, limit)
+    probs = or_fail(problems_from_options, problem_file, problems, dataset, limit)
     overrides = dict(initial_proofs=initial_proofs, verifications=verifications, refine_top=refine_top,
                      analyses=analyses, refinements_per_proof=refinements_per_proof,
                      max_iterations=max_iterations, meta_verify=meta_verify or None,
@@ -179,30 +138,23 @@ def search_cmd(
         overrides.update(analysis_selection="per_score_level", analyses_per_score=analyses_per_score)
     cfg = or_fail(lambda: SearchConfig.preset(preset, **overrides))
     tpl = or_fail(load_templates, opts.templates)
-    results, run_dir = _run_many("search", run_search_many, probs, cfg, tpl, opts, _budget(max_tokens, max_cost))
+    results, run_dir = _run_many("search", run_search_many, probs, cfg, tpl, opts, budget_from_options(max_tokens, max_cost))
 
     def print_one(r) -> None:
         out.print(f"# Pool search: {r.problem.id}  (stopped: {r.stopped})\n", markup=False)
         for it in r.iterations:
             out.print(f"- iteration {it.iteration}: +{len(it.new_proofs)} proofs, {len(it.discarded)} discarded; "
-                      f"best mean {_fmt(it.best_mean_score)}" + (f"; passed: {len(it.passed)}" if it.passed else ""))
+                      f"best mean {fmt_score(it.best_mean_score)}" + (f"; passed: {len(it.passed)}" if it.passed else ""))
         sel = r.selected
         if sel is None:
             out.print(f"\n_no proof in the pool{': ' + r.message if r.message else ''}_\n")
         else:
-            extra = f", without rejected analyses {_fmt(sel.filtered_mean_score)}" if cfg.meta_verify else ""
-            out.print(f"\n## Selected proof (mean score {_fmt(sel.mean_score)} over {sel.n_valid} valid "
-                      f"verifications{extra}; self-score {_fmt(sel.self_score)})\n")
+            extra = f", without rejected analyses {fmt_score(sel.filtered_mean_score)}" if cfg.meta_verify else ""
+            out.print(f"\n## Selected proof (mean score {fmt_score(sel.mean_score)} over {sel.n_valid} valid "
+                      f"verifications{extra}; self-score {fmt_score(sel.self_score)})\n")
             out.print(sel.proof + "\n", markup=False)
 
     _show_results(results, opts, run_dir, print_one)
-
-
-def _print_usage(results: list) -> None:
-    u = Usage.total([r.usage for r in results])
-    err.print(f"[dim]tokens: {u.prompt_tokens:,} prompt ({u.cached_tokens:,} cached) + "
-              f"{u.completion_tokens:,} completion in {u.calls} calls"
-              + (f"; cost {u.cost:.4f}" if u.cost else "") + "[/dim]")
 
 
 # ----------------------------------------------------------------------------- label
@@ -218,16 +170,6 @@ class _LabelGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-label_app = typer.Typer(
-    cls=_LabelGroup,
-    no_args_is_help=True,
-    help="Automated labeling: `proofsmith label PROOFS_FILE` labels proofs (n analyses, m "
-    "meta-verifications, k confirmations); `proofsmith label import-human FILE --run-dir DIR` "
-    "merges human decisions for the human queue.",
-)
-
-
-@label_app.command("run")
 @model_options
 def label_run(
     proofs_file: Annotated[Path, typer.Argument(help="JSONL of {problem | problem_id, proof, id?}, or the JSON of `proofsmith prove/search/refine --json`.", show_default=False)],
@@ -242,11 +184,10 @@ def label_run(
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """Label proofs automatically (0 / 0.5 / 1 with evidence, or needs-human) and export datasets."""
-    from . import StageProgress
-    from .label import LabelConfig, export_labels, load_items, read_proofs_file, run_label_many
-    from .problems import load_problems
+    from ..pipelines import StageProgress
+    from ..pipelines.label import LabelConfig, export_labels, load_items, read_proofs_file, run_label_many
 
-    probs = or_fail(load_problems, None, problems, dataset, None, False)
+    probs = or_fail(problems_from_options, None, problems, dataset, None, False)
     items = or_fail(read_proofs_file, proofs_file, probs or None)
     cfg = or_fail(lambda: LabelConfig(n=n, m=m, k=k))
     tpl = or_fail(load_templates, opts.templates)
@@ -257,7 +198,7 @@ def label_run(
         exported = export_labels(load_items(s.store), out_dir or (s.run_dir / "labels"))
         return res, exported, s.run_dir
 
-    res, exported, run_dir = with_session(opts.config(_budget(max_tokens, max_cost)), opts.run_dir, "label",
+    res, exported, run_dir = with_session(opts.config(budget_from_options(max_tokens, max_cost)), opts.run_dir, "label",
                                           work, f"label: {len(items)} proof(s)")
     if opts.json_out:
         print_json({**res.to_json(), "exports": exported})
@@ -273,10 +214,9 @@ def label_run(
         if res.unfinished:
             out.print(f"\n_not labeled (budget): {len(res.unfinished)} proofs_")
         err.print(f"[dim]tokens: {res.usage.total_tokens:,} in {res.usage.calls} calls[/dim]")
-    _budget_note(res.stopped == "budget", opts.run_dir or run_dir)
+    budget_note(res.stopped == "budget", opts.run_dir or run_dir)
 
 
-@label_app.command("import-human")
 def label_import_human(
     file: Annotated[Path, typer.Argument(help="JSONL with proof_id and label (0, 0.5 or 1) per line: the human queue with labels filled in.", show_default=False)],
     run_dir: Annotated[Path, typer.Option("--run-dir", help="The run directory of the `label` run.", show_default=False)] = ...,  # type: ignore[assignment]
@@ -284,12 +224,9 @@ def label_import_human(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Merge human decisions into a label run and re-export the datasets."""
-    from ..store import RunStore
-    from .label import export_labels, import_human, load_items
+    from ..pipelines.label import export_labels, import_human, load_items
 
-    if not (run_dir / "run.sqlite").is_file():
-        fail(f"not a proofsmith run directory (no run.sqlite): {run_dir}")
-    store = or_fail(RunStore, run_dir)
+    store = open_run_store(run_dir)
     try:
         counts = or_fail(import_human, store, file)
         exported = or_fail(export_labels, load_items(store), out_dir or (run_dir / "labels"))
@@ -303,10 +240,16 @@ def label_import_human(
         out.print(f"- {key}: {path} ({exported['rows'][key]} rows)")
 
 
-# ----------------------------------------------------------------------------- registration
-
-
 def register(app: typer.Typer) -> None:
-    app.command("refine")(model_options(refine_cmd))
-    app.command("search")(model_options(search_cmd))
+    app.command("refine")(refine_cmd)
+    app.command("search")(search_cmd)
+    label_app = typer.Typer(
+        cls=_LabelGroup,
+        no_args_is_help=True,
+        help="Automated labeling: `proofsmith label PROOFS_FILE` labels proofs (n analyses, m "
+        "meta-verifications, k confirmations); `proofsmith label import-human FILE --run-dir DIR` "
+        "merges human decisions for the human queue.",
+    )
+    label_app.command("run")(label_run)
+    label_app.command("import-human")(label_import_human)
     app.add_typer(label_app, name="label")

@@ -1,5 +1,5 @@
 """``proofsmith train ...``: GRPO for each role, rejection fine-tuning, the iteration loop,
-and dataset export. ``register(app)`` adds the ``train`` sub-command group to the main app."""
+and dataset export."""
 
 from __future__ import annotations
 
@@ -10,27 +10,16 @@ from typing import Callable, Optional
 
 import typer
 
-from ..cliutil import UserError, err, fail, print_json
-
-train_app = typer.Typer(help="Train verifier, meta-verifier and generator (GRPO, RFT, the loop).", no_args_is_help=True)
+from ..errors import ProofsmithError, UserError
+from .output import err, fail, print_json
 
 ConfigOpt = typer.Option(..., "--config", "-c", help="YAML config file (see docs/training.md).")
 OutOpt = typer.Option(None, "--output-dir", "-o", help="Override output_dir of the config.")
 JsonOpt = typer.Option(False, "--json", help="Print the summary as JSON.")
 
 
-def _errors():
-    from ..llm.client import LLMError
-    from . import TrainError
-
-    errs: list[type[BaseException]] = [TrainError, UserError, LLMError, ValueError, FileNotFoundError]
-    try:
-        from ..prompts import TemplateError
-
-        errs.append(TemplateError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errs)
+# expected failures of a training command: one line, no traceback
+_ERRORS = (ProofsmithError, ValueError, FileNotFoundError)
 
 
 def _need_extra() -> None:
@@ -62,66 +51,60 @@ def _run(train: Callable[[], dict], as_json: bool) -> None:
         _need_extra()
         with contextlib.redirect_stdout(sys.stderr):
             summary = train()
-    except _errors() as e:
+    except _ERRORS as e:
         fail(str(e))
     _show(summary, as_json)
 
 
 def _grpo(role: str, config: Path, output_dir: Optional[str], as_json: bool) -> None:
     def train() -> dict:
-        from .config import load_train_config
-        from .grpo import train_grpo
+        from ..train.config import load_train_config
+        from ..train.grpo import train_grpo
 
         return train_grpo(load_train_config(config, role=role, output_dir=output_dir))
 
     _run(train, as_json)
 
 
-@train_app.command("verifier")
 def verifier(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_json: bool = JsonOpt) -> None:
     """GRPO on verification: reward R_format · R_score (· R_meta with a meta-verifier judge)."""
     _grpo("verifier", config, output_dir, as_json)
 
 
-@train_app.command("meta-verifier")
 def meta_verifier(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_json: bool = JsonOpt) -> None:
     """GRPO on meta-verification: reward R_format · R_score against the target quality."""
     _grpo("meta-verifier", config, output_dir, as_json)
 
 
-@train_app.command("generator")
 def generator(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_json: bool = JsonOpt) -> None:
     """GRPO on generation with self-verification: R_format · (α·R_Y + β·R_score·R_meta)."""
     _grpo("generator", config, output_dir, as_json)
 
 
-@train_app.command("rft")
 def rft(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_json: bool = JsonOpt) -> None:
     """Rejection fine-tuning (SFT) on the best-scored samples."""
 
     def train() -> dict:
-        from .config import load_rft_config
-        from .rft import train_rft
+        from ..train.config import load_rft_config
+        from ..train.rft import train_rft
 
         return train_rft(load_rft_config(config, output_dir=output_dir))
 
     _run(train, as_json)
 
 
-@train_app.command("loop")
 def loop(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_json: bool = JsonOpt) -> None:
     """The method's iteration: verifier -> generator -> generate & label -> RFT, per round (resumable)."""
 
     def train() -> dict:
-        from .config import load_loop_config
-        from .loop import run_loop
+        from ..train.config import load_loop_config
+        from ..train.loop import run_loop
 
         return run_loop(load_loop_config(config, output_dir=output_dir), log=lambda m: err.print(f"[loop] {m}", markup=False, highlight=False))
 
     _run(train, as_json)
 
 
-@train_app.command("data")
 def data(
     source: Path = typer.Argument(..., help="Label export (JSONL file or directory) or run directory."),
     role: str = typer.Option(..., "--role", "-r", help="verifier | meta-verifier | generator"),
@@ -132,7 +115,7 @@ def data(
 ) -> None:
     """Write training data for a role (TRL JSONL/Parquet, verl Parquet, OpenRLHF JSONL)."""
     try:
-        from . import data as d
+        from ..train import data as d
 
         t = None
         if templates is not None:
@@ -154,11 +137,18 @@ def data(
             raise UserError(f"unknown format {fmt!r} (trl, verl or openrlhf)")
     except ImportError as e:
         fail(f"{e}: install the [train] extra")
-    except _errors() as e:
+    except _ERRORS as e:
         fail(str(e))
     _show({"path": str(path), "role": role, "rows": len(examples), "skipped": dict(ex.skipped)}, as_json)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train`` to the main proofsmith app."""
+    """Add the ``train`` group to the main proofsmith app."""
+    train_app = typer.Typer(help="Train verifier, meta-verifier and generator (GRPO, RFT, the loop).", no_args_is_help=True)
+    train_app.command("verifier")(verifier)
+    train_app.command("meta-verifier")(meta_verifier)
+    train_app.command("generator")(generator)
+    train_app.command("rft")(rft)
+    train_app.command("loop")(loop)
+    train_app.command("data")(data)
     app.add_typer(train_app, name="train")

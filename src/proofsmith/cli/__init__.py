@@ -1,0 +1,51 @@
+"""The `proofsmith` command line: one thin function per command over the Python API.
+
+One module per command group, each adding its commands with ``register(app)``:
+``prove`` (prove, verify, meta-verify), ``serve``, ``runs``, ``templates``, ``pipelines``
+(refine, search, label), ``evaluate`` (datasets, eval, eval-verifier, report) and ``train``.
+Shared building blocks: ``options`` (option types, ``model_options``, the problem and budget
+options, error handling), ``output`` (consoles, JSON, usage lines) and ``progress``. Nothing
+outside this package imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from ..errors import ProofsmithError
+from . import evaluate, pipelines, prove, runs, serve, templates, train
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="proofsmith",
+    help=(
+        "Self-verifiable mathematical reasoning: generate, verify, meta-verify and refine "
+        "natural-language proofs with LLMs (the DeepSeekMath-V2 method). Works with the "
+        "embedded SmolLM2 model (default) or any OpenAI-compatible server."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+for _group in (prove, serve, runs, templates, pipelines, evaluate, train):
+    _group.register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except ProofsmithError as e:  # an expected failure that no command caught: its one line
+        if os.environ.get("PROOFSMITH_DEBUG"):
+            raise
+        print(f"proofsmith: error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as e:  # last resort: one line, no traceback (PROOFSMITH_DEBUG=1 shows it)
+        if os.environ.get("PROOFSMITH_DEBUG"):
+            raise
+        print(f"proofsmith: error: {type(e).__name__}: {e} (set PROOFSMITH_DEBUG=1 for a traceback)", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,5 @@
+"""``python -m proofsmith.cli``."""
+
+from . import main
+
+main()

@@ -1,0 +1,368 @@
+"""``datasets``, ``eval``, ``eval-verifier``, ``report``: benchmarks, grading and reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import UserError
+from .options import CommonArgs, load_templates, model_options, or_fail, with_session
+from .output import fail, fmt_cell, out, print_json
+
+__all__ = ["register"]
+
+GradeSourceOpt = Annotated[
+    str,
+    typer.Option(
+        "--grade-source",
+        help="Which grade to total: auto (per row: human rating, else 'grade', else automatic "
+        "rating), human, grade or automatic (mean verifier score x points).",
+    ),
+]
+RatingScaleOpt = Annotated[
+    str,
+    typer.Option(
+        "--rating-scale",
+        help="Scale of human ratings for contests worth more than 7 points: auto (contest points "
+        "if any rating in the contest exceeds 7, else 0-7 grades scaled to the contest), contest or seven.",
+    ),
+]
+PointsOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--points-per-problem",
+        help="Points of every problem (default: inferred from the problem ids: Putnam 10, CMO 21, IMO/ProofBench 7).",
+        show_default=False,
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
+
+
+def _short(text: str | None, n: int = 70) -> str:
+    s = " ".join((text or "").split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def _datasets_list(json_out: bool) -> None:
+    from ..evaluate.datasets import DATASETS, load_dataset
+
+    rows = []
+    for name, info in DATASETS.items():
+        n = len(load_dataset(name))
+        rows.append({**info.to_json(), "problems": n, "max_points": n * info.points_per_problem})
+    if json_out:
+        print_json({"datasets": rows})
+        return
+    t = Table(title="Bundled datasets (or pass a .jsonl/.csv/.json file)")
+    for c in ("name", "problems", "points each", "title", "license"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["name"], str(r["problems"]), str(r["points_per_problem"]), r["title"], r["license"])
+    out.print(t)
+
+
+def _datasets_show(name: str, problem_id: str | None, json_out: bool) -> None:
+    from ..evaluate.datasets import dataset_info, get_problem, load_dataset
+
+    if problem_id is not None:
+        p = or_fail(get_problem, name, problem_id)
+        if json_out:
+            print_json(p.to_json())
+            return
+        out.print(f"# {p.id}" + (f"  ({p.source})" if p.source else ""))
+        meta = ", ".join(f"{k}: {v}" for k, v in p.metadata.items() if v not in (None, ""))
+        out.print(f"[dim]{meta}[/dim]\n" if meta else "")
+        out.print("## Problem\n", markup=False)
+        out.print(p.statement + "\n", markup=False)
+        if p.reference_solution:
+            out.print("## Reference solution\n", markup=False)
+            out.print(p.reference_solution + "\n", markup=False)
+        if p.grading_guidelines:
+            out.print("## Grading guidelines\n", markup=False)
+            out.print(p.grading_guidelines + "\n", markup=False)
+        return
+    problems = or_fail(load_dataset, name)
+    try:
+        info = dataset_info(name).to_json()
+    except UserError:
+        info = {"name": str(name)}
+    if json_out:
+        print_json({"dataset": info, "problems": [p.to_json() for p in problems]})
+        return
+    t = Table(title=f"{info.get('title', name)} — {len(problems)} problems")
+    for c in ("id", "points", "source", "statement"):
+        t.add_column(c, overflow="fold")
+    for p in problems:
+        t.add_row(p.id, fmt_cell(p.metadata.get("max_points")), p.source or "", _short(p.statement))
+    out.print(t)
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def _print_totals(doc: dict[str, Any]) -> None:
+    from ..evaluate.predictions import format_total
+
+    t = Table(title=f"{doc.get('file') or doc.get('dataset') or 'results'}")
+    for c in ("problem", "points", "max", "source", "human", "automatic"):
+        t.add_column(c)
+    for p in doc["problems"]:
+        t.add_row(
+            p["problem_id"],
+            fmt_cell(p["points"]),
+            fmt_cell(p["max_points"]),
+            p.get("grade_source", ""),
+            fmt_cell(p.get("human_rating")),
+            fmt_cell(p.get("automatic_rating")),
+        )
+    out.print(t)
+    if len(doc.get("groups", [])) > 1:
+        g = Table(title="by contest")
+        for c in ("group", "points", "percent", "points/problem"):
+            g.add_column(c)
+        for r in doc["groups"]:
+            g.add_row(r["group"], f"{fmt_cell(r['points'])}/{fmt_cell(r['max_points'])}", f"{float(r['percent']):.1f}%", fmt_cell(r["points_per_problem"]))
+        out.print(g)
+    scale = doc.get("scale", {})
+    groups = scale.get("groups", {})
+    desc = "; ".join(
+        f"{g}: {v['points_per_problem']} points per problem ({v['scale_inferred_from']}), human ratings on {v['human_rating_scale']}"
+        for g, v in groups.items()
+    )
+    out.print(f"scale: {desc}" if desc else "")
+    srcs = ", ".join(f"{k} ({v})" for k, v in doc.get("grade_sources", {}).items())
+    out.print(f"grade source: {srcs}")
+    for n in doc.get("notes", []):
+        out.print(f"note: {n}")
+    out.print(f"[bold]total: {format_total(doc)}[/bold]")
+
+
+def _eval_predictions(path: Path, grade_source: str, rating_scale: str, points: float | None,
+                      json_out: bool, output: Path | None) -> None:
+    from ..evaluate.predictions import load_predictions, total_predictions
+
+    preds = or_fail(load_predictions, path)
+    doc = or_fail(total_predictions, preds, grade_source=grade_source, rating_scale=rating_scale,
+                   points_per_problem=points, source=str(path))
+    if output is not None:
+        or_fail(_write_json, output, {**doc, "predictions_file": str(path.resolve())})
+    if json_out:
+        print_json(doc)
+    else:
+        _print_totals(doc)
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _select(problems: list, ids: list[str] | None, limit: int | None) -> list:
+    if ids:
+        wanted = [i.strip() for x in ids for i in x.split(",") if i.strip()]
+        by_id = {p.id: p for p in problems}
+        missing = [i for i in wanted if i not in by_id]
+        if missing:
+            raise UserError(f"no problem {missing[0]!r} in the dataset (ids like {', '.join(list(by_id)[:4])}, ...)")
+        problems = [by_id[i] for i in wanted]
+    if limit is not None:
+        problems = problems[:limit]
+    if not problems:
+        raise UserError("no problems selected")
+    return problems
+
+
+@model_options
+def eval_cmd(
+    dataset: Annotated[
+        Optional[str],
+        typer.Argument(help="Bundled dataset name (see `proofsmith datasets list`) or a .jsonl/.csv/.json file of problems. Omit with --predictions.", show_default=False),
+    ] = None,
+    predictions: Annotated[
+        Optional[Path],
+        typer.Option("--predictions", "-p", help="Total an existing predictions file (ours or the released DeepSeekMath-V2 format) instead of proving; no model calls when grades are present.", show_default=False),
+    ] = None,
+    pipeline: Annotated[str, typer.Option("--pipeline", help="How to prove each problem: one-shot, refine (sequential self-refinement) or search (pool search).")] = "one-shot",
+    ids: Annotated[Optional[list[str]], typer.Option("--id", help="Only these problem ids (repeat, or comma-separated).", show_default=False)] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N problems.", show_default=False)] = None,
+    k: Annotated[int, typer.Option("--verifications", "-k", min=1, help="Verifications of each final proof (grade = their majority; their mean is reported too).")] = 4,
+    reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Also grade with the reference solution and guidelines when the dataset has them (0-7 grade; used as the points).")] = True,
+    attempts: Annotated[int, typer.Option("--attempts", min=1, help="refine: maximum attempts per problem.")] = 4,
+    search_preset: Annotated[str, typer.Option("--search-preset", help="search: preset of the pool search (small, paper or release).")] = "small",
+    samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="one-shot: proofs sampled per problem; the one with the highest self-score is graded.")] = 1,
+    grade_source: GradeSourceOpt = "auto",
+    rating_scale: RatingScaleOpt = "auto",
+    points_per_problem: PointsOpt = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the results JSON here (the input of `proofsmith report`).", show_default=False)] = None,
+    opts: CommonArgs = None,  # type: ignore[assignment]
+) -> None:
+    """Grade and total proofs: prove a dataset with a pipeline, or total a predictions file."""
+    if predictions is not None:
+        if dataset is not None:
+            fail("give either a DATASET to prove or --predictions FILE to total, not both")
+        _eval_predictions(predictions, grade_source, rating_scale, points_per_problem, opts.json_out, output)
+        return
+    if dataset is None:
+        fail("give a DATASET (e.g. proofbench-basic) or --predictions FILE; see `proofsmith eval --help`")
+    if pipeline not in ("one-shot", "refine", "search"):
+        fail(f"unknown pipeline {pipeline!r}: choose one-shot, refine or search")
+    from ..evaluate.datasets import load_dataset
+    from ..evaluate.run import run_eval
+
+    problems = or_fail(lambda: _select(load_dataset(dataset), ids, limit))
+    cfg = opts.config()
+    tpl = None
+    if opts.templates is not None:
+        tpl = or_fail(load_templates, opts.templates)
+
+    async def work(session: Any, progress: Any) -> dict:
+        return await run_eval(session, problems, dataset=str(dataset), pipeline=pipeline, k=k,
+                              reference=reference, attempts=attempts, templates=tpl, search_preset=search_preset,
+                              samples=samples, progress=progress)
+
+    doc = with_session(cfg, opts.run_dir, "eval", work, f"eval {dataset} ({pipeline})")
+    if output is not None:
+        or_fail(_write_json, output, doc)
+    if opts.json_out:
+        print_json(doc)
+    else:
+        _print_totals(doc)
+
+
+# ----------------------------------------------------------------------------- eval-verifier
+
+
+def _print_verifier(doc: dict[str, Any]) -> None:
+    from ..evaluate.metrics import REFERENCE_POINTS
+
+    m = doc["metrics"]
+    refs: dict[str, list[str]] = {}
+    for r in REFERENCE_POINTS:
+        refs.setdefault(r["metric"], []).append(f"{r['value']:g}")
+    t = Table(title=f"Verifier vs human grades — {doc['file']} ({m['n']} proofs)")
+    t.add_column("metric")
+    t.add_column("ours", justify="right")
+    t.add_column("published", justify="right")
+    t.add_column("counts")
+    t.add_row("MAE (0-1)", fmt_cell(m["mae"]), "", "")
+    t.add_row("MAE (0-7)", fmt_cell(m["mae_7"]), " / ".join(refs.get("mae_7", [])), "")
+    t.add_row("Pearson", fmt_cell(m["pearson"]), " / ".join(refs.get("pearson", [])), "")
+    t.add_row("Spearman", fmt_cell(m["spearman"]), "", "")
+    for i, th in enumerate(m["thresholds"]):
+        t.add_row(f"accuracy @ {th['threshold']:g}", fmt_cell(th["accuracy"]), " / ".join(refs.get("accuracy", [])) if i == 0 else "",
+                  f"TP {th['tp']} FP {th['fp']} TN {th['tn']} FN {th['fn']}")
+        t.add_row(f"  FP rate @ {th['threshold']:g}", fmt_cell(th["false_positive_rate"]), "", "")
+        t.add_row(f"  FN rate @ {th['threshold']:g}", fmt_cell(th["false_negative_rate"]), "", "")
+    out.print(t)
+    c = m["confusion"]
+    ct = Table(title="confusion: human grade (rows, 0-7) x automatic rating rounded to {0, 0.5, 1} (columns)")
+    ct.add_column("human \\ auto")
+    for col in c["column_labels"]:
+        ct.add_column(fmt_cell(col), justify="right")
+    for label, counts in zip(c["row_labels"], c["counts"]):
+        ct.add_row(fmt_cell(label), *[str(x) for x in counts])
+    out.print(ct)
+    out.print("published reference points (their own data sets; for orientation):")
+    names = {"mae_7": "MAE on 0-7", "pearson": "Pearson", "accuracy": "accuracy"}
+    for r in REFERENCE_POINTS:
+        out.print(f"  {r['system']}: {names.get(r['metric'], r['metric'])} {r['value']:g} ({r['data']})")
+    out.print(f"automatic ratings: {doc['automatic_source']}; scores normalised to [0, 1] (human / points of the problem)")
+    for n in doc.get("notes", []):
+        out.print(f"note: {n}")
+
+
+@model_options
+def eval_verifier_cmd(
+    file: Annotated[Path, typer.Argument(help="Proofs with human grades: our predictions JSONL, released DeepSeekMath-V2 outputs, or an IMO-GradingBench-style CSV (problem, proof/response, human grade/points).", show_default=False)],
+    run_verifier: Annotated[bool, typer.Option("--run-verifier", help="Verify every proof k times with the model instead of reading automatic ratings from the file.")] = False,
+    k: Annotated[int, typer.Option("--verifications", "-k", min=1, help="With --run-verifier: verifications per proof (their mean is the automatic rating).")] = 4,
+    thresholds: Annotated[Optional[list[float]], typer.Option("--threshold", help="Pass threshold on [0, 1] (repeat; default 0.5, 0.75, 1).", show_default=False)] = None,
+    points_per_problem: PointsOpt = None,
+    rating_scale: RatingScaleOpt = "auto",
+    opts: CommonArgs = None,  # type: ignore[assignment]
+) -> None:
+    """Measure a verifier against human grades: accuracy, MAE, correlations, FP/FN rates, confusion matrix."""
+    from ..evaluate.metrics import DEFAULT_THRESHOLDS
+    from ..evaluate.predictions import load_predictions
+    from ..evaluate.verifier_eval import evaluate_verifier, rate_with_verifier
+
+    ths = tuple(thresholds) if thresholds else DEFAULT_THRESHOLDS
+    for t in ths:
+        if not 0 < t <= 1:
+            fail(f"--threshold {t:g} is not in (0, 1]")
+    preds = or_fail(load_predictions, file)
+    source = "read from the file"
+    if run_verifier:
+        cfg = opts.config()
+        tpl = None
+        if opts.templates is not None:
+                tpl = or_fail(load_templates, opts.templates)
+
+        async def work(session: Any, progress: Any) -> Any:
+            return await rate_with_verifier(session.client, preds, k=k, templates=tpl)
+
+        with_session(cfg, opts.run_dir, "eval-verifier", work, f"verifying {len(preds)} proofs x{k}")
+        source = f"mean of {k} verifications by {cfg.model}"
+    doc = or_fail(evaluate_verifier, preds, thresholds=ths, points_per_problem=points_per_problem,
+                   rating_scale=rating_scale, source=str(file))
+    doc["automatic_source"] = source
+    if opts.json_out:
+        print_json(doc)
+    else:
+        _print_verifier(doc)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def report_cmd(
+    source: Annotated[Path, typer.Argument(help="A run directory (run.sqlite), an `eval --json`/`--output` results file, or a predictions JSONL.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file to write (default: report.html in the run directory, or <input>.html).", show_default=False)] = None,
+    title: Annotated[Optional[str], typer.Option("--title", help="Report title.", show_default=False)] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Write a self-contained HTML report (math rendered offline with KaTeX, plots, lineage, filters)."""
+    from ..evaluate.report import build_report, load_report_input
+
+    doc = or_fail(load_report_input, source)
+    if title:
+        doc["title"] = title
+    if output is None:
+        output = source / "report.html" if source.is_dir() else source.with_suffix(".html")
+    path = or_fail(build_report, doc, output)
+    if json_out:
+        print_json({"report": str(path), "problems": len(doc.get("problems", [])), "bytes": path.stat().st_size})
+    else:
+        out.print(f"wrote {path} ({path.stat().st_size // 1024} KiB); open it in a browser (works offline)")
+
+
+def datasets_list(json_out: JsonFlag = False) -> None:
+    """List the bundled datasets with their sizes, points scale and license."""
+    _datasets_list(json_out)
+
+
+def datasets_show(
+    name: Annotated[str, typer.Argument(help="Dataset name (e.g. proofbench-basic, imo2025) or a .jsonl/.csv/.json file.", show_default=False)],
+    problem_id: Annotated[Optional[str], typer.Argument(help="A problem id (e.g. PB-Basic-001, IMO2025-3, or just 3) to print in full.", show_default=False)] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show a dataset's problems, or one problem with its reference solution and guidelines."""
+    _datasets_show(name, problem_id, json_out)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``datasets``, ``eval``, ``eval-verifier`` and ``report`` to ``app``."""
+    ds = typer.Typer(help="Bundled benchmarks and user datasets.", no_args_is_help=True)
+    ds.command("list")(datasets_list)
+    ds.command("show")(datasets_show)
+    app.add_typer(ds, name="datasets")
+    app.command("eval")(eval_cmd)
+    app.command("eval-verifier")(eval_verifier_cmd)
+    app.command("report")(report_cmd)

@@ -1,0 +1,75 @@
+"""What every command prints: the two consoles, one-line errors, JSON, usage lines, numbers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ..records import Usage
+
+out = Console(highlight=False, soft_wrap=True)  # stdout: results (Markdown / tables)
+err = Console(stderr=True, highlight=False)  # stderr: progress, warnings, errors
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one clear line on stderr and exit non-zero (no traceback)."""
+    first = " ".join(str(message).split())  # one line
+    print(f"proofsmith: error: {first}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def print_json(doc: Any) -> None:
+    """Print one JSON document on stdout."""
+    sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def usage_fields(records: list, spent: Usage) -> dict:
+    """JSON usage fields: ``usage`` = what this command spent (zero when every call was reused
+    from the run directory); ``usage_total`` = what the records cost when first produced."""
+    return {"usage": spent.to_json(), "usage_total": Usage.total([r.usage for r in records]).to_json()}
+
+
+def print_scored(title: str, items: list) -> None:
+    for i, v in enumerate(items, 1):
+        score = "none" if v.score is None else f"{v.score:g}"
+        out.print(f"## {title} {i}  (score: {score})\n")
+        if v.format_error:
+            out.print(f"_format error: {escape(v.format_error)}_\n")
+        out.print((v.raw or "").strip() + "\n", markup=False)
+
+
+def print_usage(records: list, spent: Usage | None = None) -> None:
+    """The token line on stderr: ``spent``, or the total usage of ``records`` (anything with
+    ``.usage``: records or pipeline results)."""
+    u = spent if spent is not None else Usage.total([r.usage for r in records])
+    line = f"tokens: {u.prompt_tokens:,} prompt ({u.cached_tokens:,} cached) + {u.completion_tokens:,} completion in {u.calls} calls"
+    if u.cost:
+        line += f"; cost {u.cost:.4f}"
+    err.print(f"[dim]{line}[/dim]")
+
+
+def fmt_score(x: float | None) -> str:
+    """A score or mean in Markdown output: three significant digits, ``none`` when missing."""
+    return "none" if x is None else f"{x:.3g}"
+
+
+def fmt_cell(x: Any, digits: int = 3) -> str:
+    """A table cell: ``-`` when missing, floats without trailing zeros."""
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}".rstrip("0").rstrip(".") if not x.is_integer() else f"{int(x)}"
+    return str(x)
+
+
+def fmt_count(v: Any) -> str:
+    """A run summary value: thousands separators, 4 decimals below 100."""
+    if isinstance(v, float):
+        return f"{v:,.4f}" if v < 100 else f"{v:,.1f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)

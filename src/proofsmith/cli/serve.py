@@ -1,0 +1,41 @@
+"""``serve``: the embedded model as an OpenAI-compatible server."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .output import err, fail
+
+
+def serve(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: a free port).")] = 8080,
+    slots: Annotated[int, typer.Option("--slots", min=1, help="Parallel slots (requests decoded together; also the largest useful n).")] = 8,
+    ctx_per_slot: Annotated[int, typer.Option("--ctx-per-slot", min=512, help="Context tokens per slot.")] = 4096,
+) -> None:
+    """Run the embedded SmolLM2-135M model as an OpenAI-compatible server until Ctrl-C."""
+    import signal
+    import threading
+
+    from ..llm.embedded import EmbeddedModelError, EmbeddedServer, free_port
+
+    try:
+        server = EmbeddedServer(port=port or free_port(), n_parallel=slots, n_ctx_per_slot=ctx_per_slot).start()
+    except EmbeddedModelError as e:
+        fail(str(e))
+    print(server.base_url, flush=True)
+    err.print(f"[dim]model name: {server.model}; stop with Ctrl-C[/dim]")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.is_set() and server.proc and server.proc.poll() is None:
+            stop.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

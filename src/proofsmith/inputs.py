@@ -1,0 +1,286 @@
+"""Reading inputs: problems, proofs and rows of JSONL / JSON / CSV files (one home for all).
+
+* :func:`read_problem` — one problem from a text/Markdown file or a JSON file;
+* :func:`read_proof`, :func:`read_text_file` — a proof / any non-empty text file;
+* :func:`jsonl_rows` — the objects of a JSONL file, with line numbers;
+* :func:`read_rows` — the rows of a JSONL, JSON or CSV file (columns normalised);
+* :func:`problems_from_rows`, :func:`read_problems_file` — problems from such rows (the
+  dataset schema of docs/evaluation.md).
+
+Every reader raises :class:`proofsmith.errors.UserError` (or the ``error`` class given) with
+one line naming the file, the row (JSONL: line number; CSV: data row, 1 = first row after the
+header) and the column. Bundled data sets are in :mod:`proofsmith.evaluate.datasets`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import UserError
+from .parse import parse_generation
+from .records import Problem
+
+__all__ = [
+    "DEFAULT_MAX_POINTS",
+    "jsonl_rows",
+    "norm_key",
+    "read_rows",
+    "pick",
+    "problems_from_rows",
+    "read_problems_file",
+    "read_problem",
+    "read_text_file",
+    "read_proof",
+]
+
+DEFAULT_MAX_POINTS = 7
+
+
+def jsonl_rows(path: str | Path, text: str | None = None, *,
+               error: type[Exception] = UserError) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file (``text``: its content,
+    already read). A line that is not valid JSON or not an object raises ``error`` naming the
+    file and line."""
+    p = Path(path)
+    if text is None:
+        if not p.is_file():
+            raise error(f"{p}: no such file")
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise error(f"{p}: not UTF-8 text (byte {e.start})") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise error(f"{p}: line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise error(f"{p}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows of JSONL / JSON / CSV files and the problems in them
+
+
+def norm_key(key: str) -> str:
+    return "_".join(str(key).strip().lower().replace("-", " ").split())
+
+
+def read_rows(path: str | Path, what: str = "dataset") -> tuple[list[tuple[int, dict[str, Any]]], str]:
+    """Rows of a JSONL / JSON / CSV file as (row number, {normalised column: value}).
+
+    Returns the rows and a word for the row numbering ("line" for JSONL, "row" otherwise).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{what} file not found: {p}")
+    if not p.is_file():
+        raise UserError(f"{what} path is not a file: {p}")
+    suffix = p.suffix.lower()
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p}: not UTF-8 text (byte {e.start})") from None
+    if not text.strip():
+        raise UserError(f"{p}: the {what} file is empty")
+    rows: list[tuple[int, dict[str, Any]]] = []
+    if suffix == ".jsonl" or (suffix != ".csv" and suffix != ".json" and text.lstrip().startswith("{")):
+        rows = [(lineno, {norm_key(k): v for k, v in obj.items()}) for lineno, obj in jsonl_rows(p, text)]
+        return rows, "line"
+    if suffix == ".json":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+        if isinstance(doc, dict):
+            for key in ("problems", "data", "rows"):
+                if isinstance(doc.get(key), list):
+                    doc = doc[key]
+                    break
+        if not isinstance(doc, list):
+            raise UserError(f"{p}: expected a JSON list of objects (or JSONL, one object per line)")
+        for i, obj in enumerate(doc, 1):
+            if not isinstance(obj, dict):
+                raise UserError(f"{p}: row {i}: expected a JSON object, got {type(obj).__name__}")
+            rows.append((i, {norm_key(k): v for k, v in obj.items()}))
+        return rows, "row"
+    if suffix == ".csv":
+        reader = csv.reader(text.splitlines(keepends=True))
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise UserError(f"{p}: the {what} file is empty") from None
+        except csv.Error as e:
+            raise UserError(f"{p}: row 0 (header): malformed CSV ({e})") from None
+        names = [norm_key(h) for h in header]
+        if any(not n for n in names):
+            col = names.index("") + 1
+            raise UserError(f"{p}: row 0 (header): column {col} has no name")
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise UserError(f"{p}: row 0 (header): duplicate column {sorted(dup)[0]!r}")
+        i = 0
+        try:
+            for fields in reader:
+                i += 1
+                if not any(f.strip() for f in fields):
+                    continue
+                if len(fields) != len(names):
+                    raise UserError(
+                        f"{p}: row {i}: has {len(fields)} fields but the header has {len(names)} columns"
+                        " (unquoted comma or newline?)"
+                    )
+                rows.append((i, dict(zip(names, fields))))
+        except csv.Error as e:
+            raise UserError(f"{p}: row {i + 1}: malformed CSV ({e})") from None
+        return rows, "row"
+    raise UserError(f"{p}: unknown {what} file type {suffix or '(none)'!r}; use .jsonl, .json or .csv")
+
+
+def pick(row: dict[str, Any], *names: str) -> tuple[str | None, Any]:
+    """The first present, non-empty column among ``names``: (column, value)."""
+    for n in names:
+        if n in row and row[n] is not None and not (isinstance(row[n], str) and not row[n].strip()):
+            return n, row[n]
+    return None, None
+
+
+_ID_COLS = ("id", "problem_id", "problem_idx")
+_PROBLEM_COLS = ("problem", "statement", "question")
+_SOLUTION_COLS = ("reference_solution", "solution")
+_GUIDELINE_COLS = ("grading_guidelines", "guidelines", "rubric")
+
+
+def _to_text(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
+def problems_from_rows(path: Path, rows: list[tuple[int, dict[str, Any]]], unit: str,
+                       dataset: str, default_points: int = DEFAULT_MAX_POINTS,
+                       default_ids: bool = False) -> list[Problem]:
+    """Problems from parsed rows. ``default_ids``: a row without an id gets ``<file stem>-<n>``
+    (n = its position among the rows) instead of an error."""
+    out: list[Problem] = []
+    seen: dict[str, int] = {}
+    for position, (n, row) in enumerate(rows, 1):
+        id_col, pid = pick(row, *_ID_COLS)
+        if default_ids and (id_col is None or _to_text(pid) == ""):
+            id_col, pid = "id", f"{path.stem}-{position}"
+        if id_col is None:
+            raise UserError(f"{path}: {unit} {n}: missing column 'id' (or 'problem_id')")
+        pid = _to_text(pid)
+        if pid in seen:
+            raise UserError(f"{path}: {unit} {n}: column '{id_col}': duplicate id {pid!r} (first at {unit} {seen[pid]})")
+        seen[pid] = n
+        p_col, statement = pick(row, *_PROBLEM_COLS)
+        if p_col is None:
+            raise UserError(f"{path}: {unit} {n}: missing column 'problem' (or 'statement' / 'question')")
+        if not isinstance(statement, str):
+            raise UserError(f"{path}: {unit} {n}: column '{p_col}': expected text, got {type(statement).__name__}")
+        _, solution = pick(row, *_SOLUTION_COLS)
+        _, guidelines = pick(row, *_GUIDELINE_COLS)
+        _, source = pick(row, "source", "problem_source")
+        mp_col, max_points = pick(row, "max_points", "points_per_problem")
+        if mp_col is not None:
+            try:
+                max_points = float(max_points)
+            except (TypeError, ValueError):
+                raise UserError(f"{path}: {unit} {n}: column '{mp_col}': not a number: {max_points!r}") from None
+            if not max_points > 0:
+                raise UserError(f"{path}: {unit} {n}: column '{mp_col}': must be positive, got {max_points:g}")
+            if max_points.is_integer():
+                max_points = int(max_points)
+        else:
+            max_points = default_points
+        used = set(_ID_COLS + _PROBLEM_COLS + _SOLUTION_COLS + _GUIDELINE_COLS + ("source", "problem_source", "max_points", "points_per_problem"))
+        meta = {k: v for k, v in row.items() if k not in used and v not in (None, "")}
+        meta.update(dataset=dataset, max_points=max_points)
+        out.append(
+            Problem(
+                id=pid,
+                statement=statement.strip(),
+                reference_solution=str(solution).strip() if solution is not None else None,
+                grading_guidelines=str(guidelines).strip() if guidelines is not None else None,
+                source=str(source).strip() if source is not None else None,
+                metadata=meta,
+            )
+        )
+    if not out:
+        raise UserError(f"{path}: no problems in the file")
+    return out
+
+
+def read_problems_file(path: str | Path) -> list[Problem]:
+    """Problems from a JSONL, JSON or CSV file (the dataset schema of docs/evaluation.md; a row
+    without an id gets ``<file stem>-<n>``). Errors name the file, row and column."""
+    p = Path(path)
+    rows, unit = read_rows(p, "problems")
+    return problems_from_rows(p, rows, unit, dataset=p.stem, default_ids=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Single files (the CLI's PROBLEM_FILE / PROOF_FILE arguments)
+
+
+def read_problem(path: str | Path) -> Problem:
+    """A problem from a text/Markdown file (the statement) or a JSON file ({"id", "problem"})."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"problem file not found: {p}")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise UserError(f"problem file is empty: {p}")
+    if p.suffix == ".json":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+        statement = doc.get("problem") or doc.get("statement") or doc.get("question") if isinstance(doc, dict) else None
+        if not statement:
+            raise UserError(f"{p}: JSON problem needs a non-empty 'problem' field")
+        return Problem(
+            id=str(doc.get("id") or p.stem),
+            statement=statement,
+            reference_solution=doc.get("reference_solution") or doc.get("solution"),
+            grading_guidelines=doc.get("grading_guidelines"),
+            source=doc.get("source"),
+        )
+    return Problem(id=p.stem, statement=text.strip())
+
+
+def read_text_file(path: str | Path, what: str) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} file not found: {p}")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise UserError(f"{what} file is empty: {p}")
+    return text
+
+
+def read_proof(path: str | Path) -> str:
+    """The proof body from a file: plain text, a generator answer (only the part under
+    ``## Solution`` is kept, so the verifier never sees a self-evaluation), or the JSON of
+    ``proofsmith prove --json`` (its first proof)."""
+    text = read_text_file(path, "proof")
+    if str(path).endswith(".json"):
+        try:
+            doc = json.loads(text)
+            proofs = [p for p in doc.get("proofs", []) if p.get("proof")]
+        except (json.JSONDecodeError, AttributeError):
+            raise UserError(f"{path}: expected the JSON of `proofsmith prove --json`") from None
+        if not proofs:
+            raise UserError(f"{path}: contains no proof with a body")
+        return proofs[0]["proof"]
+    parsed = parse_generation(text)
+    if parsed.proof:
+        return parsed.proof
+    return text.strip()
