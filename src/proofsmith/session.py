@@ -12,47 +12,78 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
-from .llm.client import Budget, Endpoint, LLMClient, Prices, SamplingParams
+from pydantic import BaseModel, Field
+
+from .llm.client import LLMClient
+from .llm.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, Budget, Endpoint, Prices, SamplingParams
 from .store import RunStore
 
 EMBEDDED = "embedded"
 EMBEDDED_MAX_TOKENS = 1024  # SmolLM2 has a 4K context per slot; keep answers short
 
+# the prompt roles a session's client samples with the config's parameters
+_ROLES = ("default", "generate", "verify", "meta_verify", "refine", "grade")
 
-@dataclass
-class ModelConfig:
-    """Where requests go and how they are sampled.
 
-    model: model name sent to the server, or "embedded" for the bundled SmolLM2-135M.
-    base_urls: OpenAI-compatible base URLs (ending in /v1); several = one model on several servers.
-    api_key: bearer token for the servers (None for local servers).
-    concurrency: maximum requests in flight per endpoint.
-    temperature, top_p: sampling (method defaults 1.0 and 0.95).
-    max_output_tokens: completion token limit per request (None: the server's default).
-    prices: optional price table (per million tokens) for cost accounting.
-    budget: stop cleanly when this many tokens / this much cost has been spent.
-    timeout: per-request timeout in seconds (long generations need long timeouts).
+class ModelConfig(BaseModel):
+    """Where requests go and how they are sampled: one model, the embedded one or served.
+
+    Each field carries its default and its help; the CLI's model options are built from these
+    fields (``proofsmith.cli.options``), and training judges are ModelConfigs too.
     """
 
-    model: str = EMBEDDED
-    base_urls: list[str] = field(default_factory=list)
-    api_key: str | None = None
-    concurrency: int = 64
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_output_tokens: int | None = None
-    prices: Prices | None = None
-    budget: Budget | None = None
-    timeout: float = 3600.0
-    max_retries: int = 8
+    model: str = Field(
+        EMBEDDED,
+        description="Model name sent to the server, or 'embedded' for the bundled SmolLM2-135M "
+        "(default when no --base-url is given). Env: PROOFSMITH_MODEL.",
+    )
+    base_urls: list[str] = Field(
+        default_factory=list,
+        description="OpenAI-compatible base URL ending in /v1 (e.g. http://localhost:8000/v1). Repeat "
+        "for several servers of one model; requests about the same proof stick to one server. "
+        "Env: PROOFSMITH_BASE_URL (comma-separated).",
+    )
+    api_key: str | None = Field(
+        None, description="API key for the servers. Env: PROOFSMITH_API_KEY or OPENAI_API_KEY."
+    )
+    concurrency: int = Field(64, description="Maximum requests in flight per server.")
+    temperature: float = Field(DEFAULT_TEMPERATURE, description="Sampling temperature (default: the method's).")
+    top_p: float = Field(DEFAULT_TOP_P, description="Nucleus sampling top-p (default: the method's).")
+    max_output_tokens: int | None = Field(
+        None,
+        description="Completion token limit per request (default: server default; 1024 for the "
+        "embedded model). Answers cut at the limit are marked truncated and discarded.",
+    )
+    prices: Prices | None = Field(None, description="Price table (per million tokens) for cost accounting.")
+    budget: Budget | None = Field(
+        None, description="Stop cleanly when this many tokens / this much cost has been spent."
+    )
+    timeout: float = Field(3600.0, description="Per-request timeout in seconds.")
+    max_retries: int = Field(
+        8,
+        description="Retries per request on connection errors, timeouts, HTTP 429 and 5xx "
+        "(exponential backoff with jitter; 429 honours Retry-After).",
+    )
 
     @property
     def is_embedded(self) -> bool:
         return self.model == EMBEDDED and not self.base_urls
+
+    def served_endpoints(self) -> list[Endpoint]:
+        """The endpoints of a served model (one per base URL)."""
+        if not self.base_urls:
+            raise ValueError(
+                f"model {self.model!r} needs a server: pass --base-url (or set PROOFSMITH_BASE_URL), "
+                "or use --model embedded"
+            )
+        return [
+            Endpoint(base_url=u, model=self.model, api_key=self.api_key, max_concurrency=self.concurrency)
+            for u in self.base_urls
+        ]
 
 
 @dataclass
@@ -67,6 +98,31 @@ def default_run_dir(command: str) -> Path:
     return Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def open_client(
+    cfg: ModelConfig,
+    endpoints: list[Endpoint] | None = None,
+    store: RunStore | None = None,
+    on_event: Callable[[str, dict], None] | None = None,
+    max_tokens: int | None = None,
+) -> LLMClient:
+    """The client of ``cfg`` (``endpoints``: its served endpoints unless given; ``max_tokens``:
+    ``cfg.max_output_tokens`` unless given); every prompt role samples with the config."""
+    params = SamplingParams(
+        temperature=cfg.temperature, top_p=cfg.top_p,
+        max_tokens=cfg.max_output_tokens if max_tokens is None else max_tokens,
+    )
+    return LLMClient(
+        cfg.served_endpoints() if endpoints is None else endpoints,
+        store=store,
+        role_params={role: params for role in _ROLES},
+        prices=cfg.prices,
+        budget=cfg.budget,
+        timeout=cfg.timeout,
+        max_retries=cfg.max_retries,
+        on_event=on_event,
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_session(
     cfg: ModelConfig,
@@ -77,40 +133,20 @@ async def open_session(
     run_dir = Path(run_dir)
     with contextlib.ExitStack() as stack:
         max_tokens = cfg.max_output_tokens
-        concurrency = cfg.concurrency
         if cfg.is_embedded:
             from .llm.embedded import EmbeddedServer
 
             server = stack.enter_context(EmbeddedServer())
             # llama.cpp reports one choice's usage for n>1: one request per sample keeps
             # token accounting exact (its slots decode the requests together anyway)
-            endpoints = [Endpoint(base_url=server.base_url, model=server.model, use_n=False)]
-            concurrency = min(concurrency, server.n_parallel)
+            endpoints = [Endpoint(base_url=server.base_url, model=server.model, use_n=False,
+                                  max_concurrency=min(cfg.concurrency, server.n_parallel))]
             max_tokens = max_tokens or EMBEDDED_MAX_TOKENS
         else:
-            if not cfg.base_urls:
-                raise ValueError(
-                    f"model {cfg.model!r} needs a server: pass --base-url (or set PROOFSMITH_BASE_URL), "
-                    "or use --model embedded"
-                )
-            endpoints = [
-                Endpoint(base_url=u, model=cfg.model, api_key=cfg.api_key) for u in cfg.base_urls
-            ]
-        for e in endpoints:
-            e.max_concurrency = concurrency
+            endpoints = cfg.served_endpoints()
         store = RunStore(run_dir)
         stack.callback(store.close)
-        params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=max_tokens)
-        client = LLMClient(
-            endpoints,
-            store=store,
-            role_params={role: params for role in ("default", "generate", "verify", "meta_verify", "refine", "grade")},
-            prices=cfg.prices,
-            budget=cfg.budget,
-            timeout=cfg.timeout,
-            max_retries=cfg.max_retries,
-            on_event=on_event,
-        )
+        client = open_client(cfg, endpoints, store=store, on_event=on_event, max_tokens=max_tokens)
         try:
             yield Session(client=client, store=store, run_dir=run_dir, endpoints=endpoints)
         finally:

@@ -24,29 +24,6 @@ from ..session import EMBEDDED, ModelConfig, Session, default_run_dir, env_defau
 from .output import err, fail
 
 # ----------------------------------------------------------------------------- common options
-ModelOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        "--model", "-m",
-        help="Model name sent to the server, or 'embedded' for the bundled SmolLM2-135M "
-        "(default when no --base-url is given). Env: PROOFSMITH_MODEL.",
-        show_default=False,
-    ),
-]
-BaseUrlOpt = Annotated[
-    Optional[list[str]],
-    typer.Option(
-        "--base-url",
-        help="OpenAI-compatible base URL ending in /v1 (e.g. http://localhost:8000/v1). Repeat "
-        "for several servers of one model; requests about the same proof stick to one server. "
-        "Env: PROOFSMITH_BASE_URL (comma-separated).",
-        show_default=False,
-    ),
-]
-ApiKeyOpt = Annotated[
-    Optional[str],
-    typer.Option("--api-key", help="API key for the servers. Env: PROOFSMITH_API_KEY or OPENAI_API_KEY.", show_default=False),
-]
 RunDirOpt = Annotated[
     Optional[Path],
     typer.Option(
@@ -63,65 +40,94 @@ TemplatesOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of Markdown.")]
 SamplesOpt = Annotated[int, typer.Option("--samples", "-n", min=1, help="Number of independent samples.")]
-TemperatureOpt = Annotated[float, typer.Option("--temperature", help="Sampling temperature (method default 1.0).")]
-TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling top-p (method default 0.95).")]
-MaxOutOpt = Annotated[
-    Optional[int],
-    typer.Option("--max-output-tokens", help="Completion token limit per request (default: server default; 1024 for the embedded model). Answers cut at the limit are marked truncated and discarded.", show_default=False),
-]
-ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Maximum requests in flight per server.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Per-request timeout in seconds.")]
-RetriesOpt = Annotated[int, typer.Option("--retries", min=0, help="Retries per request on connection errors, timeouts, HTTP 429 and 5xx (exponential backoff with jitter; 429 honours Retry-After).")]
-PricePromptOpt = Annotated[float, typer.Option("--price-prompt", help="Price per million prompt tokens, for cost accounting.")]
-PriceCompletionOpt = Annotated[float, typer.Option("--price-completion", help="Price per million completion tokens.")]
-PriceCachedOpt = Annotated[Optional[float], typer.Option("--price-cached", help="Price per million cached prompt tokens (default: the prompt price).", show_default=False)]
+
+
+def _from_field(model: type, name: str, *decls: str, unset: Any = ..., annotation: Any = None,
+                **kw: Any) -> tuple[Any, Any]:
+    """(annotation, default) of a CLI option whose help and default are those of the pydantic
+    field ``model.name`` (``unset``: the CLI's "not given" default, resolved later)."""
+    f = model.model_fields[name]
+    default = f.get_default(call_default_factory=True) if unset is ... else unset
+    if unset is not ... or default is None:
+        kw.setdefault("show_default", False)
+    return Annotated[annotation or f.annotation, typer.Option(*decls, help=f.description, **kw)], default
+
+
+# The options every model-calling command shares: parameter name -> (annotation, default).
+# Help and defaults come from ModelConfig and Prices; model, base URLs and API key default to
+# "not given" here, because they are resolved with the environment in CommonArgs.config().
+_COMMON: dict[str, tuple[Any, Any]] = {
+    "model": _from_field(ModelConfig, "model", "--model", "-m", unset=None, annotation=Optional[str]),
+    "base_url": _from_field(ModelConfig, "base_urls", "--base-url", unset=None, annotation=Optional[list[str]]),
+    "api_key": _from_field(ModelConfig, "api_key", "--api-key", annotation=Optional[str]),
+    "run_dir": (RunDirOpt, None),
+    "templates": (TemplatesOpt, None),
+    "json_out": (JsonOpt, False),
+    "temperature": _from_field(ModelConfig, "temperature", "--temperature"),
+    "top_p": _from_field(ModelConfig, "top_p", "--top-p"),
+    "max_output_tokens": _from_field(ModelConfig, "max_output_tokens", "--max-output-tokens", annotation=Optional[int]),
+    "concurrency": _from_field(ModelConfig, "concurrency", "--concurrency", min=1),
+    "timeout": _from_field(ModelConfig, "timeout", "--timeout"),
+    "retries": _from_field(ModelConfig, "max_retries", "--retries", min=0),
+    "price_prompt": _from_field(Prices, "prompt_per_million", "--price-prompt"),
+    "price_completion": _from_field(Prices, "completion_per_million", "--price-completion"),
+    "price_cached": _from_field(Prices, "cached_prompt_per_million", "--price-cached", annotation=Optional[float]),
+}
 
 
 @dataclass
 class CommonArgs:
-    """The options every model-calling command shares (see ``model_options``)."""
+    """The values of the shared options (see ``model_options``; defaults: ``_COMMON``)."""
 
-    model: str | None = None
-    base_url: list[str] | None = None
-    api_key: str | None = None
-    run_dir: Path | None = None
-    templates: Path | None = None
-    json_out: bool = False
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_output_tokens: int | None = None
-    concurrency: int = 64
-    timeout: float = 3600.0
-    retries: int = 8
-    price_prompt: float = 0.0
-    price_completion: float = 0.0
-    price_cached: float | None = None
+    model: str | None
+    base_url: list[str] | None
+    api_key: str | None
+    run_dir: Path | None
+    templates: Path | None
+    json_out: bool
+    temperature: float
+    top_p: float
+    max_output_tokens: int | None
+    concurrency: int
+    timeout: float
+    retries: int
+    price_prompt: float
+    price_completion: float
+    price_cached: float | None
 
-    def config(self, budget: Budget | None = None) -> "ModelConfig":
-        return model_config(
-            self.model, self.base_url, self.api_key, self.temperature, self.top_p,
-            self.max_output_tokens, self.concurrency, self.timeout, self.price_prompt,
-            self.price_completion, self.price_cached, budget=budget, retries=self.retries,
+    def config(self, budget: Budget | None = None) -> ModelConfig:
+        """The ModelConfig of these options (model, base URLs and API key also from the
+        environment); an inconsistent choice exits with one line."""
+        urls = list(self.base_url or [])
+        if not urls and (env := env_default("PROOFSMITH_BASE_URL")):
+            urls = [u.strip() for u in env.split(",") if u.strip()]
+        model = self.model or env_default("PROOFSMITH_MODEL")
+        if model is None:
+            if urls:
+                fail("--model is required with --base-url (the model name the server serves)")
+            model = EMBEDDED
+        if model == EMBEDDED and urls:
+            fail("--model embedded runs the bundled model locally; drop --base-url or name the server's model")
+        prices = None
+        if self.price_prompt or self.price_completion or self.price_cached:
+            prices = Prices(
+                prompt_per_million=self.price_prompt,
+                completion_per_million=self.price_completion,
+                cached_prompt_per_million=self.price_cached,
+            )
+        return ModelConfig(
+            model=model,
+            base_urls=urls,
+            api_key=self.api_key or env_default("PROOFSMITH_API_KEY", "OPENAI_API_KEY"),
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_output_tokens=self.max_output_tokens,
+            concurrency=self.concurrency,
+            timeout=self.timeout,
+            prices=prices,
+            budget=budget,
+            max_retries=self.retries,
         )
-
-
-_COMMON: list[tuple[str, Any, Any]] = [
-    ("model", ModelOpt, None),
-    ("base_url", BaseUrlOpt, None),
-    ("api_key", ApiKeyOpt, None),
-    ("run_dir", RunDirOpt, None),
-    ("templates", TemplatesOpt, None),
-    ("json_out", JsonOpt, False),
-    ("temperature", TemperatureOpt, 1.0),
-    ("top_p", TopPOpt, 0.95),
-    ("max_output_tokens", MaxOutOpt, None),
-    ("concurrency", ConcurrencyOpt, 64),
-    ("timeout", TimeoutOpt, 3600.0),
-    ("retries", RetriesOpt, 8),
-    ("price_prompt", PricePromptOpt, 0.0),
-    ("price_completion", PriceCompletionOpt, 0.0),
-    ("price_cached", PriceCachedOpt, None),
-]
 
 
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -134,9 +140,9 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     own = [p for p in sig.parameters.values() if p.name != "opts"]
     shared = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
-        for name, ann, default in _COMMON
+        for name, (ann, default) in _COMMON.items()
     ]
-    names = [n for n, _, _ in _COMMON]
+    names = list(_COMMON)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -148,53 +154,6 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     wrapper.__annotations__ = {p.name: p.annotation for p in params + shared}
     del wrapper.__wrapped__  # typer must see the merged signature, not the original
     return wrapper
-
-
-def model_config(
-    model: str | None,
-    base_url: list[str] | None,
-    api_key: str | None,
-    temperature: float = 1.0,
-    top_p: float = 0.95,
-    max_output_tokens: int | None = None,
-    concurrency: int = 64,
-    timeout: float = 3600.0,
-    price_prompt: float = 0.0,
-    price_completion: float = 0.0,
-    price_cached: float | None = None,
-    budget: Budget | None = None,
-    retries: int = 8,
-) -> ModelConfig:
-    urls = list(base_url or [])
-    if not urls and (env := env_default("PROOFSMITH_BASE_URL")):
-        urls = [u.strip() for u in env.split(",") if u.strip()]
-    model = model or env_default("PROOFSMITH_MODEL")
-    if model is None:
-        if urls:
-            fail("--model is required with --base-url (the model name the server serves)")
-        model = EMBEDDED
-    if model == EMBEDDED and urls:
-        fail("--model embedded runs the bundled model locally; drop --base-url or name the server's model")
-    prices = None
-    if price_prompt or price_completion or price_cached:
-        prices = Prices(
-            prompt_per_million=price_prompt,
-            completion_per_million=price_completion,
-            cached_prompt_per_million=price_cached,
-        )
-    return ModelConfig(
-        model=model,
-        base_urls=urls,
-        api_key=api_key or env_default("PROOFSMITH_API_KEY", "OPENAI_API_KEY"),
-        temperature=temperature,
-        top_p=top_p,
-        max_output_tokens=max_output_tokens,
-        concurrency=concurrency,
-        timeout=timeout,
-        prices=prices,
-        budget=budget,
-        max_retries=retries,
-    )
 
 
 def load_templates(directory: Path | None):

@@ -9,17 +9,21 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-__all__ = ["SamplingParams", "Endpoint", "Prices", "Budget", "request_key"]
+__all__ = ["DEFAULT_TEMPERATURE", "DEFAULT_TOP_P", "SamplingParams", "Endpoint", "Prices", "Budget", "request_key"]
 
 _PARAM_FIELDS = ("temperature", "top_p", "max_tokens")
+
+# The method's sampling (METHOD.md): written here once; every model config uses these.
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_TOP_P = 0.95
 
 
 class SamplingParams(BaseModel):
     """Sampling parameters of a request. ``extra`` is merged into the request body as-is
     (e.g. ``{"seed": 1, "chat_template_kwargs": {...}}``)."""
 
-    temperature: float = 1.0
-    top_p: float = 0.95
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
     max_tokens: int | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -67,9 +71,11 @@ class Prices(BaseModel):
     """Prices in currency units per million tokens. Cached prompt tokens cost
     ``cached_prompt_per_million`` (the prompt price when None)."""
 
-    prompt_per_million: float = 0.0
-    completion_per_million: float = 0.0
-    cached_prompt_per_million: float | None = None
+    prompt_per_million: float = Field(0.0, description="Price per million prompt tokens, for cost accounting.")
+    completion_per_million: float = Field(0.0, description="Price per million completion tokens.")
+    cached_prompt_per_million: float | None = Field(
+        None, description="Price per million cached prompt tokens (default: the prompt price)."
+    )
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> float:
         cached = min(max(cached_tokens, 0), prompt_tokens)

@@ -22,4 +22,33 @@ ROLES = ("verifier", "meta-verifier", "generator")
 # training role -> the prompt role / parser used for its answers
 PROMPT_ROLE = {"verifier": "verify", "meta-verifier": "meta_verify", "generator": "generate"}
 
+import typing  # noqa: E402
+
+from pydantic import BaseModel, ConfigDict, model_validator  # noqa: E402
+
 from proofsmith.errors import TrainError  # noqa: E402,F401  (re-exported: ``from . import TrainError``)
+
+
+class ConfigModel(BaseModel):
+    """Base of the training configuration models (YAML sections): unknown keys and values of
+    the wrong type are errors (``proofsmith.train.config.from_dict`` words them as one line).
+    A number is accepted where text is expected, one string where a list of strings is."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lenient_text(cls, data: typing.Any) -> typing.Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, f in cls.model_fields.items():
+            v = out.get(name)
+            if v is None or isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                continue
+            args = typing.get_args(f.annotation)
+            if f.annotation is str or (str in args and not any(typing.get_origin(a) is list for a in args)):
+                out[name] = str(v)
+            elif typing.get_origin(f.annotation) is list and args == (str,):
+                out[name] = [str(v)]
+        return out

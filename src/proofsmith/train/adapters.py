@@ -186,14 +186,17 @@ def _judge_from_env(prefix: str, base_url: str | None = None) -> JudgeEndpoint |
     model = os.environ.get(f"{prefix}_MODEL")
     if not model:
         raise TrainError(f"{prefix}_MODEL is not set (the judge model name for {url})")
+    optional: dict[str, int] = {}  # unset: the judge's defaults
+    if os.environ.get("PROOFSMITH_JUDGE_CONCURRENCY"):
+        optional["max_concurrency"] = int(os.environ["PROOFSMITH_JUDGE_CONCURRENCY"])
     return JudgeEndpoint(
         base_url=[u.strip() for u in url.split(",") if u.strip()],
         model=model,
         api_key_env=f"{prefix}_API_KEY" if os.environ.get(f"{prefix}_API_KEY") else None,
         n=int(os.environ.get(f"{prefix}_N", "1")),
         max_tokens=int(os.environ["PROOFSMITH_JUDGE_MAX_TOKENS"]) if os.environ.get("PROOFSMITH_JUDGE_MAX_TOKENS") else None,
-        max_concurrency=int(os.environ.get("PROOFSMITH_JUDGE_CONCURRENCY", "64")),
         cache_dir=os.environ.get("PROOFSMITH_JUDGE_CACHE") or None,
+        **optional,
     )
 
 

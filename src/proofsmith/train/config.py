@@ -1,25 +1,25 @@
-"""Training configuration: documented dataclasses, loaded from YAML.
+"""Training configuration: documented pydantic models, loaded from YAML.
 
 Every field is explained in its class docstring; ``docs/training.md`` shows whole files and
-``examples/train/*.yaml`` has small configs that run on CPU. Unknown keys are an error (a
-typo never silently falls back to a default).
+``examples/train/*.yaml`` has small configs that run on CPU. Unknown keys and values of the
+wrong type are errors with one line naming the key (a typo never silently falls back to a
+default).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, ValidationError
+
+from ..llm.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from . import ROLES, TrainError
+from . import ConfigModel
 from .judge import JudgeEndpoint
 
 
-@dataclass
-class ModelSpec:
+class ModelSpec(ConfigModel):
     """The policy model to start from.
 
     path: a local Hugging Face model directory (config.json + safetensors), a ``.gguf`` file,
@@ -37,8 +37,7 @@ class ModelSpec:
     dtype: str = "float32"
 
 
-@dataclass
-class DataSpec:
+class DataSpec(ConfigModel):
     """Where the training examples come from.
 
     path: a label export (JSONL file or export directory) or a run directory (see
@@ -51,15 +50,14 @@ class DataSpec:
     """
 
     path: str = ""
-    extra_paths: list[str] = field(default_factory=list)
+    extra_paths: list[str] = Field(default_factory=list)
     templates: str | None = None
     max_examples: int | None = None
     seed: int = 0
     strict_scores: bool = True
 
 
-@dataclass
-class RewardSpec:
+class RewardSpec(ConfigModel):
     """The reward (METHOD.md "Training").
 
     A judge with ``model: embedded`` and no ``base_url`` is the embedded SmolLM2 server, started
@@ -81,8 +79,7 @@ class RewardSpec:
     self_eval_phrases: bool = True
 
 
-@dataclass
-class GRPOSpec:
+class GRPOSpec(ConfigModel):
     """GRPO hyper-parameters (TRL ``GRPOConfig``; ``extra`` passes any other field verbatim).
 
     learning_rate: AdamW learning rate.
@@ -111,8 +108,8 @@ class GRPOSpec:
     max_steps: int = -1
     num_train_epochs: float = 1.0
     max_completion_length: int = 1024
-    temperature: float = 1.0
-    top_p: float = 0.95
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
     kl_beta: float = 0.0
     loss_type: str = "dapo"
     save_steps: int = 50
@@ -123,11 +120,10 @@ class GRPOSpec:
     vllm_mode: str = "colocate"
     bf16: bool = False
     gradient_checkpointing: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(ConfigModel):
     """``proofsmith train verifier|meta-verifier|generator --config FILE.yaml``.
 
     role: verifier | meta-verifier | generator (the CLI sub-command sets it).
@@ -143,14 +139,14 @@ class TrainConfig:
     role: str = "verifier"
     output_dir: str = "runs/train"
     resume: bool = True
-    model: ModelSpec = field(default_factory=ModelSpec)
-    data: DataSpec = field(default_factory=DataSpec)
-    reward: RewardSpec = field(default_factory=RewardSpec)
-    grpo: GRPOSpec = field(default_factory=GRPOSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    reward: RewardSpec = Field(default_factory=RewardSpec)
+    grpo: GRPOSpec = Field(default_factory=GRPOSpec)
     tensorboard: bool = True
     progress: bool = True
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.role not in ROLES:
             raise TrainError(f"role must be one of {', '.join(ROLES)} (got {self.role!r})")
         if not self.data.path:
@@ -168,8 +164,7 @@ class TrainConfig:
             raise TrainError("generator training needs reward.verifier (a judge endpoint)")
 
 
-@dataclass
-class SFTSpec:
+class SFTSpec(ConfigModel):
     """Supervised fine-tuning hyper-parameters (TRL ``SFTConfig``; ``extra`` verbatim).
 
     learning_rate, num_train_epochs, max_steps (-1: epochs), per_device_train_batch_size,
@@ -190,11 +185,10 @@ class SFTSpec:
     seed: int = 0
     bf16: bool = False
     gradient_checkpointing: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class RFTConfig:
+class RFTConfig(ConfigModel):
     """``proofsmith train rft --config FILE.yaml``: rejection fine-tuning.
 
     output_dir: checkpoints, ``final/``, metrics.
@@ -214,17 +208,17 @@ class RFTConfig:
 
     output_dir: str = "runs/rft"
     resume: bool = True
-    model: ModelSpec = field(default_factory=ModelSpec)
-    sources: list[str] = field(default_factory=list)
-    roles: list[str] = field(default_factory=lambda: list(ROLES))
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    sources: list[str] = Field(default_factory=list)
+    roles: list[str] = Field(default_factory=lambda: list(ROLES))
     min_score: float = 1.0
     best_per_prompt: int = 1
     templates: str | None = None
-    sft: SFTSpec = field(default_factory=SFTSpec)
+    sft: SFTSpec = Field(default_factory=SFTSpec)
     tensorboard: bool = True
     progress: bool = True
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if not self.sources:
             raise TrainError("sources is empty: give run directories or sample JSONL files")
         bad = [r for r in self.roles if r not in ROLES]
@@ -234,8 +228,7 @@ class RFTConfig:
             raise TrainError("best_per_prompt must be >= 1")
 
 
-@dataclass
-class LabelSpec:
+class LabelSpec(ConfigModel):
     """The loop's generate-and-label step.
 
     problems: a problems file (JSONL, JSON or CSV with a problem/statement column and an optional
@@ -256,8 +249,7 @@ class LabelSpec:
     k_valid: int = 1
 
 
-@dataclass
-class LoopConfig:
+class LoopConfig(ConfigModel):
     """``proofsmith train loop --config FILE.yaml``: the method's iteration, resumable.
 
     Each round: (1) train verification (GRPO, ``verifier``) — from round 2 starting from the
@@ -283,83 +275,65 @@ class LoopConfig:
 
     output_dir: str = "runs/loop"
     rounds: int = 2
-    model: ModelSpec = field(default_factory=ModelSpec)
-    verifier: TrainConfig = field(default_factory=lambda: TrainConfig(role="verifier"))
-    generator: TrainConfig = field(default_factory=lambda: TrainConfig(role="generator"))
-    label: LabelSpec = field(default_factory=LabelSpec)
-    rft: RFTConfig = field(default_factory=RFTConfig)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    verifier: TrainConfig = Field(default_factory=lambda: TrainConfig(role="verifier"))
+    generator: TrainConfig = Field(default_factory=lambda: TrainConfig(role="generator"))
+    label: LabelSpec = Field(default_factory=LabelSpec)
+    rft: RFTConfig = Field(default_factory=RFTConfig)
     keep_checkpoints: bool = False
 
 
-# -- YAML -> dataclasses -------------------------------------------------------------------
-
-
-def _is_dataclass_type(t: Any) -> bool:
-    return isinstance(t, type) and dataclasses.is_dataclass(t)
-
-
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(value, a, where)
-            except TrainError as e:
-                errors.append(str(e))
-        raise TrainError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if _is_dataclass_type(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise TrainError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)
-    if origin is list:
-        (inner,) = typing.get_args(tp) or (Any,)
-        if isinstance(value, (str, int, float)) and inner is str:
-            value = [value]
-        if not isinstance(value, list):
-            raise TrainError(f"{where}: expected a list, got {value!r}")
-        return [_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise TrainError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise TrainError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TrainError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TrainError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise TrainError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    return value
+# -- YAML -> models -----------------------------------------------------------------------
 
 
 def from_dict(cls: type, data: dict, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types are errors."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise TrainError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
-    kwargs = {k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    """Build config model ``cls`` from a mapping; unknown keys and wrong types raise
+    :class:`TrainError` with one line naming the key (``where``: the file)."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise TrainError(_one_error(cls, e, where)) from None
+
+
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+    "bool_parsing": "true or false", "string_type": "a string", "list_type": "a list",
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+
+
+def _one_error(cls: type, e: ValidationError, where: str) -> str:
+    """The first error of a validation as one line, in the words of the config file."""
+    err = e.errors()[0]
+    loc = [str(x) for x in err["loc"] if not (isinstance(x, str) and "[" in x)]  # drop union branch tags
+    key = ".".join([where, *loc])
+    if err["type"] == "extra_forbidden":
+        parent, name = ".".join([where, *loc[:-1]]), loc[-1]
+        model = _model_at(cls, loc[:-1])
+        known = sorted(model.model_fields) if model is not None else []
+        return f"{parent}: unknown key(s) {name} (known: {', '.join(known)})"
+    if err["type"] in _EXPECTED:
+        return f"{key}: expected {_EXPECTED[err['type']]}, got {err['input']!r}"
+    return f"{key}: {err['msg']}"
+
+
+def _model_at(cls: type, path: list[str]) -> Any:
+    """The config model class at a key path (for the list of known keys)."""
+    import typing
+
+    model = cls
+    for name in path:
+        if name.isdigit():
+            continue
+        f = getattr(model, "model_fields", {}).get(name)
+        if f is None:
+            return None
+        candidates = [f.annotation, *typing.get_args(f.annotation)]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, ConfigModel)), None)
+        if model is None:
+            return None
+    return model
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -395,7 +369,7 @@ def load_train_config(path: str | Path, role: str | None = None, **overrides: An
     doc.update({k: v for k, v in overrides.items() if v is not None})
     cfg = from_dict(TrainConfig, doc, str(path))
     _rebase_train(cfg, Path(path).resolve().parent)
-    cfg.validate()
+    cfg.check()
     return cfg
 
 
@@ -417,7 +391,7 @@ def load_rft_config(path: str | Path, **overrides: Any) -> RFTConfig:
     cfg.output_dir = _rebase(base, cfg.output_dir) or cfg.output_dir
     if Path(base, cfg.model.path).exists():
         cfg.model.path = _rebase(base, cfg.model.path) or cfg.model.path
-    cfg.validate()
+    cfg.check()
     return cfg
 
 
@@ -441,7 +415,3 @@ def load_loop_config(path: str | Path, **overrides: Any) -> LoopConfig:
     if cfg.rounds < 1:
         raise TrainError("rounds must be >= 1")
     return cfg
-
-
-def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)

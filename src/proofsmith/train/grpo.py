@@ -13,7 +13,6 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +154,7 @@ def grpo_args(cfg: TrainConfig):
 
 def train_grpo(cfg: TrainConfig) -> dict:
     """Run GRPO for ``cfg.role``; returns a summary (steps, time, final reward statistics)."""
-    cfg.validate()
+    cfg.check()
     from .judge import embedded_judges
 
     with embedded_judges(cfg.reward.verifier, cfg.reward.meta_verifier):
@@ -170,7 +169,7 @@ def _train_grpo(cfg: TrainConfig) -> dict:
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    (out / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2, default=str))
     templates = _templates(cfg.data.templates)
     dataset = prepare_dataset(cfg, templates)
     model, tok, model_dir = load_model(cfg.model.path, cache_dir=cfg.model.cache_dir, dtype=cfg.model.dtype)

@@ -31,11 +31,14 @@ from typing import Any, Sequence
 
 from ..records import Problem, content_id
 from ..rewards import ALPHA, BETA, RewardResult, generator_reward, verifier_reward
-from . import PROMPT_ROLE, ROLES, TrainError
+from ..session import ModelConfig, open_client
+from . import PROMPT_ROLE, ROLES, ConfigModel, TrainError
 
 
-@dataclass
-class JudgeEndpoint:
+_MODEL = ModelConfig.model_fields  # a judge samples like any model unless its config says otherwise
+
+
+class JudgeEndpoint(ConfigModel):
     """A served judge model (vLLM, SGLang, any OpenAI-compatible server).
 
     base_url: OpenAI-style base URL ending in /v1, or a list of them (one model on several
@@ -48,26 +51,27 @@ class JudgeEndpoint:
     temperature, top_p, max_tokens: sampling of the judge.
     timeout: seconds per request; max_retries: retries of a failed request.
     cache_dir: a run-store directory caching finished judge samples (None: no cache).
+
+    Defaults are those of :class:`proofsmith.session.ModelConfig`; :meth:`model_config_of`
+    turns a judge into one, and :meth:`client` opens it like any session's model.
     """
 
     base_url: str | list[str] = ""
     model: str = ""
     api_key: str | None = None
     api_key_env: str | None = None
-    max_concurrency: int = 64
+    max_concurrency: int = _MODEL["concurrency"].default
     n: int = 1
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_tokens: int | None = None
-    timeout: float = 600.0
-    max_retries: int = 8
+    temperature: float = _MODEL["temperature"].default
+    top_p: float = _MODEL["top_p"].default
+    max_tokens: int | None = _MODEL["max_output_tokens"].default
+    timeout: float = _MODEL["timeout"].default
+    max_retries: int = _MODEL["max_retries"].default
     cache_dir: str | None = None
 
-    def client(self):
-        """A new :class:`LLMClient` for this judge."""
+    def model_config_of(self) -> ModelConfig:
+        """This judge as a :class:`ModelConfig` (the API key read from ``api_key_env``)."""
         import os
-
-        from ..llm.client import Endpoint, LLMClient, SamplingParams
 
         urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
         if self.model == "embedded" and not all(urls):
@@ -81,21 +85,23 @@ class JudgeEndpoint:
             key = os.environ.get(self.api_key_env)
             if key is None:
                 raise TrainError(f"environment variable {self.api_key_env} (judge api key) is not set")
-        eps = [Endpoint(base_url=u, model=self.model, api_key=key, max_concurrency=self.max_concurrency) for u in urls]
-        params = SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
+        return ModelConfig(
+            model=self.model, base_urls=urls, api_key=key, concurrency=self.max_concurrency,
+            temperature=self.temperature, top_p=self.top_p, max_output_tokens=self.max_tokens,
+            timeout=self.timeout, max_retries=self.max_retries,
+        )
+
+    def client(self):
+        """A new :class:`LLMClient` for this judge (opened as :func:`proofsmith.session.open_client`
+        opens every session's model; with ``cache_dir``, on a run store there)."""
+        cfg = self.model_config_of()
         store = None
         if self.cache_dir:
             from ..store import RunStore
 
             Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
             store = RunStore(self.cache_dir)
-        return LLMClient(
-            eps,
-            store=store,
-            role_params={"verify": params, "meta_verify": params},
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-        )
+        return open_client(cfg, store=store)
 
 
 @dataclass

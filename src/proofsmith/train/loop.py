@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from ..errors import UserError
 from ..inputs import read_problems_file
+from ..llm.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from ..records import Problem
 from . import TrainError
 from .config import LoopConfig, ModelSpec
@@ -71,7 +72,8 @@ def _model(cfg: LoopConfig, path: str) -> ModelSpec:
 
 
 def generate_local(model_dir: str, prompts: list[list[dict]], *, n: int, max_new_tokens: int,
-                   temperature: float = 1.0, top_p: float = 0.95, seed: int = 0) -> list[list[tuple[str, bool]]]:
+                   temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P,
+                   seed: int = 0) -> list[list[tuple[str, bool]]]:
     """Sample ``n`` answers per chat prompt with transformers; (text, truncated) pairs."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +147,7 @@ def sft_dataset(selected: list[dict]):
 
 
 def train_rft(cfg: RFTConfig) -> dict:
-    cfg.validate()
+    cfg.check()
     import torch
     from trl import SFTConfig, SFTTrainer
 
@@ -168,7 +167,7 @@ def train_rft(cfg: RFTConfig) -> dict:
         )
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    (out / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2, default=str))
     model, tok, model_dir = load_model(cfg.model.path, cache_dir=cfg.model.cache_dir, dtype=cfg.model.dtype)
     s = cfg.sft
     fitting = selected if s.max_length is None else drop_too_long(selected, token_lengths(selected, tok), s.max_length)
