@@ -480,3 +480,27 @@ def test_cli_train_data_verl(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout[r.stdout.index("{"):])["rows"] == 3
     assert (tmp_path / "v.parquet").is_file()
+
+
+def test_config_types_are_checked_like_yaml_reads_them():
+    # a number where text is expected is text; one string where a list is expected is a list
+    cfg = from_dict(TrainConfig, {"data": {"path": 7, "extra_paths": "more.jsonl"}, "grpo": {"learning_rate": 1}})
+    assert cfg.data.path == "7" and cfg.data.extra_paths == ["more.jsonl"] and cfg.grpo.learning_rate == 1.0
+    for body, msg in [({"grpo": {"bf16": 1}}, "config.grpo.bf16: expected true or false"),
+                      ({"grpo": {"num_generations": True}}, "config.grpo.num_generations: expected an integer"),
+                      ({"reward": {"verifier": {"model": "m", "colour": 1}}}, r"config.reward.verifier: unknown key\(s\) colour"),
+                      ({"data": []}, "config.data: expected a mapping")]:
+        with pytest.raises(TrainError, match=msg):
+            from_dict(TrainConfig, body)
+
+
+def test_judge_defaults_are_model_config_defaults():
+    from proofsmith.session import ModelConfig
+    from proofsmith.train.judge import JudgeEndpoint
+
+    j = JudgeEndpoint(base_url="http://127.0.0.1:9/v1", model="m", n=2)
+    cfg = j.model_config_of()
+    d = ModelConfig(model="m")
+    assert (cfg.temperature, cfg.top_p, cfg.timeout, cfg.max_retries, cfg.concurrency) == (
+        d.temperature, d.top_p, d.timeout, d.max_retries, d.concurrency)
+    assert cfg.base_urls == ["http://127.0.0.1:9/v1"]

@@ -47,8 +47,9 @@ class ConfigModel(BaseModel):
             if v is None or isinstance(v, bool) or not isinstance(v, (str, int, float)):
                 continue
             args = typing.get_args(f.annotation)
-            if f.annotation is str or (str in args and not any(typing.get_origin(a) is list for a in args)):
+            if typing.get_origin(f.annotation) is list:
+                if args == (str,):
+                    out[name] = [str(v)]
+            elif f.annotation is str or (str in args and not any(typing.get_origin(a) is list for a in args)):
                 out[name] = str(v)
-            elif typing.get_origin(f.annotation) is list and args == (str,):
-                out[name] = [str(v)]
         return out
