@@ -11,12 +11,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Score = float  # one of 0.0, 0.5, 1.0 once validated by the parser
 VALID_SCORES: tuple[float, ...] = (0.0, 0.5, 1.0)
+
+
+def mean_valid(scores: Iterable[float | None]) -> float | None:
+    """Mean of the valid scores (None = unparseable, left out); None when none is valid."""
+    valid = [s for s in scores if s is not None]
+    return sum(valid) / len(valid) if valid else None
+
+
+def majority_score(scores: Iterable[float | None]) -> float | None:
+    """The most frequent valid score, ties broken toward the lower score; None when none is valid."""
+    counts = Counter(s for s in scores if s is not None)
+    if not counts:
+        return None
+    return min(counts, key=lambda s: (-counts[s], s))
 
 
 def content_id(*parts: Any, prefix: str = "") -> str:

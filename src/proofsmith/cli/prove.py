@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from .. import roles
 from ..inputs import read_problem, read_proof, read_text_file
+from ..records import mean_valid
 from ..session import Session
 from .options import CommonArgs, SamplesOpt, load_templates, model_options, or_fail, with_session
 from .output import out, print_json, print_scored, print_usage, usage_fields
@@ -67,7 +68,7 @@ def verify(
 
     vs, spent = with_session(cfg, opts.run_dir, "verify", work, f"verifying a proof of {problem.id}")
     scores = [v.score for v in vs if v.score is not None]
-    summary = {"valid": len(scores), "mean_score": (sum(scores) / len(scores)) if scores else None}
+    summary = {"valid": len(scores), "mean_score": mean_valid(scores)}
     if opts.json_out:
         print_json({"problem": problem.to_json(), "verifications": [v.to_json() for v in vs], "summary": summary, **usage_fields(vs, spent)})
         return

@@ -17,12 +17,11 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from ..records import Problem, Proof, content_id
+from ..records import Problem, Proof, content_id, majority_score, mean_valid
 
 __all__ = [
     "VerificationGrade",
@@ -64,12 +63,7 @@ class VerificationGrade:
 def summarize_verifications(scores: list[float | None]) -> VerificationGrade:
     """Mean and majority of verifier scores (None = unparseable, discarded)."""
     valid = [float(s) for s in scores if s is not None]
-    if not valid:
-        return VerificationGrade(list(scores), None, None, len(scores), 0)
-    counts = Counter(valid)
-    top = max(counts.values())
-    majority = min(s for s, c in counts.items() if c == top)
-    return VerificationGrade(list(scores), sum(valid) / len(valid), majority, len(scores), len(valid))
+    return VerificationGrade(list(scores), mean_valid(valid), majority_score(valid), len(scores), len(valid))
 
 
 async def grade_by_verification(client: Any, problem: Problem, proof: Proof | str, *, k: int = 4,

@@ -37,7 +37,9 @@ T = TypeVar("T")
 __all__ = [
     "BudgetStop",
     "Reporter",
+    "SharedRequests",
     "gather_stages",
+    "record_pipeline",
     "seeded_rng",
     "usage_of_records",
     "majority_confirms",
@@ -76,6 +78,30 @@ async def gather_stages(coros: Iterable[Awaitable[T]]) -> list[T]:
     if budget is not None:
         raise BudgetStop(str(budget))
     return list(results)  # type: ignore[arg-type]
+
+
+class SharedRequests:
+    """Identical requests of one pipeline run share one task: the first caller with a key
+    starts ``fn(*args, **kwargs)``, later callers with the same key await the same task.
+    (With a run store the client shares in-flight samples too; this also saves the parsing
+    and works without a store.)"""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task] = {}
+
+    def __call__(self, key: str, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> "asyncio.Task[T]":
+        task = self._tasks.get(key)
+        if task is None:
+            task = self._tasks[key] = asyncio.ensure_future(fn(*args, **kwargs))
+        return task
+
+
+def record_pipeline(client: Any, command: str, config: dict[str, Any], **inputs: list[str]) -> None:
+    """Write the run's ``pipeline`` metadata (command, config, input ids) when the client has a
+    run store (``proofsmith runs show`` reads it)."""
+    store = getattr(client, "store", None)
+    if store is not None:
+        store.set_meta("pipeline", {"command": command, "config": config, **inputs})
 
 
 def usage_of_records(records: Iterable[Any]) -> Usage:

@@ -45,7 +45,10 @@ from ..inputs import jsonl_rows
 from ..llm.client import BudgetExceeded, LLMClient
 from ..prompts import Templates
 from ..records import VALID_SCORES, Label, Problem, Record, Usage, content_id
-from . import BudgetStop, Reporter, gather_stages, majority_confirms, majority_rejects, noop_report, usage_of_records
+from . import (
+    BudgetStop, Reporter, SharedRequests, gather_stages, majority_confirms, majority_rejects, noop_report,
+    record_pipeline, usage_of_records,
+)
 
 
 @dataclass
@@ -158,16 +161,11 @@ async def run_label(
     vs = await roles.verify(client, problem, item.proof, n=cfg.n, templates=templates)
     issues = [v for v in vs if v.score is not None and v.score < 1]
     report(problem.id, f"{item.proof_id}: meta-verifying {len(issues)} analyses")
-    tasks: dict[str, asyncio.Task] = {}
-
-    def meta(v):
-        key = content_id(v.raw)
-        if key not in tasks:  # identical analyses share one request
-            tasks[key] = asyncio.ensure_future(
-                roles.meta_verify(client, problem, item.proof, v, n=cfg.m, templates=templates))
-        return tasks[key]
-
-    metas = await gather_stages(meta(v) for v in issues)
+    shared = SharedRequests()  # identical analyses share one request
+    metas = await gather_stages(
+        shared(content_id(v.raw), roles.meta_verify, client, problem, item.proof, v, n=cfg.m, templates=templates)
+        for v in issues
+    )
     meta_of = {v.id: ms for v, ms in zip(issues, metas)}
     evidence: list[AnalysisEvidence] = []
     for v in vs:
@@ -207,9 +205,7 @@ async def run_label_many(
     run store are kept as they are (never overwritten by a re-run)."""
     cfg = cfg or LabelConfig()
     store = getattr(client, "store", None)
-    if store is not None:
-        store.set_meta("pipeline", {"command": "label", "config": cfg.to_json(),
-                                    "proofs": [i.proof_id for i in items]})
+    record_pipeline(client, "label", cfg.to_json(), proofs=[i.proof_id for i in items])
     ids = [i.proof_id for i in items]
     if len(set(ids)) != len(ids):
         dup = next(x for x in ids if ids.count(x) > 1)

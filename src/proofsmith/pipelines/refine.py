@@ -25,17 +25,17 @@ Output: :class:`RefineResult`, also saved in the run store under meta ``refine/<
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+import itertools
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 from pydantic import BaseModel, Field
 
 from .. import roles
 from ..llm.client import BudgetExceeded, LLMClient
 from ..prompts import Templates
-from ..records import Problem, Proof, Usage, Verification, content_id
-from . import BudgetStop, Reporter, noop_report, usage_of_records
+from ..records import Problem, Proof, Usage, content_id, majority_score
+from . import BudgetStop, Reporter, SharedRequests, gather_stages, noop_report, record_pipeline, usage_of_records
 
 
 @dataclass
@@ -101,18 +101,55 @@ class RefineResult(BaseModel):
         return self.model_dump(mode="json")
 
 
-def majority_score(scores: list[float | None]) -> float | None:
-    """Most frequent valid score; ties broken toward the lower score; None if none valid."""
-    valid = [s for s in scores if s is not None]
-    if not valid:
-        return None
-    counts = Counter(valid)
-    return min(counts, key=lambda s: (-counts[s], s))
-
-
 def _step(p: Proof, attempt: int) -> Step:
     return Step(id=p.id, attempt=attempt, proof=p.proof, self_score=p.self_score,
                 self_evaluation=p.self_evaluation, format_error=p.format_error, parents=p.parents)
+
+
+def _final(chain: list[Proof]) -> Proof | None:
+    """A thread's final proof: the last answer of its chain that has a body."""
+    return next((p for p in reversed(chain) if p.proof is not None), None)
+
+
+def _save(client: LLMClient, result: RefineResult) -> RefineResult:
+    store = getattr(client, "store", None)
+    if store is not None:
+        store.set_meta(f"refine/{result.problem.id}", result.to_json())
+    return result
+
+
+async def _run_thread(client: LLMClient, problem: Problem, i: int, first: Proof, cfg: RefineConfig,
+                      templates: Templates | None, report: Reporter, finished: Iterator[int]) -> tuple[list[Proof], str]:
+    """Thread ``i`` (:func:`_refine_chain`), then its line on the progress display."""
+    chain, why = await _refine_chain(client, problem, i, first, cfg, templates, report)
+    report(problem.id, f"{next(finished)}/{cfg.threads} threads finished")
+    return chain, why
+
+
+async def _refine_chain(client: LLMClient, problem: Problem, i: int, first: Proof, cfg: RefineConfig,
+                        templates: Templates | None, report: Reporter) -> tuple[list[Proof], str]:
+    """Refine a thread's last proof with a body until a self-score of 1 or ``max_attempts``
+    answers; (its chain of answers, why it stopped)."""
+    chain = [first]
+    uses: dict[str, int] = {}  # base proof id -> refinements asked from it
+    try:
+        while True:
+            last = chain[-1]
+            if last.proof is not None and (last.self_score or 0) >= 1:
+                return chain, "self_score_1"
+            if len(chain) >= cfg.max_attempts:
+                return chain, "max_attempts"
+            base = _final(chain)
+            if base is None:
+                return chain, "discarded"
+            k = uses.get(base.id, 0)
+            uses[base.id] = k + 1
+            got = await roles.refine_from_self(client, problem, base, n=1, start=k, templates=templates,
+                                               attempt=len(chain))
+            chain.append(got[0])
+            report(problem.id, f"thread {i}: attempt {len(chain)}/{cfg.max_attempts}")
+    except BudgetExceeded:
+        return chain, "budget"
 
 
 async def run_refine(
@@ -124,90 +161,50 @@ async def run_refine(
 ) -> RefineResult:
     """Sequential refinement on one problem (see the module docstring)."""
     cfg = cfg or RefineConfig()
-    store = getattr(client, "store", None)
-    records: list[Any] = []
+
+    # 1. one generate(n=K) call starts the K threads
     report(problem.id, f"generating {cfg.threads} threads")
     try:
         first = await roles.generate(client, problem, n=cfg.threads, templates=templates)
     except BudgetExceeded as e:
-        result = RefineResult(problem=problem, config=cfg.to_json(), threads=[], stopped="budget", message=str(e))
-        if store is not None:
-            store.set_meta(f"refine/{problem.id}", result.to_json())
-        return result
-    records += first
-    done = [0]
+        return _save(client, RefineResult(problem=problem, config=cfg.to_json(), threads=[], stopped="budget",
+                                          message=str(e)))
 
-    async def thread(i: int) -> tuple[Thread, list[Proof]]:
-        chain: list[Proof] = [first[i]]
-        uses: dict[str, int] = {}  # base proof id -> refinements asked from it
-        stopped = "max_attempts"
-        try:
-            while True:
-                last = chain[-1]
-                if last.proof is not None and (last.self_score or 0) >= 1:
-                    stopped = "self_score_1"
-                    break
-                if len(chain) >= cfg.max_attempts:
-                    break
-                base = next((p for p in reversed(chain) if p.proof is not None), None)
-                if base is None:
-                    stopped = "discarded"
-                    break
-                k = uses.get(base.id, 0)
-                uses[base.id] = k + 1
-                got = await roles.refine_from_self(
-                    client, problem, base, n=1, start=k, templates=templates, attempt=len(chain)
-                )
-                chain.append(got[0])
-                report(problem.id, f"thread {i}: attempt {len(chain)}/{cfg.max_attempts}")
-        except BudgetExceeded:
-            stopped = "budget"
-        final = next((p for p in reversed(chain) if p.proof is not None), None)
-        done[0] += 1
-        report(problem.id, f"{done[0]}/{cfg.threads} threads finished")
-        t = Thread(index=i, chain=[_step(p, a + 1) for a, p in enumerate(chain)],
-                   final_id=final.id if final else None,
-                   final_self_score=final.self_score if final else None, stopped=stopped)  # type: ignore[arg-type]
-        return t, chain
+    # 2. the threads refine concurrently, each on its own
+    finished = itertools.count(1)  # for the progress line
+    outs = await asyncio.gather(*(_run_thread(client, problem, i, first[i], cfg, templates, report, finished)
+                                  for i in range(cfg.threads)))
+    records: list[Any] = list(first) + [p for chain, _ in outs for p in chain[1:]]
 
-    outs = await asyncio.gather(*(thread(i) for i in range(cfg.threads)))
-    threads = [t for t, _ in outs]
-    for _, chain in outs:
-        records += chain[1:]
-    finals: dict[int, Proof] = {}
-    for t, chain in outs:
-        if t.final_id is not None:
-            finals[t.index] = next(p for p in chain if p.id == t.final_id)
+    # 3. each thread's final proof
+    finals = {i: f for i, (chain, _) in enumerate(outs) if (f := _final(chain)) is not None}
+    threads = [
+        Thread(index=i, chain=[_step(p, a + 1) for a, p in enumerate(chain)],
+               final_id=finals[i].id if i in finals else None,
+               final_self_score=finals[i].self_score if i in finals else None, stopped=why)  # type: ignore[arg-type]
+        for i, (chain, why) in enumerate(outs)
+    ]
 
-    # best@K selection: highest self-score (None = 0), lowest thread index on ties
-    sel_thread = None
-    if finals:
-        sel_thread = min(finals, key=lambda i: (-(finals[i].self_score or 0), i))
+    # 4. best@K: the highest self-score (None = 0), the lowest thread index on ties
+    sel_thread = min(finals, key=lambda i: (-(finals[i].self_score or 0), i)) if finals else None
     selected = None
     if sel_thread is not None:
-        t = threads[sel_thread]
-        selected = next(s for s in t.chain if s.id == t.final_id)
+        selected = next(s for s in threads[sel_thread].chain if s.id == finals[sel_thread].id)
 
+    # 5. grading: N verifications of each final proof (identical proofs share them)
     stopped = "budget" if any(t.stopped == "budget" for t in threads) else "done"
     message = ""
     pass_at_1 = best_at_k = None
     if cfg.grade_samples and stopped != "budget":
         report(problem.id, f"grading {len(finals)} final proofs")
-        tasks: dict[str, asyncio.Task] = {}
-
-        async def grade(p: Proof) -> list[Verification]:
-            key = content_id(p.proof)
-            if key not in tasks:
-                tasks[key] = asyncio.ensure_future(
-                    roles.verify(client, problem, p, n=cfg.grade_samples, templates=templates)
-                )
-            return await tasks[key]
-
+        shared = SharedRequests()
         idx = sorted(finals)
         try:
-            from . import gather_stages
-
-            vs_all = await gather_stages(grade(finals[i]) for i in idx)
+            vs_all = await gather_stages(
+                shared(content_id(finals[i].proof), roles.verify, client, problem, finals[i],
+                       n=cfg.grade_samples, templates=templates)
+                for i in idx
+            )
         except BudgetStop as e:
             stopped, message = "budget", str(e)
         else:
@@ -223,13 +220,11 @@ async def run_refine(
     elif stopped == "budget":
         message = "budget spent before every thread finished"
 
-    result = RefineResult(
+    result = _save(client, RefineResult(
         problem=problem, config=cfg.to_json(), threads=threads, selected=selected,
         selected_thread=sel_thread, pass_at_1=pass_at_1, best_at_k=best_at_k,
         stopped=stopped, message=message, usage=usage_of_records(records),  # type: ignore[arg-type]
-    )
-    if store is not None:
-        store.set_meta(f"refine/{problem.id}", result.to_json())
+    ))
     report(problem.id, f"done ({stopped})")
     return result
 
@@ -242,8 +237,5 @@ async def run_refine_many(
     report: Reporter = noop_report,
 ) -> list[RefineResult]:
     """Refine several problems concurrently on one client (one concurrency budget)."""
-    store = getattr(client, "store", None)
-    if store is not None:
-        store.set_meta("pipeline", {"command": "refine", "config": (cfg or RefineConfig()).to_json(),
-                                    "problems": [p.id for p in problems]})
+    record_pipeline(client, "refine", (cfg or RefineConfig()).to_json(), problems=[p.id for p in problems])
     return list(await asyncio.gather(*(run_refine(client, p, cfg, templates, report) for p in problems)))

@@ -44,8 +44,11 @@ from pydantic import BaseModel, Field
 from .. import roles
 from ..llm.client import LLMClient
 from ..prompts import Templates
-from ..records import MetaVerification, Problem, Proof, Usage, Verification, content_id
-from . import BudgetStop, Reporter, gather_stages, majority_rejects, noop_report, seeded_rng, usage_of_records
+from ..records import MetaVerification, Problem, Proof, Usage, Verification, content_id, mean_valid
+from . import (
+    BudgetStop, Reporter, SharedRequests, gather_stages, majority_rejects, noop_report, record_pipeline, seeded_rng,
+    usage_of_records,
+)
 
 # ----------------------------------------------------------------------------- configuration
 
@@ -203,10 +206,6 @@ class SearchResult(BaseModel):
 # ----------------------------------------------------------------------------- rules
 
 
-def mean(xs: list[float]) -> float | None:
-    return sum(xs) / len(xs) if xs else None
-
-
 def rank_key(entry: "PoolProof", order: int) -> tuple:
     """Sort key of the ranking rule: mean desc, self-score desc (None = 0), pool order."""
     m = entry.mean_score
@@ -250,29 +249,17 @@ class _Search:
         self.iterations: list[IterationInfo] = []
         self.discarded: list[Discarded] = []
         self.records: list[Any] = []  # every record produced (for usage)
-        self._tasks: dict[str, asyncio.Task] = {}  # identical requests share one task
+        self._once = SharedRequests()  # identical requests share one task
 
     # -- shared requests ----------------------------------------------------------------
 
-    def _once(self, key: str, make) -> asyncio.Task:
-        task = self._tasks.get(key)
-        if task is None:
-            task = asyncio.ensure_future(make())
-            self._tasks[key] = task
-        return task
-
     async def _verify(self, proof: Proof) -> list[Verification]:
-        return await self._once(
-            "v:" + content_id(proof.proof),
-            lambda: roles.verify(self.client, self.problem, proof, n=self.cfg.verifications, templates=self.tpl),
-        )
+        return await self._once("v:" + content_id(proof.proof), roles.verify, self.client, self.problem, proof,
+                                n=self.cfg.verifications, templates=self.tpl)
 
     async def _meta(self, proof: Proof, v: Verification) -> list[MetaVerification]:
-        return await self._once(
-            "m:" + content_id(proof.proof, v.raw),
-            lambda: roles.meta_verify(self.client, self.problem, proof, v,
-                                      n=self.cfg.meta_verifications, templates=self.tpl),
-        )
+        return await self._once("m:" + content_id(proof.proof, v.raw), roles.meta_verify, self.client, self.problem,
+                                proof, v, n=self.cfg.meta_verifications, templates=self.tpl)
 
     # -- stages ----------------------------------------------------------------------------
 
@@ -340,7 +327,7 @@ class _Search:
             id=p.id, problem_id=p.problem_id, iteration=p.iteration, proof=p.proof or "",
             self_score=p.self_score, self_evaluation=p.self_evaluation, parents=p.parents,
             analysis_ids=p.analysis_ids, verifications=infos, n_valid=len(valid),
-            mean_score=mean(valid), filtered_mean_score=mean(kept), rejected_analyses=rejected,
+            mean_score=mean_valid(valid), filtered_mean_score=mean_valid(kept), rejected_analyses=rejected,
             passed=bool(valid) and all(s == 1 for s in valid),
         )
 
@@ -461,10 +448,7 @@ async def run_search_many(
     report: Reporter = noop_report,
 ) -> list[SearchResult]:
     """Search several problems concurrently on one client (one concurrency budget)."""
-    store = getattr(client, "store", None)
-    if store is not None:
-        store.set_meta("pipeline", {"command": "search", "config": (cfg or SearchConfig()).to_json(),
-                                    "problems": [p.id for p in problems]})
+    record_pipeline(client, "search", (cfg or SearchConfig()).to_json(), problems=[p.id for p in problems])
     return list(await asyncio.gather(*(run_search(client, p, cfg, templates, report) for p in problems)))
 
 

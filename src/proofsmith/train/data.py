@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..inputs import jsonl_rows
-from ..records import VALID_SCORES
+from ..records import VALID_SCORES, majority_score
 from . import PROMPT_ROLE, ROLES, TrainError
 
 _PROBLEM_KEYS = ("problem", "statement", "problem_statement")
@@ -139,14 +139,6 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return [row for _, row in jsonl_rows(path, error=TrainError)]
 
 
-def _majority(scores: list[float]) -> float | None:
-    if not scores:
-        return None
-    counts = Counter(scores)
-    best = max(counts.values())
-    return min(s for s, c in counts.items() if c == best)  # ties -> the lower (stricter) score
-
-
 def examples_from_store(run_dir: str | Path, *, min_meta: int = 1) -> Examples:
     """Examples from a run store (labels, proofs, problems, verifications, meta-verifications)."""
     from ..store import RunStore
@@ -212,7 +204,7 @@ def examples_from_store(run_dir: str | Path, *, min_meta: int = 1) -> Examples:
             ex.skipped["analysis without proof or problem record"] += 1
             continue
         ex.meta_verification.append({"problem": problem["statement"], "proof": proof["proof"], "analysis": v["raw"],
-                                     "target": _majority(scores), "problem_id": problem["id"]})
+                                     "target": majority_score(scores), "problem_id": problem["id"]})
     ex.generation = list(gens.values())
     return ex
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..records import Problem, content_id
+from ..records import Problem, content_id, mean_valid
 from ..rewards import ALPHA, BETA, RewardResult, generator_reward, verifier_reward
 from ..session import ModelConfig, open_client
 from . import PROMPT_ROLE, ROLES, ConfigModel, TrainError
@@ -147,11 +147,6 @@ def embedded_judges(*endpoints: "JudgeEndpoint | None"):
                 e.base_url, e.model = "", "embedded"
 
 
-def _mean_valid(scores: Sequence[float | None]) -> float | None:
-    valid = [s for s in scores if s is not None]
-    return sum(valid) / len(valid) if valid else None
-
-
 @dataclass
 class MethodReward:
     """The method's reward for one training role, with optional served judges.
@@ -254,7 +249,7 @@ class MethodReward:
             self._client("meta_verifier"), problem, item.proof, analysis,
             n=self._n("meta_verifier"), templates=self.templates,
         )
-        m = _mean_valid([x.score for x in metas])
+        m = mean_valid([x.score for x in metas])
         if m is None:
             return RewardResult(
                 value=math.nan,
@@ -284,10 +279,10 @@ class MethodReward:
                 n=self._n("meta_verifier"), templates=self.templates,
             )
             verifs, metas = await asyncio.gather(verifs_task, metas_task)
-            m = _mean_valid([x.score for x in metas])
+            m = mean_valid([x.score for x in metas])
         else:
             verifs, m = await verifs_task, None
-        r_y = _mean_valid([v.score for v in verifs])
+        r_y = mean_valid([v.score for v in verifs])
         if r_y is None or (self.meta_verifier is not None and m is None):
             who = "verifier" if r_y is None else "meta-verifier"
             return RewardResult(
