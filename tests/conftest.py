@@ -23,6 +23,32 @@ from scripted_server import Reply, ScriptedRequest, ScriptedServer  # noqa: E402
 __all__ = ["Reply", "ScriptedRequest", "ScriptedServer"]
 
 
+def _embedded_model_missing() -> str | None:
+    """Why the embedded model cannot run here, or None (its GGUF and xllamacpp are installed)."""
+    import importlib.util
+
+    from proofsmith.llm.embedded import EmbeddedModelError, gguf_path
+
+    try:
+        gguf_path()
+    except EmbeddedModelError as e:
+        return str(e)
+    if importlib.util.find_spec("xllamacpp") is None:
+        return "xllamacpp (the embedded model's server) is not installed"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``embedded`` are skipped, with the reason, when the model is not installed."""
+    embedded = [item for item in items if item.get_closest_marker("embedded")]
+    if not embedded:
+        return
+    why = _embedded_model_missing()
+    if why is not None:
+        for item in embedded:
+            item.add_marker(pytest.mark.skip(reason=f"embedded model unavailable: {why}"))
+
+
 @pytest.fixture
 def make_server() -> Iterator[Callable[..., ScriptedServer]]:
     """Factory: ``make_server(**ScriptedServer kwargs)`` -> a started server; all are

@@ -78,6 +78,7 @@ async def test_trl_reward_rejects_mismatched_columns():
         await fn(prompts=["p", "p"], completions=["a", "b"], target=[1.0])
 
 
+@pytest.mark.train  # needs the [train] extra (trl)
 def test_trl_is_async_callable():
     from trl.trainer.utils import get_callable_name, is_async_callable
 

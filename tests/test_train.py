@@ -105,6 +105,7 @@ def test_load_examples_from_export_dir_and_errors(tmp_path):
         load_examples(tmp_path / "list.jsonl")
 
 
+@pytest.mark.train  # needs the [train] extra
 def test_datasets_and_exports(tmp_path):
     datasets = pytest.importorskip("datasets")
     from proofsmith.prompts import Templates
@@ -455,6 +456,7 @@ def test_cli_train_loop_example_config_two_rounds(tmp_path):
     assert not list(out.glob("round-*/*/checkpoint-*"))  # finished steps keep only final/
 
 
+@pytest.mark.train  # needs the [train] extra
 def test_cli_train_errors_are_one_line(tmp_path):
     from typer.testing import CliRunner
 
@@ -468,6 +470,7 @@ def test_cli_train_errors_are_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("proofsmith: error:") and "unknown key" in lines[0]
 
 
+@pytest.mark.train  # needs the [train] extra
 def test_cli_train_data_verl(tmp_path):
     pytest.importorskip("datasets")
     from typer.testing import CliRunner

@@ -43,10 +43,6 @@ class RewardResult:
     components: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
 
-    @property
-    def format_ok(self) -> bool:
-        return self.reason is None
-
     def __float__(self) -> float:
         return float(self.value)
 

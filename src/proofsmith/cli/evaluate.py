@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UserError
-from .options import CommonArgs, load_templates, model_options, or_fail, with_session
+from .options import CommonArgs, JsonOpt, load_templates, model_options, or_fail, with_session
 from .output import fail, fmt_cell, out, print_json
 
 __all__ = ["register"]
@@ -39,7 +39,6 @@ PointsOpt = Annotated[
         show_default=False,
     ),
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
 
 
 def _short(text: str | None, n: int = 70) -> str:
@@ -326,7 +325,7 @@ def report_cmd(
     source: Annotated[Path, typer.Argument(help="A run directory (run.sqlite), an `eval --json`/`--output` results file, or a predictions JSONL.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file to write (default: report.html in the run directory, or <input>.html).", show_default=False)] = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Report title.", show_default=False)] = None,
-    json_out: JsonFlag = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Write a self-contained HTML report (math rendered offline with KaTeX, plots, lineage, filters)."""
     from ..evaluate.report import build_report, load_report_input
@@ -343,7 +342,7 @@ def report_cmd(
         out.print(f"wrote {path} ({path.stat().st_size // 1024} KiB); open it in a browser (works offline)")
 
 
-def datasets_list(json_out: JsonFlag = False) -> None:
+def datasets_list(json_out: JsonOpt = False) -> None:
     """List the bundled datasets with their sizes, points scale and license."""
     _datasets_list(json_out)
 
@@ -351,7 +350,7 @@ def datasets_list(json_out: JsonFlag = False) -> None:
 def datasets_show(
     name: Annotated[str, typer.Argument(help="Dataset name (e.g. proofbench-basic, imo2025) or a .jsonl/.csv/.json file.", show_default=False)],
     problem_id: Annotated[Optional[str], typer.Argument(help="A problem id (e.g. PB-Basic-001, IMO2025-3, or just 3) to print in full.", show_default=False)] = None,
-    json_out: JsonFlag = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Show a dataset's problems, or one problem with its reference solution and guidelines."""
     _datasets_show(name, problem_id, json_out)

@@ -38,7 +38,7 @@ TemplatesOpt = Annotated[
     Optional[Path],
     typer.Option("--templates", help="Directory with generate.txt, verify.txt, meta_verify.txt, refine.txt overriding the bundled prompts (see `proofsmith templates import`).", show_default=False),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of Markdown.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (instead of the readable output).")]
 SamplesOpt = Annotated[int, typer.Option("--samples", "-n", min=1, help="Number of independent samples.")]
 
 

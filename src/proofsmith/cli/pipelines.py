@@ -20,7 +20,7 @@ from ..llm.config import Budget
 from ..records import Usage
 from ..session import Session
 from .options import (
-    CommonArgs, DatasetOpt, LimitOpt, MaxCostOpt, MaxTokensOpt, ProblemArg, ProblemsOpt, budget_from_options,
+    CommonArgs, DatasetOpt, JsonOpt, LimitOpt, MaxCostOpt, MaxTokensOpt, ProblemArg, ProblemsOpt, budget_from_options,
     budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, with_session,
 )
 from .output import err, fmt_score, out, print_json, print_usage
@@ -221,7 +221,7 @@ def label_import_human(
     file: Annotated[Path, typer.Argument(help="JSONL with proof_id and label (0, 0.5 or 1) per line: the human queue with labels filled in.", show_default=False)],
     run_dir: Annotated[Path, typer.Option("--run-dir", help="The run directory of the `label` run.", show_default=False)] = ...,  # type: ignore[assignment]
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Directory for the re-exported JSONL files (default: <run dir>/labels).", show_default=False)] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Merge human decisions into a label run and re-export the datasets."""
     from ..pipelines.label import export_labels, import_human, load_items

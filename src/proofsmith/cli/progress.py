@@ -31,9 +31,6 @@ class CallProgress:
         )
         self._task = self._progress.add_task(description, total=total, stats="")
 
-    def set_total(self, total: int | None) -> None:
-        self._progress.update(self._task, total=total)
-
     def advance(self, k: int = 1) -> None:
         self._progress.advance(self._task, k)
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
 from ..errors import ProofsmithError, UserError
+from .options import JsonOpt, TemplatesOpt
 from .output import err, fail, print_json
 
-ConfigOpt = typer.Option(..., "--config", "-c", help="YAML config file (see docs/training.md).")
-OutOpt = typer.Option(None, "--output-dir", "-o", help="Override output_dir of the config.")
-JsonOpt = typer.Option(False, "--json", help="Print the summary as JSON.")
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config file (see docs/training.md).")]
+OutOpt = Annotated[Optional[str], typer.Option("--output-dir", "-o", help="Override output_dir of the config.")]
 
 
 # expected failures of a training command: one line, no traceback
@@ -66,22 +66,22 @@ def _grpo(role: str, config: Path, output_dir: Optional[str], as_json: bool) -> 
     _run(train, as_json)
 
 
-def verifier(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_json: bool = JsonOpt) -> None:
+def verifier(config: ConfigOpt, output_dir: OutOpt = None, as_json: JsonOpt = False) -> None:
     """GRPO on verification: reward R_format · R_score (· R_meta with a meta-verifier judge)."""
     _grpo("verifier", config, output_dir, as_json)
 
 
-def meta_verifier(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_json: bool = JsonOpt) -> None:
+def meta_verifier(config: ConfigOpt, output_dir: OutOpt = None, as_json: JsonOpt = False) -> None:
     """GRPO on meta-verification: reward R_format · R_score against the target quality."""
     _grpo("meta-verifier", config, output_dir, as_json)
 
 
-def generator(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_json: bool = JsonOpt) -> None:
+def generator(config: ConfigOpt, output_dir: OutOpt = None, as_json: JsonOpt = False) -> None:
     """GRPO on generation with self-verification: R_format · (α·R_Y + β·R_score·R_meta)."""
     _grpo("generator", config, output_dir, as_json)
 
 
-def rft(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_json: bool = JsonOpt) -> None:
+def rft(config: ConfigOpt, output_dir: OutOpt = None, as_json: JsonOpt = False) -> None:
     """Rejection fine-tuning (SFT) on the best-scored samples."""
 
     def train() -> dict:
@@ -93,7 +93,7 @@ def rft(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_json: b
     _run(train, as_json)
 
 
-def loop(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_json: bool = JsonOpt) -> None:
+def loop(config: ConfigOpt, output_dir: OutOpt = None, as_json: JsonOpt = False) -> None:
     """The method's iteration: verifier -> generator -> generate & label -> RFT, per round (resumable)."""
 
     def train() -> dict:
@@ -106,12 +106,12 @@ def loop(config: Path = ConfigOpt, output_dir: Optional[str] = OutOpt, as_json: 
 
 
 def data(
-    source: Path = typer.Argument(..., help="Label export (JSONL file or directory) or run directory."),
-    role: str = typer.Option(..., "--role", "-r", help="verifier | meta-verifier | generator"),
-    out: Path = typer.Option(..., "--out", "-o", help="Output file: .jsonl, .parquet"),
-    fmt: str = typer.Option("trl", "--format", "-f", help="trl | verl | openrlhf"),
-    templates: Optional[Path] = typer.Option(None, "--templates", help="Prompt template directory."),
-    as_json: bool = JsonOpt,
+    source: Annotated[Path, typer.Argument(help="Label export (JSONL file or directory) or run directory.")],
+    role: Annotated[str, typer.Option("--role", "-r", help="verifier | meta-verifier | generator")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .jsonl, .parquet")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="trl | verl | openrlhf")] = "trl",
+    templates: TemplatesOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write training data for a role (TRL JSONL/Parquet, verl Parquet, OpenRLHF JSONL)."""
     try:

@@ -200,10 +200,6 @@ def load_dataset(name_or_path: str | Path) -> list[Problem]:
     return problems_from_rows(p, rows, unit, dataset=p.stem)
 
 
-def dataset_points(problems: list[Problem]) -> int | float:
-    return sum(p.metadata.get("max_points", DEFAULT_MAX_POINTS) for p in problems)
-
-
 def get_problem(name_or_path: str | Path, problem_id: str) -> Problem:
     problems = load_dataset(name_or_path)
     for p in problems:

@@ -36,7 +36,7 @@ Output: :class:`SearchResult` (``selected``, ``pool``, ``iterations``, ``discard
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -450,6 +450,3 @@ async def run_search_many(
     """Search several problems concurrently on one client (one concurrency budget)."""
     record_pipeline(client, "search", (cfg or SearchConfig()).to_json(), problems=[p.id for p in problems])
     return list(await asyncio.gather(*(run_search(client, p, cfg, templates, report) for p in problems)))
-
-
-CONFIG_FIELDS = [f.name for f in fields(SearchConfig)]

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 from ..records import Problem, content_id, mean_valid
 from ..rewards import ALPHA, BETA, RewardResult, generator_reward, verifier_reward
 from ..session import ModelConfig, open_client
-from . import PROMPT_ROLE, ROLES, ConfigModel, TrainError
+from . import ROLES, ConfigModel, TrainError
 
 
 _MODEL = ModelConfig.model_fields  # a judge samples like any model unless its config says otherwise
@@ -293,9 +293,3 @@ class MethodReward:
             item.completion, r_y, m, self.alpha, self.beta,
             truncated=item.truncated, self_eval_phrases=self.self_eval_phrases,
         )
-
-
-def prompt_role(role: str) -> str:
-    if role not in PROMPT_ROLE:
-        raise TrainError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
-    return PROMPT_ROLE[role]
