@@ -227,3 +227,17 @@ def test_bad_templates_dir(files):
     p = cli("prove", str(files["problem"]), "--templates", str(files["dir"]), "--model", "m",
             "--base-url", "http://127.0.0.1:9/v1")
     assert_one_line_error(p, "generate.txt")
+
+
+@pytest.mark.parametrize("cmd,old", [(["refine"], "--grade-samples"), (["label", "run"], "--n")])
+def test_old_flag_names_are_hidden_aliases(cmd, old):
+    """`refine --grade-samples` and `label --n` are now `--verifications`; the old names still
+    parse (hidden, for one release)."""
+    from typer.testing import CliRunner
+
+    from proofsmith.cli import app
+
+    help_text = CliRunner().invoke(app, [*cmd, "--help"], env={"COLUMNS": "200"}).output
+    assert "--verifications" in help_text and f"{old} " not in help_text
+    r = CliRunner().invoke(app, [*cmd, "x.md", old, "-1"])
+    assert r.exit_code == 2 and "No such option" not in r.output and old in r.output

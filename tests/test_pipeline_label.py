@@ -182,7 +182,8 @@ def test_read_proofs_inputs(tmp_path):
         read_proofs_file(bad)
 
 
-def test_label_cli_dispatch_and_import(server, tmp_path):
+@pytest.mark.parametrize("flag", ["--verifications", "--n"])  # --n: the old name, hidden for one release
+def test_label_cli_dispatch_and_import(server, tmp_path, flag):
     app = typer.Typer()
 
     @app.callback()
@@ -195,12 +196,15 @@ def test_label_cli_dispatch_and_import(server, tmp_path):
     proofs.write_text("".join(json.dumps({"problem": PROBLEM.statement, "problem_id": PROBLEM.id,
                                           "id": n, "proof": proof_text(n)}) + "\n" for n in ("flawed", "lonely")))
     run = tmp_path / "run"
-    r = CliRunner().invoke(app, ["label", str(proofs), "--n", "4", "--m", "3", "--k", "2", "--json",
+    r = CliRunner().invoke(app, ["label", str(proofs), flag, "4", "--m", "3", "--k", "2", "--json",
                                  "--model", "m", "--base-url", server.base_url, "--run-dir", str(run),
                                  "--templates", str(tmp_path / "tpl")])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout[r.stdout.index("{"):])
     assert doc["counts"] == {"label 0": 1, "needs-human": 1}
+    store = RunStore(run)
+    assert store.get_meta("pipeline")["config"]["n"] == 4  # the flag's value reached the pipeline
+    store.close()
     queue = run / "labels" / "human_queue.jsonl"
     row = json.loads(queue.read_text())
     row["label"] = 0.5

@@ -71,7 +71,8 @@ def refine_cmd(
     limit: LimitOpt = None,
     threads: Annotated[int, typer.Option("--threads", "-k", min=1, help="Independent threads K per problem.")] = 4,
     max_attempts: Annotated[int, typer.Option("--max-attempts", "-t", min=1, help="Answers per thread T, the first generation included.")] = 4,
-    grade_samples: Annotated[int, typer.Option("--grade-samples", min=0, help="Verifications N of each final proof (majority grade) for pass@1 and best@K; 0 = do not grade.")] = 0,
+    verifications: Annotated[int, typer.Option("--verifications", min=0, help="Verifications N of each final proof (majority grade) for pass@1 and best@K; 0 = do not grade.")] = 0,
+    grade_samples: Annotated[Optional[int], typer.Option("--grade-samples", min=0, hidden=True, help="Old name of --verifications (kept for one release).")] = None,
     max_tokens: MaxTokensOpt = None,
     max_cost: MaxCostOpt = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
@@ -80,7 +81,8 @@ def refine_cmd(
     from ..pipelines.refine import RefineConfig, run_refine_many
 
     probs = or_fail(problems_from_options, problem_file, problems, dataset, limit)
-    cfg = or_fail(lambda: RefineConfig(threads=threads, max_attempts=max_attempts, grade_samples=grade_samples))
+    n_verifications = verifications if grade_samples is None else grade_samples
+    cfg = or_fail(lambda: RefineConfig(threads=threads, max_attempts=max_attempts, grade_samples=n_verifications))
     tpl = or_fail(load_templates, opts.templates)
     results, run_dir = _run_many("refine", run_refine_many, probs, cfg, tpl, opts, budget_from_options(max_tokens, max_cost))
 
@@ -175,7 +177,8 @@ def label_run(
     proofs_file: Annotated[Path, typer.Argument(help="JSONL of {problem | problem_id, proof, id?}, or the JSON of `proofsmith prove/search/refine --json`.", show_default=False)],
     problems: ProblemsOpt = None,
     dataset: DatasetOpt = None,
-    n: Annotated[int, typer.Option("--n", min=1, help="Verifier analyses per proof.")] = 8,
+    verifications: Annotated[int, typer.Option("--verifications", min=1, help="Verifier analyses per proof (n).")] = 8,
+    n: Annotated[Optional[int], typer.Option("--n", min=1, hidden=True, help="Old name of --verifications (kept for one release).")] = None,
     m: Annotated[int, typer.Option("--m", min=1, help="Meta-verifications per issue-reporting analysis.")] = 3,
     k: Annotated[int, typer.Option("--k", min=1, help="Confirmed lowest-score analyses needed to label a proof below 1.")] = 2,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Directory for the exported JSONL files (default: <run dir>/labels).", show_default=False)] = None,
@@ -189,7 +192,7 @@ def label_run(
 
     probs = or_fail(problems_from_options, None, problems, dataset, None, False)
     items = or_fail(read_proofs_file, proofs_file, probs or None)
-    cfg = or_fail(lambda: LabelConfig(n=n, m=m, k=k))
+    cfg = or_fail(lambda: LabelConfig(n=verifications if n is None else n, m=m, k=k))
     tpl = or_fail(load_templates, opts.templates)
 
     async def work(s: Session, progress):
