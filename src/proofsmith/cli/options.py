@@ -115,18 +115,10 @@ class CommonArgs:
                 completion_per_million=self.price_completion,
                 cached_prompt_per_million=self.price_cached,
             )
+        same_name = ("temperature", "top_p", "max_output_tokens", "concurrency", "timeout")
         return ModelConfig(
-            model=model,
-            base_urls=urls,
-            api_key=self.api_key or env_default("PROOFSMITH_API_KEY", "OPENAI_API_KEY"),
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_output_tokens=self.max_output_tokens,
-            concurrency=self.concurrency,
-            timeout=self.timeout,
-            prices=prices,
-            budget=budget,
-            max_retries=self.retries,
+            model=model, base_urls=urls, api_key=self.api_key or env_default("PROOFSMITH_API_KEY", "OPENAI_API_KEY"),
+            prices=prices, budget=budget, max_retries=self.retries, **{n: getattr(self, n) for n in same_name},
         )
 
 

@@ -65,21 +65,10 @@ from proofsmith.records import Completion, Usage
 if TYPE_CHECKING:  # pragma: no cover
     from proofsmith.store import RunStore
 
-__all__ = [
-    "SamplingParams",
-    "Endpoint",
-    "Prices",
-    "Budget",
-    "LLMError",
-    "AuthenticationError",
-    "NotFoundError",
-    "BadRequestError",
-    "ServerUnavailableError",
-    "BudgetExceeded",
-    "ConfigurationError",
-    "LLMClient",
-    "request_key",
-    "split_reasoning",
+__all__ = [  # the client, and the names this module has always exported (re-exported)
+    "LLMClient", "request_key", "split_reasoning", "SamplingParams", "Endpoint", "Prices", "Budget",
+    "LLMError", "AuthenticationError", "NotFoundError", "BadRequestError", "ServerUnavailableError",
+    "BudgetExceeded", "ConfigurationError",
 ]
 
 log = logging.getLogger(__name__)
