@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Optional
@@ -17,7 +18,7 @@ import typer
 from rich.markup import escape
 
 from .cliutil import UserError, err, fail, out
-from .llm.client import Budget, LLMError, Prices
+from .llm.client import Budget, BudgetExceeded, LLMError, Prices
 from .records import Usage
 from .session import EMBEDDED, ModelConfig, Session, default_run_dir, env_default, open_session
 
@@ -68,11 +69,20 @@ MaxOutOpt = Annotated[
     typer.Option("--max-output-tokens", help="Completion token limit per request (default: server default; 1024 for the embedded model). Answers cut at the limit are marked truncated and discarded.", show_default=False),
 ]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Maximum requests in flight per server.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Per-request timeout in seconds.")]
-RetriesOpt = Annotated[int, typer.Option("--retries", min=0, help="Retries per request on connection errors, timeouts, HTTP 429 and 5xx (exponential backoff with jitter; 429 honours Retry-After).")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Longest time one attempt of a request may take, in seconds (an overall cap; long generations need it long). A dead server is found sooner: no connection within 10 s, a started answer silent for 120 s, or a server that answers nothing (not even GET /models) after a request waited 60 s. Finite and > 0.")]
+RetriesOpt = Annotated[int, typer.Option("--retries", min=0, help="Retries per request on connection errors, timeouts, malformed answers, HTTP 408/429 and 5xx (exponential backoff with jitter; a Retry-After header is honoured up to 120 s, an unusable one is ignored). With several --base-url, retries go to another server and a failing server is avoided for a while.")]
 PricePromptOpt = Annotated[float, typer.Option("--price-prompt", help="Price per million prompt tokens, for cost accounting.")]
 PriceCompletionOpt = Annotated[float, typer.Option("--price-completion", help="Price per million completion tokens.")]
 PriceCachedOpt = Annotated[Optional[float], typer.Option("--price-cached", help="Price per million cached prompt tokens (default: the prompt price).", show_default=False)]
+# ---- budget options (every model-calling command has them; see docs/reliability.md)
+MaxTokensOpt = Annotated[
+    Optional[int],
+    typer.Option("--max-tokens", min=1, help="Token budget (prompt + completion) of this invocation: each request's worst case (prompt + n x --max-output-tokens) is reserved before it is sent, so the spend passes the budget by at most one request's worst case; needs --max-output-tokens (except with the embedded model). Re-run on the same --run-dir to continue.", show_default=False),
+]
+MaxCostOpt = Annotated[
+    Optional[float],
+    typer.Option("--max-cost", min=0.0, help="Cost budget of this invocation, in the --price-* currency (needs --price-prompt/--price-completion and --max-output-tokens); held like --max-tokens.", show_default=False),
+]
 
 
 @dataclass
@@ -94,12 +104,21 @@ class CommonArgs:
     price_prompt: float = 0.0
     price_completion: float = 0.0
     price_cached: float | None = None
+    max_tokens: int | None = None
+    max_cost: float | None = None
+
+    def budget(self) -> Budget | None:
+        """The budget of ``--max-tokens`` / ``--max-cost`` (None when neither is given)."""
+        if self.max_tokens is None and self.max_cost is None:
+            return None
+        return Budget(max_tokens=self.max_tokens, max_cost=self.max_cost)
 
     def config(self, budget: Budget | None = None) -> "ModelConfig":
+        """The model configuration; ``budget`` defaults to this command's budget options."""
         return model_config(
             self.model, self.base_url, self.api_key, self.temperature, self.top_p,
             self.max_output_tokens, self.concurrency, self.timeout, self.price_prompt,
-            self.price_completion, self.price_cached, budget=budget, retries=self.retries,
+            self.price_completion, self.price_cached, budget=budget or self.budget(), retries=self.retries,
         )
 
 
@@ -119,6 +138,8 @@ _COMMON: list[tuple[str, Any, Any]] = [
     ("price_prompt", PricePromptOpt, 0.0),
     ("price_completion", PriceCompletionOpt, 0.0),
     ("price_cached", PriceCachedOpt, None),
+    ("max_tokens", MaxTokensOpt, None),
+    ("max_cost", MaxCostOpt, None),
 ]
 
 
@@ -173,6 +194,7 @@ def model_config(
         model = EMBEDDED
     if model == EMBEDDED and urls:
         fail("--model embedded runs the bundled model locally; drop --base-url or name the server's model")
+    check_timeout(timeout)
     prices = None
     if price_prompt or price_completion or price_cached:
         prices = Prices(
@@ -180,6 +202,7 @@ def model_config(
             completion_per_million=price_completion,
             cached_prompt_per_million=price_cached,
         )
+    check_budget(budget, prices, max_output_tokens, embedded=model == EMBEDDED)
     return ModelConfig(
         model=model,
         base_urls=urls,
@@ -195,6 +218,29 @@ def model_config(
     )
 
 
+def check_timeout(timeout: float) -> None:
+    """--timeout must be a finite number of seconds > 0 (one clear line otherwise)."""
+    if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        fail(f"--timeout must be a finite number of seconds > 0 (got {timeout})")
+
+
+def check_budget(budget: Budget | None, prices: Prices | None, max_output_tokens: int | None,
+                 embedded: bool) -> None:
+    """A budget must be one the client can hold: --max-cost needs prices, and every budget
+    needs a completion limit per request (the worst case reserved before sending)."""
+    if budget is None:
+        return
+    if budget.max_cost is not None and (not math.isfinite(budget.max_cost) or budget.max_cost < 0):
+        fail(f"--max-cost must be a finite number >= 0 (got {budget.max_cost})")
+    if budget.max_cost is not None and prices is None:
+        fail("--max-cost needs prices to count a cost: give --price-prompt and/or --price-completion "
+             "(per million tokens)")
+    if max_output_tokens is None and not embedded:
+        flag = "--max-tokens" if budget.max_tokens is not None else "--max-cost"
+        fail(f"{flag} needs --max-output-tokens: the budget reserves each request's worst case "
+             "(prompt + n x max output tokens) before sending it")
+
+
 def load_templates(directory: Path | None):
     from .prompts import Templates
 
@@ -207,6 +253,9 @@ def run_async(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
 
     try:
         return asyncio.run(coro_fn())
+    except BudgetExceeded as e:
+        fail(f"{e}; stopped before sending more requests. Finished calls are kept: re-run on the "
+             "same --run-dir (with a larger budget) to continue")
     except (UserError, LLMError, EmbeddedModelError, ValueError, FileNotFoundError) as e:
         fail(str(e) or type(e).__name__)
     except KeyboardInterrupt:

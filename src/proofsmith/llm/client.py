@@ -600,7 +600,10 @@ class LLMClient:
             if self.budget is not None:
                 await self._reserve(*worst)
             try:
-                return await self._send(state, payload, indices, role, key, attempt)
+                a = await self._send(state, payload, indices, role, key, attempt)
+                if a.error is None:  # counted before its reservation is released
+                    self.usage = self.usage + a.usage
+                return a
             finally:
                 if self.budget is not None:
                     await asyncio.shield(self._release(*worst))
@@ -684,7 +687,6 @@ class LLMClient:
             state.cooldown = 0.0
             if len(a.completions) < asked:
                 state.ignores_n = True
-            self.usage = self.usage + a.usage
         else:
             self.stats["failed"] += 1
             if a.fatal is None:

@@ -37,20 +37,7 @@ DatasetOpt = Annotated[
     typer.Option("--dataset", help="A bundled benchmark by name (see `proofsmith datasets`), or a data set file.", show_default=False),
 ]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N problems.", show_default=False)]
-MaxTokensOpt = Annotated[
-    Optional[int],
-    typer.Option("--max-tokens", min=1, help="Token budget (prompt + completion) of this invocation: stop cleanly when spent; re-run on the same --run-dir to continue.", show_default=False),
-]
-MaxCostOpt = Annotated[
-    Optional[float],
-    typer.Option("--max-cost", min=0.0, help="Cost budget (needs --price-* options): stop cleanly when spent.", show_default=False),
-]
-
-
-def _budget(max_tokens: int | None, max_cost: float | None) -> Budget | None:
-    if max_tokens is None and max_cost is None:
-        return None
-    return Budget(max_tokens=max_tokens, max_cost=max_cost)
+# --max-tokens / --max-cost: shared by every model-calling command (cliopts._COMMON)
 
 
 def _problems(problem_file, problems, dataset, limit):
@@ -114,8 +101,6 @@ def refine_cmd(
     threads: Annotated[int, typer.Option("--threads", "-k", min=1, help="Independent threads K per problem.")] = 4,
     max_attempts: Annotated[int, typer.Option("--max-attempts", "-t", min=1, help="Answers per thread T, the first generation included.")] = 4,
     grade_samples: Annotated[int, typer.Option("--grade-samples", min=0, help="Verifications N of each final proof (majority grade) for pass@1 and best@K; 0 = do not grade.")] = 0,
-    max_tokens: MaxTokensOpt = None,
-    max_cost: MaxCostOpt = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """Sequential refinement with self-verification: K threads, each fixes its own proof until its self-score is 1 or T attempts are used."""
@@ -124,7 +109,7 @@ def refine_cmd(
     probs = _problems(problem_file, problems, dataset, limit)
     cfg = or_fail(lambda: RefineConfig(threads=threads, max_attempts=max_attempts, grade_samples=grade_samples))
     tpl = or_fail(load_templates, opts.templates)
-    results, run_dir = _run_many("refine", run_refine_many, probs, cfg, tpl, opts, _budget(max_tokens, max_cost))
+    results, run_dir = _run_many("refine", run_refine_many, probs, cfg, tpl, opts, opts.budget())
 
     def print_one(r) -> None:
         out.print(f"# Sequential refinement: {r.problem.id}\n", markup=False)
@@ -163,8 +148,6 @@ def search_cmd(
     analyses_per_score: Annotated[Optional[int], typer.Option("--analyses-per-score", min=1, help="Pick analyses per score level (lowest first), at most this many per level (the released code's rule).", show_default=False)] = None,
     meta_verify: Annotated[bool, typer.Option("--meta-verify/--no-meta-verify", help="Meta-verify issue-reporting analyses; analyses the majority rejects do not drive refinement.")] = False,
     meta_verifications: Annotated[Optional[int], typer.Option("--meta-verifications", min=1, help="Meta-verifications per issue-reporting analysis (m).", show_default=False)] = None,
-    max_tokens: MaxTokensOpt = None,
-    max_cost: MaxCostOpt = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """High-compute pool search: verify a pool of proofs many times, refine the best with their analyses, stop when a proof passes all its verifications."""
@@ -179,7 +162,7 @@ def search_cmd(
         overrides.update(analysis_selection="per_score_level", analyses_per_score=analyses_per_score)
     cfg = or_fail(lambda: SearchConfig.preset(preset, **overrides))
     tpl = or_fail(load_templates, opts.templates)
-    results, run_dir = _run_many("search", run_search_many, probs, cfg, tpl, opts, _budget(max_tokens, max_cost))
+    results, run_dir = _run_many("search", run_search_many, probs, cfg, tpl, opts, opts.budget())
 
     def print_one(r) -> None:
         out.print(f"# Pool search: {r.problem.id}  (stopped: {r.stopped})\n", markup=False)
@@ -237,8 +220,6 @@ def label_run(
     m: Annotated[int, typer.Option("--m", min=1, help="Meta-verifications per issue-reporting analysis.")] = 3,
     k: Annotated[int, typer.Option("--k", min=1, help="Confirmed lowest-score analyses needed to label a proof below 1.")] = 2,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Directory for the exported JSONL files (default: <run dir>/labels).", show_default=False)] = None,
-    max_tokens: MaxTokensOpt = None,
-    max_cost: MaxCostOpt = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """Label proofs automatically (0 / 0.5 / 1 with evidence, or needs-human) and export datasets."""
@@ -257,7 +238,7 @@ def label_run(
         exported = export_labels(load_items(s.store), out_dir or (s.run_dir / "labels"))
         return res, exported, s.run_dir
 
-    res, exported, run_dir = with_session(opts.config(_budget(max_tokens, max_cost)), opts.run_dir, "label",
+    res, exported, run_dir = with_session(opts.config(), opts.run_dir, "label",
                                           work, f"label: {len(items)} proof(s)")
     if opts.json_out:
         print_json({**res.to_json(), "exports": exported})
