@@ -177,6 +177,18 @@ async def test_dead_server_is_detected_by_the_liveness_probe():
     assert "liveness probe" in str(ei.value) and "\n" not in str(ei.value)
 
 
+async def test_dead_server_is_not_sent_retries_while_it_stays_dead():
+    """After a failed probe, each retry probes first and sends nothing while the server stays
+    dead: retries cost a probe timeout each, not another probe_after of waiting."""
+    with BlackHoleServer() as hole:
+        async with client(hole, timeout=60, probe_after=1.0, probe_timeout=0.1, max_retries=4) as c:
+            t0 = time.monotonic()
+            with pytest.raises(ServerUnavailableError, match="5 attempt"):
+                await c.complete(MSG)
+            elapsed = time.monotonic() - t0
+    assert elapsed < 3.0, elapsed  # 1.1 s + 4 x 0.1 s (+ tiny backoffs); not 5 x 1.1 s
+
+
 async def test_long_generation_of_a_live_server_is_not_cut(fault_server):
     """A slow first byte (a long generation) is waited for while the server answers probes."""
     fault_server.script(Fault.slow_first_byte(1.0, "a long proof"))
@@ -282,3 +294,40 @@ async def test_a_poison_request_does_not_take_endpoints_down(make_fault_server):
         assert all(not isinstance(r, Exception) for r in res[1:])
         later = [await c.complete(msg(f"later{i}")) for i in range(10)]
     assert {o[0].endpoint for o in later} == {a.base_url, b.base_url}
+
+
+# -- the CLI with one healthy and one failing server (issue 9, section 2) ------------------------
+
+
+def test_cli_with_a_failing_server_among_two_succeeds_on_the_healthy_one(make_fault_server, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from proofsmith.cli import app
+
+    bad, good = make_fault_server(), make_fault_server()
+    bad.default = Fault.status(500)
+    good.default = ("Here is my evaluation of the solution:\nThe proof is complete.\n\n"
+                    "Based on my evaluation, the final overall score should be: \\boxed{1}")
+    problem, proof = tmp_path / "p.md", tmp_path / "proof.md"
+    problem.write_text("Prove that 1 + 1 = 2.\n")
+    # a proof whose requests go to the failing server first (its prefix key's home)
+    from proofsmith.llm.client import _rendezvous_score
+    from proofsmith.records import content_id
+    from proofsmith.session import read_proof
+
+    for i in range(100):
+        proof.write_text(f"By the definition of 2 as the successor of 1 (version {i}).\n")
+        key = content_id(read_proof(proof))
+        if max((bad.base_url, good.base_url), key=lambda u: _rendezvous_score(key, u)) == bad.base_url:
+            break
+    t0 = time.monotonic()
+    r = CliRunner().invoke(app, ["verify", str(problem), str(proof), "-n", "4", "--json", "--model", "m",
+                                 "--base-url", bad.base_url, "--base-url", good.base_url,
+                                 "--run-dir", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    assert time.monotonic() - t0 < 15
+    doc = json.loads(r.output[r.output.index("{"):])
+    assert [v["score"] for v in doc["verifications"]] == [1.0] * 4
+    assert len(bad.requests) <= 3

@@ -104,7 +104,8 @@ def _rendezvous_score(key: str, base_url: str) -> int:
 
 class _EndpointState:
     __slots__ = ("endpoint", "semaphore", "pending", "in_flight", "ignores_n", "url", "headers", "down_until",
-                 "failures", "tripped", "cooldown", "probe_url", "probe_headers", "probe_task", "alive_at")
+                 "failures", "tripped", "cooldown", "probe_url", "probe_headers", "probe_task", "alive_at",
+                 "dead")
 
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint
@@ -124,6 +125,7 @@ class _EndpointState:
         self.probe_headers = {k: v for k, v in self.headers.items() if k == "Authorization"}
         self.probe_task: asyncio.Task | None = None
         self.alive_at = 0.0  # time.monotonic() of its last answer (or answered probe)
+        self.dead = False  # it failed a liveness probe and has not answered anything since
 
     def available(self, now: float) -> bool:
         return self.down_until <= now
@@ -624,6 +626,7 @@ class LLMClient:
         try:
             status, headers, data = await self._watched_post(state, payload)
             state.alive_at = time.monotonic()
+            state.dead = False
             latency = time.perf_counter() - t0
             completions, usage, response = parse_response(
                 status, headers, data, ep, indices, call_id, key,
@@ -646,9 +649,13 @@ class LLMClient:
         the endpoint is probed (GET {base_url}/models, one probe per endpoint at a time); a
         server that answers the probe is generating, one that does not is dead: the attempt
         ends (:class:`TransportError` of kind ``dead``) instead of waiting out ``timeout``."""
-        post = asyncio.ensure_future(self._transport.post(state.url, state.headers, payload))
         if getattr(self._transport, "probe", None) is None:
-            return await post
+            return await self._transport.post(state.url, state.headers, payload)
+        if state.dead and not await self._alive(state):  # still dead: do not send (nor pay) at all
+            raise TransportError(
+                f"{state.endpoint.base_url} does not answer a liveness probe (GET {state.probe_url}) "
+                f"within {self.probe_timeout:g} s", "dead")
+        post = asyncio.ensure_future(self._transport.post(state.url, state.headers, payload))
         t0 = time.monotonic()
         try:
             while True:
@@ -656,6 +663,7 @@ class LLMClient:
                 if done:
                     return post.result()
                 if not await self._alive(state):
+                    state.dead = True
                     raise TransportError(
                         f"no answer from {state.endpoint.base_url} after {time.monotonic() - t0:.0f} s and no "
                         f"answer to a liveness probe (GET {state.probe_url}) within {self.probe_timeout:g} s",
@@ -675,6 +683,7 @@ class LLMClient:
         alive = await asyncio.shield(state.probe_task)
         if alive:
             state.alive_at = max(state.alive_at, time.monotonic())
+            state.dead = False
         return alive
 
     def _record(self, state: _EndpointState, a: _Attempt, body: dict, asked: int, role: str, key: str) -> None:
