@@ -35,8 +35,10 @@ class ModelConfig:
     temperature, top_p: sampling (method defaults 1.0 and 0.95).
     max_output_tokens: completion token limit per request (None: the server's default).
     prices: optional price table (per million tokens) for cost accounting.
-    budget: stop cleanly when this many tokens / this much cost has been spent.
-    timeout: per-request timeout in seconds (long generations need long timeouts).
+    budget: stop cleanly when this many tokens / this much cost has been spent (each request's
+        worst case is reserved before sending: see docs/reliability.md).
+    timeout: the longest time one attempt of a request may take, in seconds (long generations
+        need long timeouts; a dead server is detected sooner by a liveness probe).
     """
 
     model: str = EMBEDDED

@@ -4,18 +4,31 @@ One :class:`LLMClient` talks to one model served by one or more endpoints. It gi
 
 * per-endpoint bounded concurrency (one semaphore per endpoint, ``max_concurrency``);
 * retries with exponential backoff and full jitter on connection errors, timeouts, dropped
-  connections, HTTP 408/409/425/429 (``Retry-After`` honoured) and 5xx; no retry on other
-  4xx, which raise a typed :class:`LLMError` with a one-line message;
+  connections, malformed 200 answers (invalid JSON, no choices, a null or non-text message
+  or content), HTTP 408/409/425/429 and 5xx (``Retry-After`` honoured up to
+  ``retry_after_max``; an unusable one is ignored); no retry on other 4xx, which raise a typed
+  :class:`LLMError` with a one-line message. A failed attempt is never stored as a sample;
+* timeouts that tell a long generation from a dead server: ``timeout`` caps one attempt,
+  ``connect_timeout`` the connection, ``idle_timeout`` a silence inside a started body, and a
+  request waiting ``probe_after`` seconds makes the client probe ``GET {base_url}/models``:
+  an endpoint that does not answer within ``probe_timeout`` is dead (the attempt ends, and
+  retries probe first and send nothing while it stays dead); bodies over
+  ``max_response_bytes`` are refused;
 * ``n`` samples per request, topped up with ``n=1`` requests when a server returns fewer
   choices than asked (remembered per endpoint);
 * reasoning split from the answer (``reasoning_content`` / ``reasoning`` fields, or inline
-  before the last ``</think>``);
-* token usage and cost accounting, and a budget checked before each request;
+  ``<think>`` reasoning, see :func:`split_reasoning`);
+* token usage and cost accounting, and a budget: each attempt's worst case (a bound on its
+  prompt tokens + ``n`` x ``max_tokens``) is reserved before it is sent, so concurrent
+  attempts pass a budget by at most one attempt's worst case;
 * endpoint choice: the same ``prefix_key`` always goes to the same endpoint (rendezvous
-  hashing over the base URLs, so prefix caches are hit); otherwise the least-loaded one. An
-  endpoint that cannot be reached (connection refused, timeout, dropped connection) is avoided
-  for ``endpoint_cooldown`` seconds: the retry of that request, and new requests, go to the
-  next endpoint in the same order (prefix keys move to their second choice, then come back);
+  hashing over the base URLs, so prefix caches are hit); otherwise the least-loaded one. A
+  failed attempt is retried on another endpoint; an endpoint that cannot be reached, or fails
+  ``failure_threshold`` times in a row (5xx, timeouts, malformed answers), is avoided for
+  ``endpoint_cooldown`` seconds (doubling up to ``max_cooldown`` while its trial requests
+  fail): requests, retries and requests queued for it go to the next endpoint in the same
+  order (prefix keys move to their second choice, then come back). docs/reliability.md has
+  the table of faults and behaviours;
 * resume through a :class:`~proofsmith.store.RunStore`: samples already stored under the same
   request key are returned without any HTTP request, and each finished call is written at once;
   with a store, a sample that a concurrent caller is already fetching (same request key and
