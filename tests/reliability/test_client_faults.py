@@ -256,22 +256,62 @@ async def test_failing_endpoint_is_routed_around(make_fault_server, bad_fault):
     assert len(bad.requests) <= 4 + 3, len(bad.requests)
 
 
-async def test_failing_endpoint_gets_one_trial_per_cooldown_then_comes_back(make_fault_server):
+class FakeClock:
+    """The client's clock (``time.monotonic``), moved by hand: cool-downs without sleeping."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    perf_counter = staticmethod(time.perf_counter)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    import proofsmith.llm.client as client_mod
+
+    c = FakeClock()
+    monkeypatch.setattr(client_mod, "time", c)
+    return c
+
+
+async def test_failing_endpoint_gets_one_trial_per_cooldown_then_comes_back(make_fault_server, clock):
     bad, good = make_fault_server(), make_fault_server()
     bad.default = Fault.status(500)
-    async with client(bad, good, max_concurrency=2, endpoint_cooldown=0.3) as c:
+    async with client(bad, good, max_concurrency=2, endpoint_cooldown=30) as c:
         for i in range(10):
             await c.complete(msg(i))
         first = len(bad.requests)
         assert first <= 3
-        await asyncio.sleep(0.35)
-        for i in range(10, 20):  # cool-down over: one trial, which fails: avoided again
+        clock.now += 31  # cool-down over: one trial, which fails: avoided again, for 60 s
+        for i in range(10, 20):
+            await c.complete(msg(i))
+        assert len(bad.requests) == first + 1
+        clock.now += 31  # still in its doubled cool-down
+        for i in range(20, 30):
             await c.complete(msg(i))
         assert len(bad.requests) == first + 1
         bad.default = "healed"
-        await asyncio.sleep(0.7)  # the cool-down doubled after the failed trial
-        outs = [await c.complete(msg(i)) for i in range(20, 30)]
+        clock.now += 30
+        outs = [await c.complete(msg(i)) for i in range(30, 40)]
     assert any(o[0].endpoint == bad.base_url for o in outs)  # back in rotation
+    assert len(bad.requests) >= first + 3
+
+
+async def test_retry_after_sets_an_endpoint_aside_and_the_retry_goes_elsewhere(make_fault_server, clock):
+    a, b = make_fault_server(), make_fault_server()
+    a.default, b.default = Fault.retry_after("50"), "from b"
+    async with client(a, b) as c:
+        t0 = time.perf_counter()
+        outs = [await c.complete(msg(i)) for i in range(5)]
+        assert time.perf_counter() - t0 < 5  # nobody waited 50 s
+        assert all(o[0].endpoint == b.base_url for o in outs) and len(a.requests) <= 1
+        a.default = "from a"
+        clock.now += 51  # its Retry-After is over
+        later = [await c.complete(msg(i)) for i in range(5, 15)]
+    assert any(o[0].endpoint == a.base_url for o in later)
 
 
 async def test_single_failing_endpoint_is_still_retried_with_backoff(fault_server):
