@@ -662,13 +662,16 @@ class LLMClient:
         the endpoint is probed (GET {base_url}/models, one probe per endpoint at a time); a
         server that answers the probe is generating, one that does not is dead: the attempt
         ends (:class:`TransportError` of kind ``dead``) instead of waiting out ``timeout``."""
-        if getattr(self._transport, "probe", None) is None:
-            return await self._transport.post(state.url, state.headers, payload)
+        transport = self._transport
+        if transport is None:  # aclose() ran while this request was pending
+            raise LLMError(f"request to {state.endpoint.base_url} abandoned: the client was closed")
+        if getattr(transport, "probe", None) is None:
+            return await transport.post(state.url, state.headers, payload)
         if state.dead and not await self._alive(state):  # still dead: do not send (nor pay) at all
             raise TransportError(
                 f"{state.endpoint.base_url} does not answer a liveness probe (GET {state.probe_url}) "
                 f"within {self.probe_timeout:g} s", "dead")
-        post = asyncio.ensure_future(self._transport.post(state.url, state.headers, payload))
+        post = asyncio.ensure_future(transport.post(state.url, state.headers, payload))
         t0 = time.monotonic()
         try:
             while True:
@@ -691,6 +694,8 @@ class LLMClient:
         if time.monotonic() - state.alive_at < self.probe_after / 2:
             return True  # it answered something a moment ago
         if state.probe_task is None or state.probe_task.done():
+            if self._transport is None:  # closed meanwhile: the attempt ends on its own
+                return True
             state.probe_task = asyncio.ensure_future(
                 self._transport.probe(state.probe_url, state.probe_headers, self.probe_timeout))
         alive = await asyncio.shield(state.probe_task)
