@@ -331,6 +331,7 @@ async def test_a_poison_request_does_not_take_endpoints_down(make_fault_server):
         res = await asyncio.gather(c.complete(msg("poison")), *(c.complete(msg(i)) for i in range(20)),
                                    return_exceptions=True)
         assert isinstance(res[0], ServerUnavailableError)
+        assert a.base_url in str(res[0]) and b.base_url in str(res[0])  # the error names both
         assert all(not isinstance(r, Exception) for r in res[1:])
         later = [await c.complete(msg(f"later{i}")) for i in range(10)]
     assert {o[0].endpoint for o in later} == {a.base_url, b.base_url}

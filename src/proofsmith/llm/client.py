@@ -557,6 +557,7 @@ class LLMClient:
         payload = _BODY_ENCODER.encode(body).encode("utf-8")
         worst = self._worst_case(_prompt_bound(body["messages"]), body.get("max_tokens"), len(indices))
         last_cause = "no attempt made"
+        tried: list[str] = []  # endpoints that failed this request, in order
         state.pending += 1
         try:
             attempt = 0
@@ -574,6 +575,8 @@ class LLMClient:
                     raise a.fatal
                 # A retryable failure: back off (outside the semaphore), retry elsewhere if possible.
                 last_cause = a.error
+                if state.endpoint.base_url not in tried:
+                    tried.append(state.endpoint.base_url)
                 if attempt > self.max_retries:
                     break
                 other = self._pick(prefix_key, avoid=state)
@@ -588,8 +591,9 @@ class LLMClient:
                 state = self._move(state, self._pick(prefix_key, avoid=state), a.call_id, role)
         finally:
             state.pending -= 1
+        where = " and ".join(tried) if tried else state.endpoint.base_url
         raise ServerUnavailableError(
-            f"{state.endpoint.base_url} unavailable after {self.max_retries + 1} attempt(s): {last_cause}"
+            f"{where} unavailable after {self.max_retries + 1} attempt(s): {last_cause}"
         )
 
     def _move(self, state: _EndpointState, other: _EndpointState, call_id: str | None, role: str) -> _EndpointState:
