@@ -174,3 +174,23 @@ def test_verify_budget_spent_is_one_clear_line(fault_server, problem, tmp_path):
     assert r.exit_code == 1
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert lines[-1].startswith("proofsmith: error: token budget spent") and "--run-dir" in lines[-1]
+
+
+def test_cli_token_budget_holds_with_64_concurrent_requests(fault_server, problem, tmp_path):
+    """The issue's case: `--max-tokens 6000` spent 7185 because in-flight calls were not
+    counted. Here 64 requests (a server that ignores n) start at once."""
+    from proofsmith.store import RunStore
+
+    fault_server.default = Fault(usage={"prompt_tokens": 20, "completion_tokens": 100}, delay=0.05,
+                                 ignore_n=True, text="fine \\boxed{1}")
+    proof = tmp_path / "proof.md"
+    proof.write_text("1 + 1 = 2 by definition.\n")
+    r = cli("verify", str(problem), str(proof), "-n", "64", "--model", "m", "--base-url", fault_server.base_url,
+            "--run-dir", str(tmp_path / "run"), "--max-output-tokens", "100", "--max-tokens", "6000")
+    assert r.exit_code == 1 and "token budget spent" in r.output
+    s = RunStore(tmp_path / "run").summary()
+    spent = s["prompt_tokens"] + s["completion_tokens"]
+    # each request really spends 120 (within its reserved worst case): at most one past the budget;
+    # without reservations all 64 would have been sent (7680)
+    assert 6000 <= spent <= 6000 + 120, spent
+    assert s["calls"] < 64
