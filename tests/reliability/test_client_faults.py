@@ -285,9 +285,9 @@ async def test_failing_endpoint_gets_one_trial_per_cooldown_then_comes_back(make
             await c.complete(msg(i))
         first = len(bad.requests)
         assert first <= 3
-        clock.now += 31  # cool-down over: one trial, which fails: avoided again, for 60 s
-        for i in range(10, 20):
-            await c.complete(msg(i))
+        clock.now += 31  # cool-down over: one trial (however many requests come at once),
+        # which fails: avoided again, for 60 s
+        await asyncio.gather(*(c.complete(msg(i)) for i in range(10, 20)))
         assert len(bad.requests) == first + 1
         clock.now += 31  # still in its doubled cool-down
         for i in range(20, 30):

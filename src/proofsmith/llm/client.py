@@ -118,7 +118,7 @@ def _rendezvous_score(key: str, base_url: str) -> int:
 class _EndpointState:
     __slots__ = ("endpoint", "semaphore", "pending", "in_flight", "ignores_n", "url", "headers", "down_until",
                  "failures", "tripped", "cooldown", "probe_url", "probe_headers", "probe_task", "alive_at",
-                 "dead")
+                 "dead", "trial")
 
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint
@@ -139,9 +139,11 @@ class _EndpointState:
         self.probe_task: asyncio.Task | None = None
         self.alive_at = 0.0  # time.monotonic() of its last answer (or answered probe)
         self.dead = False  # it failed a liveness probe and has not answered anything since
+        self.trial = False  # after a cool-down: one attempt (the trial) is in flight
 
     def available(self, now: float) -> bool:
-        return self.down_until <= now
+        """Not cooling down, and (after a cool-down) not already busy with its one trial."""
+        return self.down_until <= now and not (self.tripped and self.trial)
 
 
 class _Rerouted(Exception):
@@ -286,7 +288,7 @@ class LLMClient:
         # budget: the worst case of the attempts in flight (reserved before sending)
         self._reserved_tokens = 0
         self._reserved_cost = 0.0
-        self._budget_changed: asyncio.Condition | None = None
+        self._budget_changed: asyncio.Event | None = None  # set (and replaced) on each release
         self.usage = Usage()
         self.stats = {"requests": 0, "failed": 0, "retries": 0, "cache_hits": 0, "shared": 0}
         # (request key, sample index) -> the future of a fetch in progress (store attached only)
@@ -334,7 +336,7 @@ class LLMClient:
             s.probe_task = None
         self._reserved_tokens = 0
         self._reserved_cost = 0.0
-        self._budget_changed = asyncio.Condition()
+        self._budget_changed = asyncio.Event()
 
     # -- public API -------------------------------------------------------------------------
 
@@ -514,24 +516,25 @@ class LLMClient:
         attempts in flight) is under each limit, so the spend can pass a limit by at most one
         attempt's worst case. Raises :class:`BudgetExceeded` once the spend reached a limit."""
         b = self.budget
-        assert self._budget_changed is not None
-        async with self._budget_changed:
-            while True:
-                self._check_budget()
-                fits = (b.max_tokens is None or self.usage.total_tokens + self._reserved_tokens < b.max_tokens) and (
-                    b.max_cost is None or self.usage.cost + self._reserved_cost < b.max_cost)
-                if fits:
-                    break
-                await self._budget_changed.wait()  # reserved > 0 here: an attempt will release
-            self._reserved_tokens += tokens
-            self._reserved_cost += cost
+        assert b is not None and self._budget_changed is not None
+        while True:
+            self._check_budget()
+            fits = (b.max_tokens is None or self.usage.total_tokens + self._reserved_tokens < b.max_tokens) and (
+                b.max_cost is None or self.usage.cost + self._reserved_cost < b.max_cost)
+            if fits:
+                break
+            await self._budget_changed.wait()  # reserved > 0 here: an attempt will release
+        self._reserved_tokens += tokens
+        self._reserved_cost += cost
 
-    async def _release(self, tokens: int, cost: float) -> None:
-        assert self._budget_changed is not None
-        async with self._budget_changed:
-            self._reserved_tokens -= tokens
-            self._reserved_cost -= cost
-            self._budget_changed.notify_all()
+    def _release(self, tokens: int, cost: float) -> None:
+        """Give a reservation back (synchronous: no other task runs between an attempt's end,
+        its usage being counted and its endpoint's state being updated) and wake the waiters."""
+        self._reserved_tokens -= tokens
+        self._reserved_cost -= cost
+        changed, self._budget_changed = self._budget_changed, asyncio.Event()
+        if changed is not None:
+            changed.set()
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -618,14 +621,18 @@ class LLMClient:
                 raise _Rerouted()
             if self.budget is not None:
                 await self._reserve(*worst)
+            trial = state.tripped and len(self._states) > 1  # half-open: this attempt is its trial
+            state.trial = state.trial or trial
             try:
                 a = await self._send(state, payload, indices, role, key, attempt)
                 if a.error is None:  # counted before its reservation is released
                     self.usage = self.usage + a.usage
                 return a
             finally:
+                if trial:
+                    state.trial = False
                 if self.budget is not None:
-                    await asyncio.shield(self._release(*worst))
+                    self._release(*worst)
 
     async def _send(self, state: _EndpointState, payload: bytes, indices: list[int], role: str, key: str,
                     attempt: int) -> _Attempt:
