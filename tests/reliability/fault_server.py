@@ -97,6 +97,10 @@ class Fault(Reply):
 
     fault: str = ""
     param: Any = None
+    chunked: bool = False  # send the body chunked (no Content-Length announced)
+
+    # The constructors below share names with Reply fields (``status``, ``retry_after``): on the
+    # class they build a Fault; on an instance the field (set by __init__) is what is read.
 
     @classmethod
     def status(cls, code: int, retry_after: Any = None, message: str = "injected fault") -> "Fault":
@@ -137,8 +141,8 @@ class Fault(Reply):
         return cls(fault="malformed", param=kind)
 
     @classmethod
-    def huge(cls, nbytes: int) -> "Fault":
-        return cls(fault="huge", param=nbytes)
+    def huge(cls, nbytes: int, chunked: bool = False) -> "Fault":
+        return cls(fault="huge", param=nbytes, chunked=chunked)
 
 
 class FaultServer(ScriptedServer):
@@ -173,8 +177,12 @@ class FaultServer(ScriptedServer):
             pad = max(0, int(reply.param) - len(json.dumps(doc)))
             doc["choices"][0]["message"]["content"] += " " * pad
         data = json.dumps(doc).encode()
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
-                                                       "Content-Length": str(len(data))})
+        headers = {"Content-Type": "application/json"}
+        if not reply.chunked:
+            headers["Content-Length"] = str(len(data))
+        resp = web.StreamResponse(status=200, headers=headers)
+        if reply.chunked:
+            resp.enable_chunked_encoding()
         await resp.prepare(request)
         if kind == "stall_after_headers":
             await asyncio.Event().wait()
@@ -188,7 +196,8 @@ class FaultServer(ScriptedServer):
                 await resp.write(data[i:i + step])
                 await asyncio.sleep(gap)
         else:  # huge
-            await resp.write(data)
+            for i in range(0, len(data), 65536):
+                await resp.write(data[i:i + 65536])
         await resp.write_eof()
         self._done(req, resp)
         return resp

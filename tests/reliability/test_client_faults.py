@@ -225,8 +225,9 @@ async def test_trickling_body_is_not_an_idle_timeout(fault_server):
     assert out[0].text == "slowly sent" and len(fault_server.requests) == 1
 
 
-async def test_body_larger_than_the_limit_is_refused(fault_server, tmp_path):
-    fault_server.script(Fault.huge(300_000), "small")
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_body_larger_than_the_limit_is_refused(fault_server, tmp_path, chunked):
+    fault_server.script(Fault.huge(300_000, chunked=chunked), "small")
     store = RunStore(tmp_path)
     async with client(fault_server, store=store, max_response_bytes=100_000) as c:
         out = await c.complete(MSG)
