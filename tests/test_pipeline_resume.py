@@ -110,7 +110,8 @@ def test_cli_budget_stop_exits_0_and_rerun_continues(tmp_path):
     tpl = TEMPLATES.save(tmp_path / "tpl")
     srv = start_world(World(gen_quality=lambda p, i: 0.0))
     try:
-        cmd = search_cmd(problem, srv.base_url, tmp_path / "run", tpl)
+        # a budget needs a completion limit (each request's worst case is reserved before sending)
+        cmd = search_cmd(problem, srv.base_url, tmp_path / "run", tpl) + ["--max-output-tokens", "4096"]
         r = subprocess.run(cmd + ["--max-tokens", "1"], capture_output=True, text=True, env=env(), cwd=ROOT, timeout=60)
         assert r.returncode == 0, r.stderr
         doc = json.loads(r.stdout)

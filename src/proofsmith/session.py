@@ -60,13 +60,23 @@ class ModelConfig(BaseModel):
     )
     prices: Prices | None = Field(None, description="Price table (per million tokens) for cost accounting.")
     budget: Budget | None = Field(
-        None, description="Stop cleanly when this many tokens / this much cost has been spent."
+        None,
+        description="Stop cleanly when this many tokens / this much cost has been spent (each "
+        "request's worst case is reserved before sending: see docs/reliability.md).",
     )
-    timeout: float = Field(3600.0, description="Per-request timeout in seconds.")
+    timeout: float = Field(
+        3600.0,
+        description="Longest time one attempt of a request may take, in seconds (an overall cap; "
+        "long generations need it long). A dead server is found sooner: no connection within 10 s, "
+        "a started answer silent for 120 s, or a server that answers nothing (not even GET /models) "
+        "after a request waited 60 s. Finite and > 0.",
+    )
     max_retries: int = Field(
         8,
-        description="Retries per request on connection errors, timeouts, HTTP 429 and 5xx "
-        "(exponential backoff with jitter; 429 honours Retry-After).",
+        description="Retries per request on connection errors, timeouts, malformed answers, HTTP "
+        "408/429 and 5xx (exponential backoff with jitter; a Retry-After header is honoured up to "
+        "120 s, an unusable one is ignored). With several --base-url, retries go to another server "
+        "and a failing server is avoided for a while.",
     )
 
     @property

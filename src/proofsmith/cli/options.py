@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Optional
 
 import typer
 
-from ..errors import ProofsmithError, UserError
+from ..errors import BudgetExceeded, ProofsmithError, UserError
 from ..llm.config import Budget, Prices
+
 from ..records import Problem
 from ..session import EMBEDDED, ModelConfig, Session, default_run_dir, env_default, open_session
 from .output import err, fail
@@ -40,6 +42,17 @@ TemplatesOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (instead of the readable output).")]
 SamplesOpt = Annotated[int, typer.Option("--samples", "-n", min=1, help="Number of independent samples.")]
+
+
+# ---- budget options (every model-calling command has them; see docs/reliability.md)
+MaxTokensOpt = Annotated[
+    Optional[int],
+    typer.Option("--max-tokens", min=1, help="Token budget (prompt + completion) of this invocation: each request's worst case (prompt + n x --max-output-tokens) is reserved before it is sent, so the spend passes the budget by at most one request's worst case; needs --max-output-tokens (except with the embedded model). Re-run on the same --run-dir to continue.", show_default=False),
+]
+MaxCostOpt = Annotated[
+    Optional[float],
+    typer.Option("--max-cost", min=0.0, help="Cost budget of this invocation, in the --price-* currency (needs --price-prompt/--price-completion and --max-output-tokens); held like --max-tokens.", show_default=False),
+]
 
 
 def _from_field(model: type, name: str, *decls: str, unset: Any = ..., annotation: Any = None,
@@ -72,6 +85,8 @@ _COMMON: dict[str, tuple[Any, Any]] = {
     "price_prompt": _from_field(Prices, "prompt_per_million", "--price-prompt"),
     "price_completion": _from_field(Prices, "completion_per_million", "--price-completion"),
     "price_cached": _from_field(Prices, "cached_prompt_per_million", "--price-cached", annotation=Optional[float]),
+    "max_tokens": (MaxTokensOpt, None),
+    "max_cost": (MaxCostOpt, None),
 }
 
 
@@ -94,10 +109,17 @@ class CommonArgs:
     price_prompt: float
     price_completion: float
     price_cached: float | None
+    max_tokens: int | None = None
+    max_cost: float | None = None
+
+    def budget(self) -> Budget | None:
+        """The budget of ``--max-tokens`` / ``--max-cost`` (None when neither is given)."""
+        return budget_from_options(self.max_tokens, self.max_cost)
 
     def config(self, budget: Budget | None = None) -> ModelConfig:
         """The ModelConfig of these options (model, base URLs and API key also from the
-        environment); an inconsistent choice exits with one line."""
+        environment); ``budget`` defaults to this command's budget options; an inconsistent
+        choice exits with one line."""
         urls = list(self.base_url or [])
         if not urls and (env := env_default("PROOFSMITH_BASE_URL")):
             urls = [u.strip() for u in env.split(",") if u.strip()]
@@ -115,11 +137,37 @@ class CommonArgs:
                 completion_per_million=self.price_completion,
                 cached_prompt_per_million=self.price_cached,
             )
+        check_timeout(self.timeout)
+        budget = budget or self.budget()
+        check_budget(budget, prices, self.max_output_tokens, embedded=model == EMBEDDED)
         same_name = ("temperature", "top_p", "max_output_tokens", "concurrency", "timeout")
         return ModelConfig(
             model=model, base_urls=urls, api_key=self.api_key or env_default("PROOFSMITH_API_KEY", "OPENAI_API_KEY"),
             prices=prices, budget=budget, max_retries=self.retries, **{n: getattr(self, n) for n in same_name},
         )
+
+
+def check_timeout(timeout: float) -> None:
+    """--timeout must be a finite number of seconds > 0 (one clear line otherwise)."""
+    if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        fail(f"--timeout must be a finite number of seconds > 0 (got {timeout})")
+
+
+def check_budget(budget: Budget | None, prices: Prices | None, max_output_tokens: int | None,
+                 embedded: bool) -> None:
+    """A budget must be one the client can hold: --max-cost needs prices, and every budget
+    needs a completion limit per request (the worst case reserved before sending)."""
+    if budget is None:
+        return
+    if budget.max_cost is not None and (not math.isfinite(budget.max_cost) or budget.max_cost < 0):
+        fail(f"--max-cost must be a finite number >= 0 (got {budget.max_cost})")
+    if budget.max_cost is not None and prices is None:
+        fail("--max-cost needs prices to count a cost: give --price-prompt and/or --price-completion "
+             "(per million tokens)")
+    if max_output_tokens is None and not embedded:
+        flag = "--max-tokens" if budget.max_tokens is not None else "--max-cost"
+        fail(f"{flag} needs --max-output-tokens: the budget reserves each request's worst case "
+             "(prompt + n x max output tokens) before sending it")
 
 
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -160,6 +208,9 @@ def run_async(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
 
     try:
         return asyncio.run(coro_fn())
+    except BudgetExceeded as e:
+        fail(f"{e}; stopped before sending more requests. Finished calls are kept: re-run on the "
+             "same --run-dir (with a larger budget) to continue")
     except (ProofsmithError, EmbeddedModelError, ValueError, FileNotFoundError) as e:
         fail(str(e) or type(e).__name__)
     except KeyboardInterrupt:
@@ -256,16 +307,6 @@ def problems_from_options(
 
 
 # ----------------------------------------------------------------------------- budget
-MaxTokensOpt = Annotated[
-    Optional[int],
-    typer.Option("--max-tokens", min=1, help="Token budget (prompt + completion) of this invocation: stop cleanly when spent; re-run on the same --run-dir to continue.", show_default=False),
-]
-MaxCostOpt = Annotated[
-    Optional[float],
-    typer.Option("--max-cost", min=0.0, help="Cost budget (needs --price-* options): stop cleanly when spent.", show_default=False),
-]
-
-
 def budget_from_options(max_tokens: int | None, max_cost: float | None) -> Budget | None:
     if max_tokens is None and max_cost is None:
         return None

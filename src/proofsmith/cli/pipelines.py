@@ -20,7 +20,7 @@ from ..llm.config import Budget
 from ..records import Usage
 from ..session import Session
 from .options import (
-    CommonArgs, DatasetOpt, JsonOpt, LimitOpt, MaxCostOpt, MaxTokensOpt, ProblemArg, ProblemsOpt, budget_from_options,
+    CommonArgs, DatasetOpt, JsonOpt, LimitOpt, ProblemArg, ProblemsOpt,
     budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, with_session,
 )
 from .output import err, fmt_score, out, print_json, print_usage
@@ -73,8 +73,6 @@ def refine_cmd(
     max_attempts: Annotated[int, typer.Option("--max-attempts", "-t", min=1, help="Answers per thread T, the first generation included.")] = 4,
     verifications: Annotated[int, typer.Option("--verifications", min=0, help="Verifications N of each final proof (majority grade) for pass@1 and best@K; 0 = do not grade.")] = 0,
     grade_samples: Annotated[Optional[int], typer.Option("--grade-samples", min=0, hidden=True, help="Old name of --verifications (kept for one release).")] = None,
-    max_tokens: MaxTokensOpt = None,
-    max_cost: MaxCostOpt = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """Sequential refinement with self-verification: K threads, each fixes its own proof until its self-score is 1 or T attempts are used."""
@@ -84,7 +82,7 @@ def refine_cmd(
     n_verifications = verifications if grade_samples is None else grade_samples
     cfg = or_fail(lambda: RefineConfig(threads=threads, max_attempts=max_attempts, grade_samples=n_verifications))
     tpl = or_fail(load_templates, opts.templates)
-    results, run_dir = _run_many("refine", run_refine_many, probs, cfg, tpl, opts, budget_from_options(max_tokens, max_cost))
+    results, run_dir = _run_many("refine", run_refine_many, probs, cfg, tpl, opts, opts.budget())
 
     def print_one(r) -> None:
         out.print(f"# Sequential refinement: {r.problem.id}\n", markup=False)
@@ -124,8 +122,6 @@ def search_cmd(
     analyses_per_score: Annotated[Optional[int], typer.Option("--analyses-per-score", min=1, help="Pick analyses per score level (lowest first), at most this many per level (the released code's rule).", show_default=False)] = None,
     meta_verify: Annotated[bool, typer.Option("--meta-verify/--no-meta-verify", help="Meta-verify issue-reporting analyses; analyses the majority rejects do not drive refinement.")] = False,
     meta_verifications: Annotated[Optional[int], typer.Option("--meta-verifications", min=1, help="Meta-verifications per issue-reporting analysis (m).", show_default=False)] = None,
-    max_tokens: MaxTokensOpt = None,
-    max_cost: MaxCostOpt = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """High-compute pool search: verify a pool of proofs many times, refine the best with their analyses, stop when a proof passes all its verifications."""
@@ -140,7 +136,7 @@ def search_cmd(
         overrides.update(analysis_selection="per_score_level", analyses_per_score=analyses_per_score)
     cfg = or_fail(lambda: SearchConfig.preset(preset, **overrides))
     tpl = or_fail(load_templates, opts.templates)
-    results, run_dir = _run_many("search", run_search_many, probs, cfg, tpl, opts, budget_from_options(max_tokens, max_cost))
+    results, run_dir = _run_many("search", run_search_many, probs, cfg, tpl, opts, opts.budget())
 
     def print_one(r) -> None:
         out.print(f"# Pool search: {r.problem.id}  (stopped: {r.stopped})\n", markup=False)
@@ -182,8 +178,6 @@ def label_run(
     m: Annotated[int, typer.Option("--m", min=1, help="Meta-verifications per issue-reporting analysis.")] = 3,
     k: Annotated[int, typer.Option("--k", min=1, help="Confirmed lowest-score analyses needed to label a proof below 1.")] = 2,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Directory for the exported JSONL files (default: <run dir>/labels).", show_default=False)] = None,
-    max_tokens: MaxTokensOpt = None,
-    max_cost: MaxCostOpt = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """Label proofs automatically (0 / 0.5 / 1 with evidence, or needs-human) and export datasets."""
@@ -201,7 +195,7 @@ def label_run(
         exported = export_labels(load_items(s.store), out_dir or (s.run_dir / "labels"))
         return res, exported, s.run_dir
 
-    res, exported, run_dir = with_session(opts.config(budget_from_options(max_tokens, max_cost)), opts.run_dir, "label",
+    res, exported, run_dir = with_session(opts.config(), opts.run_dir, "label",
                                           work, f"label: {len(items)} proof(s)")
     if opts.json_out:
         print_json({**res.to_json(), "exports": exported})

@@ -4,18 +4,31 @@ One :class:`LLMClient` talks to one model served by one or more endpoints. It gi
 
 * per-endpoint bounded concurrency (one semaphore per endpoint, ``max_concurrency``);
 * retries with exponential backoff and full jitter on connection errors, timeouts, dropped
-  connections, HTTP 408/409/425/429 (``Retry-After`` honoured) and 5xx; no retry on other
-  4xx, which raise a typed :class:`LLMError` with a one-line message;
+  connections, malformed 200 answers (invalid JSON, no choices, a null or non-text message
+  or content), HTTP 408/409/425/429 and 5xx (``Retry-After`` honoured up to
+  ``retry_after_max``; an unusable one is ignored); no retry on other 4xx, which raise a typed
+  :class:`LLMError` with a one-line message. A failed attempt is never stored as a sample;
+* timeouts that tell a long generation from a dead server: ``timeout`` caps one attempt,
+  ``connect_timeout`` the connection, ``idle_timeout`` a silence inside a started body, and a
+  request waiting ``probe_after`` seconds makes the client probe ``GET {base_url}/models``:
+  an endpoint that does not answer within ``probe_timeout`` is dead (the attempt ends, and
+  retries probe first and send nothing while it stays dead); bodies over
+  ``max_response_bytes`` are refused;
 * ``n`` samples per request, topped up with ``n=1`` requests when a server returns fewer
   choices than asked (remembered per endpoint);
 * reasoning split from the answer (``reasoning_content`` / ``reasoning`` fields, or inline
-  before the last ``</think>``);
-* token usage and cost accounting, and a budget checked before each request;
+  ``<think>`` reasoning, see :func:`split_reasoning`);
+* token usage and cost accounting, and a budget: each attempt's worst case (a bound on its
+  prompt tokens + ``n`` x ``max_tokens``) is reserved before it is sent, so concurrent
+  attempts pass a budget by at most one attempt's worst case;
 * endpoint choice: the same ``prefix_key`` always goes to the same endpoint (rendezvous
-  hashing over the base URLs, so prefix caches are hit); otherwise the least-loaded one. An
-  endpoint that cannot be reached (connection refused, timeout, dropped connection) is avoided
-  for ``endpoint_cooldown`` seconds: the retry of that request, and new requests, go to the
-  next endpoint in the same order (prefix keys move to their second choice, then come back);
+  hashing over the base URLs, so prefix caches are hit); otherwise the least-loaded one. A
+  failed attempt is retried on another endpoint; an endpoint that cannot be reached, or fails
+  ``failure_threshold`` times in a row (5xx, timeouts, malformed answers), is avoided for
+  ``endpoint_cooldown`` seconds (doubling up to ``max_cooldown`` while its trial requests
+  fail): requests, retries and requests queued for it go to the next endpoint in the same
+  order (prefix keys move to their second choice, then come back). docs/reliability.md has
+  the table of faults and behaviours;
 * resume through a :class:`~proofsmith.store.RunStore`: samples already stored under the same
   request key are returned without any HTTP request, and each finished call is written at once;
   with a store, a sample that a concurrent caller is already fetching (same request key and
@@ -38,6 +51,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import random
 import time
 import uuid
@@ -59,7 +73,13 @@ from proofsmith.errors import (
 )
 from proofsmith.llm.config import Budget, Endpoint, Prices, SamplingParams, request_key
 from proofsmith.llm.response import Retryable, parse_response, split_reasoning
-from proofsmith.llm.transport import AiohttpTransport, TransportError
+from proofsmith.llm.transport import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    AiohttpTransport,
+    TransportError,
+)
 from proofsmith.records import Completion, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,7 +105,9 @@ def _rendezvous_score(key: str, base_url: str) -> int:
 
 
 class _EndpointState:
-    __slots__ = ("endpoint", "semaphore", "pending", "in_flight", "ignores_n", "url", "headers", "down_until")
+    __slots__ = ("endpoint", "semaphore", "pending", "in_flight", "ignores_n", "url", "headers", "down_until",
+                 "failures", "tripped", "cooldown", "probe_url", "probe_headers", "probe_task", "alive_at",
+                 "dead", "trial")
 
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint
@@ -93,11 +115,41 @@ class _EndpointState:
         self.pending = 0  # queued + in flight (for least-loaded choice)
         self.in_flight = 0
         self.ignores_n = False
-        self.down_until = 0.0  # time.monotonic() until which it is avoided (it could not be reached)
+        self.down_until = 0.0  # time.monotonic() until which it is avoided (it kept failing)
+        self.failures = 0  # consecutive failed attempts (reset by a success)
+        self.tripped = False  # avoided at least once since its last success
+        self.cooldown = 0.0  # the current cool-down (doubles while trials fail)
         self.url = endpoint.base_url + "/chat/completions"
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if endpoint.api_key:
             self.headers["Authorization"] = f"Bearer {endpoint.api_key}"
+        self.probe_url = endpoint.base_url + "/models"
+        self.probe_headers = {k: v for k, v in self.headers.items() if k == "Authorization"}
+        self.probe_task: asyncio.Task | None = None
+        self.alive_at = 0.0  # time.monotonic() of its last answer (or answered probe)
+        self.dead = False  # it failed a liveness probe and has not answered anything since
+        self.trial = False  # after a cool-down: one attempt (the trial) is in flight
+
+    def available(self, now: float) -> bool:
+        """Not cooling down, and (after a cool-down) not already busy with its one trial."""
+        return self.down_until <= now and not (self.tripped and self.trial)
+
+
+class _Rerouted(Exception):
+    """An attempt not sent: its endpoint went down while the attempt queued for it."""
+
+
+def _prompt_bound(messages: list[dict]) -> int:
+    """An upper bound on a request's prompt tokens without its tokenizer: one token per UTF-8
+    byte of the message texts (a token covers at least one byte in byte-level BPE and in
+    SentencePiece with byte fallback), plus 8 per message and 64 per request for the chat
+    template's own tokens (role markers, a default system prompt)."""
+    total = 64
+    for m in messages:
+        c = m.get("content")
+        text = c if isinstance(c, str) else json.dumps(c, ensure_ascii=False)
+        total += 8 + len(text.encode("utf-8"))
+    return total
 
 
 @dataclass
@@ -113,6 +165,7 @@ class _Attempt:
     error: str | None = None
     retry_after: float | None = None
     fatal: LLMError | None = None
+    kind: str | None = None  # a transport failure's kind (TransportError.kind)
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,6 +196,14 @@ class LLMClient:
         on_event: Callable[[str, dict], None] | None = None,
         transport: str | Callable[[float, int], Any] = "aiohttp",
         endpoint_cooldown: float = 30.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        probe_after: float = 60.0,
+        probe_timeout: float = 15.0,
+        retry_after_max: float = 120.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        failure_threshold: int = 3,
+        max_cooldown: float = 300.0,
     ):
         eps = [endpoints] if isinstance(endpoints, Endpoint) else list(endpoints)
         if not eps:
@@ -180,8 +241,16 @@ class LLMClient:
         else:  # a factory (timeout, connection limit) -> transport, e.g. the benchmark's httpx one
             self._transport_factory = transport
             self.transport_name = getattr(transport, "name", type(transport).__name__)
-        if timeout <= 0:
-            raise ConfigurationError(f"timeout must be > 0 seconds (got {timeout})")
+        for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout),
+                            ("idle_timeout", idle_timeout), ("probe_after", probe_after),
+                            ("probe_timeout", probe_timeout), ("endpoint_cooldown", endpoint_cooldown),
+                            ("max_cooldown", max_cooldown)):
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigurationError(f"{name} must be a finite number of seconds > 0 (got {value})")
+        if not isinstance(retry_after_max, (int, float)) or not math.isfinite(retry_after_max) or retry_after_max < 0:
+            raise ConfigurationError(f"retry_after_max must be a finite number of seconds >= 0 (got {retry_after_max})")
+        if max_response_bytes < 1 or failure_threshold < 1:
+            raise ConfigurationError("max_response_bytes and failure_threshold must be >= 1")
         if max_retries < 0:
             raise ConfigurationError(f"max_retries must be >= 0 (got {max_retries})")
         self.endpoints = eps
@@ -196,6 +265,19 @@ class LLMClient:
         self.backoff_max = float(backoff_max)
         self.on_event = on_event
         self.endpoint_cooldown = float(endpoint_cooldown)
+        self.connect_timeout = float(connect_timeout)
+        self.idle_timeout = float(idle_timeout)
+        self.probe_after = float(probe_after)
+        self.probe_timeout = float(probe_timeout)
+        self.retry_after_max = float(retry_after_max)
+        self.max_response_bytes = int(max_response_bytes)
+        self.failure_threshold = int(failure_threshold)
+        self.max_cooldown = max(float(max_cooldown), self.endpoint_cooldown)
+        self._builtin_transport = isinstance(transport, str)
+        # budget: the worst case of the attempts in flight (reserved before sending)
+        self._reserved_tokens = 0
+        self._reserved_cost = 0.0
+        self._budget_changed: asyncio.Event | None = None  # set (and replaced) on each release
         self.usage = Usage()
         self.stats = {"requests": 0, "failed": 0, "retries": 0, "cache_hits": 0, "shared": 0}
         # (request key, sample index) -> the future of a fetch in progress (store attached only)
@@ -228,12 +310,22 @@ class LLMClient:
             return
         # First use, or a new event loop (e.g. a second asyncio.run): fresh session/semaphores.
         self._loop = loop
-        limit = sum(s.endpoint.max_concurrency for s in self._states.values())
-        self._transport = self._transport_factory(self.timeout, limit)
+        # one connection more per endpoint than its concurrency: its liveness probe
+        limit = sum(s.endpoint.max_concurrency + 1 for s in self._states.values())
+        if self._builtin_transport:
+            self._transport = self._transport_factory(
+                self.timeout, limit, connect_timeout=self.connect_timeout, idle_timeout=self.idle_timeout,
+                max_response_bytes=self.max_response_bytes)
+        else:
+            self._transport = self._transport_factory(self.timeout, limit)
         for s in self._states.values():
             s.semaphore = asyncio.Semaphore(s.endpoint.max_concurrency)
             s.pending = 0
             s.in_flight = 0
+            s.probe_task = None
+        self._reserved_tokens = 0
+        self._reserved_cost = 0.0
+        self._budget_changed = asyncio.Event()
 
     # -- public API -------------------------------------------------------------------------
 
@@ -368,12 +460,16 @@ class LLMClient:
         except Exception:  # a broken progress display must not break a paid run
             log.exception("on_event hook failed for %s", kind)
 
-    def _pick(self, prefix_key: str | None) -> _EndpointState:
+    def _pick(self, prefix_key: str | None, avoid: _EndpointState | None = None) -> _EndpointState:
+        """The endpoint for a request: among those not cooling down (all, if every one is),
+        and other than ``avoid`` (the one that just failed it) when there is another."""
         states = list(self._states.values())
         if len(states) == 1:
             return states[0]
         now = time.monotonic()
-        states = [st for st in states if st.down_until <= now] or states  # all down: try them all
+        states = [st for st in states if st.available(now)] or states  # all down: try them all
+        if avoid is not None and len(states) > 1:
+            states = [st for st in states if st is not avoid] or states
         if prefix_key is not None:
             return max(states, key=lambda s: _rendezvous_score(prefix_key, s.endpoint.base_url))
         self._rr = (self._rr + 1) % len(states)
@@ -395,9 +491,43 @@ class LLMClient:
         if b.max_cost is not None and self.usage.cost >= b.max_cost:
             raise BudgetExceeded(f"cost budget spent: {self.usage.cost:.4f} of {b.max_cost:.4f} used")
 
+    def _worst_case(self, prompt_bound: int, max_tokens: int | None, n: int) -> tuple[int, float]:
+        """(tokens, cost) an attempt can spend at most: its prompt bound plus ``n`` times its
+        ``max_tokens`` (without ``max_tokens`` the completion is unbounded: only the prompt is
+        reserved; the CLI refuses budgets without --max-output-tokens for that reason)."""
+        completion = (max_tokens or 0) * n
+        cost = self.prices.cost(prompt_bound, completion, 0) if self.prices else 0.0
+        return prompt_bound + completion, cost
+
+    async def _reserve(self, tokens: int, cost: float) -> None:
+        """Wait until the budget admits an attempt of worst case (``tokens``, ``cost``), then
+        reserve it. An attempt is admitted while spent + reserved (the worst cases of the
+        attempts in flight) is under each limit, so the spend can pass a limit by at most one
+        attempt's worst case. Raises :class:`BudgetExceeded` once the spend reached a limit."""
+        b = self.budget
+        assert b is not None and self._budget_changed is not None
+        while True:
+            self._check_budget()
+            fits = (b.max_tokens is None or self.usage.total_tokens + self._reserved_tokens < b.max_tokens) and (
+                b.max_cost is None or self.usage.cost + self._reserved_cost < b.max_cost)
+            if fits:
+                break
+            await self._budget_changed.wait()  # reserved > 0 here: an attempt will release
+        self._reserved_tokens += tokens
+        self._reserved_cost += cost
+
+    def _release(self, tokens: int, cost: float) -> None:
+        """Give a reservation back (synchronous: no other task runs between an attempt's end,
+        its usage being counted and its endpoint's state being updated) and wake the waiters."""
+        self._reserved_tokens -= tokens
+        self._reserved_cost -= cost
+        changed, self._budget_changed = self._budget_changed, asyncio.Event()
+        if changed is not None:
+            changed.set()
+
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return retry_after
+            return min(retry_after, self.retry_after_max)
         cap = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
         return random.uniform(0.0, cap)
 
@@ -411,26 +541,38 @@ class LLMClient:
         key: str,
     ) -> dict[int, Completion]:
         """One logical request (with retries) for the samples ``indices``; returns the
-        completions it got (possibly fewer than asked when the server ignores ``n``)."""
+        completions it got (possibly fewer than asked when the server ignores ``n``).
+        A failed attempt is retried on another endpoint when there is one."""
         body = dict(body_base)
         if len(indices) > 1:
             body["n"] = len(indices)
         payload = _BODY_ENCODER.encode(body).encode("utf-8")
+        worst = self._worst_case(_prompt_bound(body["messages"]), body.get("max_tokens"), len(indices))
         last_cause = "no attempt made"
+        tried: list[str] = []  # endpoints that failed this request, in order
         state.pending += 1
         try:
-            for attempt in range(1, self.max_retries + 2):
-                a = await self._attempt(state, payload, indices, role, key, attempt)
+            attempt = 0
+            while attempt <= self.max_retries:
+                try:
+                    a = await self._attempt(state, payload, indices, role, key, attempt + 1, worst)
+                except _Rerouted:  # its endpoint went down while it queued: nothing was sent
+                    state = self._move(state, self._pick(prefix_key, avoid=state), None, role)
+                    continue
+                attempt += 1
                 self._record(state, a, body, len(indices), role, key)
                 if a.error is None:
                     return {c.sample_index: c for c in a.completions}
                 if a.fatal is not None:
                     raise a.fatal
-                # A retryable failure: back off (outside the semaphore), retry.
+                # A retryable failure: back off (outside the semaphore), retry elsewhere if possible.
                 last_cause = a.error
+                if state.endpoint.base_url not in tried:
+                    tried.append(state.endpoint.base_url)
                 if attempt > self.max_retries:
                     break
-                wait = self._backoff(attempt, a.retry_after)
+                other = self._pick(prefix_key, avoid=state)
+                wait = self._backoff(attempt, a.retry_after if other is state else None)
                 self.stats["retries"] += 1
                 self._emit(
                     "retry",
@@ -438,71 +580,144 @@ class LLMClient:
                      "attempt": attempt, "error": last_cause, "wait_s": wait},
                 )
                 await asyncio.sleep(wait)
-                if state.down_until > time.monotonic():
-                    other = self._pick(prefix_key)
-                    if other is not state:  # fail over: the next attempt goes to a reachable endpoint
-                        self._emit("failover", {"call_id": a.call_id, "role": role, "from": state.endpoint.base_url,
-                                                "to": other.endpoint.base_url})
-                        state.pending -= 1
-                        other.pending += 1
-                        state = other
+                state = self._move(state, self._pick(prefix_key, avoid=state), a.call_id, role)
         finally:
             state.pending -= 1
+        where = " and ".join(tried) if tried else state.endpoint.base_url
         raise ServerUnavailableError(
-            f"{state.endpoint.base_url} unavailable after {self.max_retries + 1} attempt(s): {last_cause}"
+            f"{where} unavailable after {self.max_retries + 1} attempt(s): {last_cause}"
         )
 
+    def _move(self, state: _EndpointState, other: _EndpointState, call_id: str | None, role: str) -> _EndpointState:
+        if other is not state:
+            self._emit("failover", {"call_id": call_id, "role": role, "from": state.endpoint.base_url,
+                                    "to": other.endpoint.base_url})
+            state.pending -= 1
+            other.pending += 1
+        return other
+
     async def _attempt(
-        self, state: _EndpointState, payload: bytes, indices: list[int], role: str, key: str, attempt: int
+        self, state: _EndpointState, payload: bytes, indices: list[int], role: str, key: str, attempt: int,
+        worst: tuple[int, float] = (0, 0.0),
     ) -> _Attempt:
         """One HTTP request under the endpoint's semaphore; its outcome, never an exception
-        (but :class:`BudgetExceeded` and cancellation)."""
-        ep = state.endpoint
+        (but :class:`BudgetExceeded`, :class:`_Rerouted` and cancellation)."""
         self._check_budget()
-        call_id = f"{self._id_prefix}-{next(self._call_counter)}"
         assert state.semaphore is not None
         async with state.semaphore:
-            self._check_budget()
-            state.in_flight += 1
-            self.stats["requests"] += 1
-            if self.on_event is not None:
-                self._emit(
-                    "call_start",
-                    {"call_id": call_id, "role": role, "endpoint": ep.base_url, "n": len(indices),
-                     "attempt": attempt, "request_key": key},
-                )
-            t0 = time.perf_counter()
+            if not state.available(time.monotonic()) and any(
+                    s.available(time.monotonic()) for s in self._states.values()):
+                raise _Rerouted()
+            if self.budget is not None:
+                await self._reserve(*worst)
+            trial = state.tripped and len(self._states) > 1  # half-open: this attempt is its trial
+            state.trial = state.trial or trial
             try:
-                status, headers, data = await self._transport.post(state.url, state.headers, payload)
-                latency = time.perf_counter() - t0
-                completions, usage, response = parse_response(
-                    status, headers, data, ep, indices, call_id, key,
-                    prices=self.prices, slim=self.store is not None,
-                )
-            except Retryable as e:
-                return _Attempt(call_id, attempt, time.perf_counter() - t0, error=str(e),
-                                retry_after=e.retry_after, response=e.response)
-            except TransportError as e:
-                if len(self._states) > 1:  # unreachable: route around it for a while
-                    state.down_until = time.monotonic() + self.endpoint_cooldown
-                return _Attempt(call_id, attempt, time.perf_counter() - t0, error=str(e))
-            except LLMError as e:
-                return _Attempt(call_id, attempt, time.perf_counter() - t0, error=str(e),
-                                response=getattr(e, "response", None), fatal=e)
+                a = await self._send(state, payload, indices, role, key, attempt)
+                if a.error is None:  # counted before its reservation is released
+                    self.usage = self.usage + a.usage
+                return a
             finally:
-                state.in_flight -= 1
+                if trial:
+                    state.trial = False
+                if self.budget is not None:
+                    self._release(*worst)
+
+    async def _send(self, state: _EndpointState, payload: bytes, indices: list[int], role: str, key: str,
+                    attempt: int) -> _Attempt:
+        ep = state.endpoint
+        call_id = f"{self._id_prefix}-{next(self._call_counter)}"
+        state.in_flight += 1
+        self.stats["requests"] += 1
+        if self.on_event is not None:
+            self._emit(
+                "call_start",
+                {"call_id": call_id, "role": role, "endpoint": ep.base_url, "n": len(indices),
+                 "attempt": attempt, "request_key": key},
+            )
+        t0 = time.perf_counter()
+        try:
+            status, headers, data = await self._watched_post(state, payload)
+            state.alive_at = time.monotonic()
+            state.dead = False
+            latency = time.perf_counter() - t0
+            completions, usage, response = parse_response(
+                status, headers, data, ep, indices, call_id, key,
+                prices=self.prices, slim=self.store is not None,
+            )
+        except Retryable as e:
+            return _Attempt(call_id, attempt, time.perf_counter() - t0, error=str(e),
+                            retry_after=e.retry_after, response=e.response)
+        except TransportError as e:
+            return _Attempt(call_id, attempt, time.perf_counter() - t0, error=str(e), kind=e.kind)
+        except LLMError as e:
+            return _Attempt(call_id, attempt, time.perf_counter() - t0, error=str(e),
+                            response=getattr(e, "response", None), fatal=e)
+        finally:
+            state.in_flight -= 1
         return _Attempt(call_id, attempt, latency, completions=completions, usage=usage, response=response)
+
+    async def _watched_post(self, state: _EndpointState, payload: bytes) -> tuple[int, Any, bytes]:
+        """The transport's post, watched: while no answer has come for ``probe_after`` seconds,
+        the endpoint is probed (GET {base_url}/models, one probe per endpoint at a time); a
+        server that answers the probe is generating, one that does not is dead: the attempt
+        ends (:class:`TransportError` of kind ``dead``) instead of waiting out ``timeout``."""
+        transport = self._transport
+        if transport is None:  # aclose() ran while this request was pending
+            raise LLMError(f"request to {state.endpoint.base_url} abandoned: the client was closed")
+        if getattr(transport, "probe", None) is None:
+            return await transport.post(state.url, state.headers, payload)
+        if state.dead and not await self._alive(state):  # still dead: do not send (nor pay) at all
+            raise TransportError(
+                f"{state.endpoint.base_url} does not answer a liveness probe (GET {state.probe_url}) "
+                f"within {self.probe_timeout:g} s", "dead")
+        post = asyncio.ensure_future(transport.post(state.url, state.headers, payload))
+        t0 = time.monotonic()
+        try:
+            while True:
+                done, _ = await asyncio.wait({post}, timeout=self.probe_after)
+                if done:
+                    return post.result()
+                if not await self._alive(state):
+                    state.dead = True
+                    raise TransportError(
+                        f"no answer from {state.endpoint.base_url} after {time.monotonic() - t0:.0f} s and no "
+                        f"answer to a liveness probe (GET {state.probe_url}) within {self.probe_timeout:g} s",
+                        "dead",
+                    )
+        finally:
+            if not post.done():
+                post.cancel()
+                await asyncio.gather(post, return_exceptions=True)
+
+    async def _alive(self, state: _EndpointState) -> bool:
+        if time.monotonic() - state.alive_at < self.probe_after / 2:
+            return True  # it answered something a moment ago
+        if state.probe_task is None or state.probe_task.done():
+            if self._transport is None:  # closed meanwhile: the attempt ends on its own
+                return True
+            state.probe_task = asyncio.ensure_future(
+                self._transport.probe(state.probe_url, state.probe_headers, self.probe_timeout))
+        alive = await asyncio.shield(state.probe_task)
+        if alive:
+            state.alive_at = max(state.alive_at, time.monotonic())
+            state.dead = False
+        return alive
 
     def _record(self, state: _EndpointState, a: _Attempt, body: dict, asked: int, role: str, key: str) -> None:
         """Account for one attempt: endpoint state, usage, the store's calls table, events."""
         ep = state.endpoint
         if a.error is None:
             state.down_until = 0.0
+            state.failures = 0
+            state.tripped = False
+            state.cooldown = 0.0
             if len(a.completions) < asked:
                 state.ignores_n = True
-            self.usage = self.usage + a.usage
         else:
             self.stats["failed"] += 1
+            if a.fatal is None:
+                self._endpoint_failed(state, a)
         if self.store is not None:
             self.store.record_call(
                 call_id=a.call_id, request_key=key, role=role, endpoint=ep.base_url,
@@ -522,3 +737,25 @@ class LLMClient:
                  "attempt": a.attempt, "latency_s": a.latency, "n": len(a.completions),
                  "usage": a.usage, "truncated": sum(c.truncated for c in a.completions)},
             )
+
+    def _endpoint_failed(self, state: _EndpointState, a: _Attempt) -> None:
+        """Count a retryable failure against its endpoint. With several endpoints, an endpoint
+        is avoided for a cool-down (a circuit breaker): at once when it cannot be reached
+        (refused, connect timeout, connection dropped, no answer to a liveness probe); after
+        ``failure_threshold`` failures in a row (5xx, 429, timeouts, stalls, malformed or
+        over-large answers); or when it fails its first attempt after a cool-down (then the
+        cool-down doubles, up to ``max_cooldown``). ``Retry-After`` on a 429/503 sets it aside
+        for that long (capped at ``retry_after_max``). One success clears it all."""
+        state.failures += 1
+        if len(self._states) == 1:
+            return
+        now = time.monotonic()
+        if a.retry_after is not None:
+            state.down_until = max(state.down_until, now + min(a.retry_after, self.retry_after_max))
+        unreachable = a.kind in ("connect", "dead", "dropped", "other")
+        if unreachable or state.failures >= self.failure_threshold or state.tripped:
+            state.cooldown = min(self.max_cooldown, state.cooldown * 2) if state.tripped else self.endpoint_cooldown
+            state.tripped = True
+            state.down_until = max(state.down_until, now + state.cooldown)
+            self._emit("endpoint_down", {"endpoint": state.endpoint.base_url, "cooldown_s": state.cooldown,
+                                         "error": a.error})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import time
 from typing import Any
 
@@ -79,20 +80,28 @@ def slim_response(resp: dict) -> dict:
 
 
 def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds asked by a ``Retry-After`` header (delay-seconds or an HTTP date; a date in the
+    past is 0), or None when it is missing or unusable (negative, ``inf``, ``nan``, garbage):
+    then the client's own backoff applies. The client caps the result (``retry_after_max``)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         dt = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if dt is None:
         return None
-    return max(0.0, dt.timestamp() - time.time())
+    try:
+        return max(0.0, dt.timestamp() - time.time())
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def error_message(body: bytes) -> str:
@@ -114,6 +123,19 @@ def error_message(body: bytes) -> str:
     if not isinstance(msg, str):
         msg = json.dumps(msg, ensure_ascii=False)
     return one_line(msg, 200)
+
+
+def _content_text(content: Any) -> str | None:
+    """The text of a message's ``content``: a string, or a list of content parts with at
+    least one text part; None for anything else (null, numbers, objects, junk lists)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p.get("text") for p in content if isinstance(p, dict)]
+        texts = [t for t in texts if isinstance(t, str)]
+        if texts:
+            return "".join(texts)
+    return None
 
 
 def parse_response(
@@ -184,18 +206,27 @@ def parse_response(
     for j, (idx, ch) in enumerate(zip(indices, choices)):
         if not isinstance(ch, dict):
             raise Retryable(f"malformed choice in response from {ep.base_url}", None, resp)
-        msg = ch.get("message") or {}
+        finish = ch.get("finish_reason")
+        finish = finish if isinstance(finish, str) else None
+        msg = ch.get("message")
+        if not isinstance(msg, dict):
+            raise Retryable(
+                f"malformed answer from {ep.base_url}: choice {j} has no message object "
+                f"(got {type(msg).__name__})", None, resp,
+            )
         reasoning_field = msg.get("reasoning_content") or msg.get("reasoning")
         if not isinstance(reasoning_field, str):
             reasoning_field = None
-        content = msg.get("content")
-        if isinstance(content, list):  # content parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        elif not isinstance(content, str):
-            content = None
+        content = _content_text(msg.get("content"))
+        if content is None and finish != "length":
+            # A null or non-text content is a broken answer, never an (empty) sample. The one
+            # exception: a model cut at max_tokens while still reasoning (finish "length")
+            # legitimately has no content; it is kept as a truncated sample.
+            raise Retryable(
+                f"malformed answer from {ep.base_url}: choice {j} has no text content "
+                f"(content is {type(msg.get('content')).__name__})", None, resp,
+            )
         text, reasoning = split_reasoning(content, reasoning_field)
-        finish = ch.get("finish_reason")
-        finish = finish if isinstance(finish, str) else None
         completions.append(
             Completion(
                 text=text,
