@@ -160,8 +160,9 @@ def _eval_predictions(path: Path, grade_source: str, rating_scale: str, points: 
 
 
 def _write_json(path: Path, doc: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")
+    from ..fileio import write_atomic
+
+    write_atomic(path, json.dumps(doc, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
 def _select(problems: list, ids: list[str] | None, limit: int | None) -> list:

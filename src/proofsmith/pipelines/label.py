@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field
 
 from .. import roles
 from ..errors import UserError
+from ..fileio import write_atomic
 from ..inputs import jsonl_rows
 from ..llm.client import BudgetExceeded, LLMClient
 from ..prompts import Templates
@@ -351,20 +352,22 @@ def quality_label(score: float, status: str, label: float) -> float | None:
 
 
 def load_items(store: Any) -> list[LabelItem]:
-    return [LabelItem.model_validate(r) for r in store.records("LabelItem")]
+    """Every labeled proof of a run store (a damaged row: one ``run store damaged`` line)."""
+    return store.load_records("LabelItem", LabelItem)
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    with path.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return path
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 def export_labels(items: list[LabelItem], out_dir: str | Path) -> dict[str, Any]:
-    """Write verification.jsonl, meta_verification.jsonl, human_queue.jsonl, labels.jsonl."""
+    """Write verification.jsonl, meta_verification.jsonl, human_queue.jsonl, labels.jsonl
+    (each atomically: a reader sees the previous complete file or the new one)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create export directory {out}: {e.strerror or e}") from None
     ver, meta, queue, labels = [], [], [], []
     for it in items:
         lab = it.label
@@ -390,12 +393,11 @@ def export_labels(items: list[LabelItem], out_dir: str | Path) -> dict[str, Any]
             meta.append({"problem_id": it.problem_id, "problem": it.problem, "proof_id": it.id,
                          "proof": it.proof, "analysis_id": a.id, "analysis": a.text,
                          "analysis_score": a.score, "quality": q, "proof_label": lab.label})
-    files = {
-        "verification": _write_jsonl(out / "verification.jsonl", ver),
-        "meta_verification": _write_jsonl(out / "meta_verification.jsonl", meta),
-        "human_queue": _write_jsonl(out / "human_queue.jsonl", queue),
-        "labels": _write_jsonl(out / "labels.jsonl", labels),
-    }
+    # every file is serialised before any is written, then each is replaced atomically: a
+    # failure (or a kill) never leaves a partial file, and a bad row changes no file
+    texts = {"verification": _jsonl(ver), "meta_verification": _jsonl(meta),
+             "human_queue": _jsonl(queue), "labels": _jsonl(labels)}
+    files = {name: write_atomic(out / f"{name}.jsonl", text) for name, text in texts.items()}
     return {"dir": str(out), "files": {k: str(v) for k, v in files.items()},
             "rows": {"verification": len(ver), "meta_verification": len(meta),
                      "human_queue": len(queue), "labels": len(labels)}}
