@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..errors import UserError
 from .options import CommonArgs, load_templates, model_options, or_fail, with_session
-from .output import fail, fmt_cell, out, print_json
+from .output import exit_partial, fail, fmt_cell, out, print_json
 
 __all__ = ["register"]
 
@@ -235,6 +235,7 @@ def eval_cmd(
         print_json(doc)
     else:
         _print_totals(doc)
+    exit_partial(doc.get("failed"), len(problems), "problems")
 
 
 # ----------------------------------------------------------------------------- eval-verifier
@@ -309,15 +310,18 @@ def eval_verifier_cmd(
         async def work(session: Any, progress: Any) -> Any:
             return await rate_with_verifier(session.client, preds, k=k, templates=tpl)
 
-        with_session(cfg, opts.run_dir, "eval-verifier", work, f"verifying {len(preds)} proofs x{k}")
+        failed = with_session(cfg, opts.run_dir, "eval-verifier", work, f"verifying {len(preds)} proofs x{k}")
         source = f"mean of {k} verifications by {cfg.model}"
+    else:
+        failed = []
     doc = or_fail(evaluate_verifier, preds, thresholds=ths, points_per_problem=points_per_problem,
-                   rating_scale=rating_scale, source=str(file))
+                   rating_scale=rating_scale, source=str(file), failed=failed)
     doc["automatic_source"] = source
     if opts.json_out:
         print_json(doc)
     else:
         _print_verifier(doc)
+    exit_partial(failed, len(preds), "proofs")
 
 
 # ----------------------------------------------------------------------------- report

@@ -46,7 +46,10 @@ from ..inputs import jsonl_rows
 from ..llm.client import BudgetExceeded, LLMClient
 from ..prompts import Templates
 from ..records import VALID_SCORES, Label, Problem, Record, Usage, content_id
-from . import BudgetStop, Reporter, gather_stages, majority_confirms, majority_rejects, noop_report, usage_of_records
+from . import (
+    BudgetStop, ItemFailure, Reporter, error_line, gather_stages, majority_confirms, majority_rejects, noop_report,
+    run_items, usage_of_records,
+)
 
 
 @dataclass
@@ -107,6 +110,7 @@ class LabelRunResult(BaseModel):
     stopped: Literal["done", "budget"] = "done"
     message: str = ""
     unfinished: list[str] = Field(default_factory=list)  # proof ids not labeled (budget)
+    failed: list[ItemFailure] = Field(default_factory=list)  # proofs whose calls failed (id = proof id)
     counts: dict[str, int] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
 
@@ -205,7 +209,9 @@ async def run_label_many(
     report: Reporter = noop_report,
 ) -> LabelRunResult:
     """Label many proofs concurrently on one client. Items already decided by a human in this
-    run store are kept as they are (never overwritten by a re-run)."""
+    run store are kept as they are (never overwritten by a re-run). A proof whose calls fail
+    (e.g. too long for the verifier: HTTP 400) is listed in ``failed`` with the reason; every
+    other proof is labeled and stored as soon as it is decided."""
     cfg = cfg or LabelConfig()
     store = getattr(client, "store", None)
     if store is not None:
@@ -215,10 +221,22 @@ async def run_label_many(
     if len(set(ids)) != len(ids):
         dup = next(x for x in ids if ids.count(x) > 1)
         raise UserError(f"proof id {dup!r} appears twice in the input; give each proof a unique id")
-    outs = await asyncio.gather(*(run_label(client, it, cfg, templates, report) for it in items),
-                                return_exceptions=True)
+
+    async def one(it: LabelInput) -> LabelItem:
+        o = await run_label(client, it, cfg, templates, report)
+        if store is not None:  # stored as soon as decided: a later failure loses nothing
+            prev = store.get("LabelItem", o.id)
+            if prev is not None and prev.get("label", {}).get("status") == "human":
+                o = LabelItem.model_validate(prev)
+            else:
+                store.put(o)
+                store.put(o.label)
+        return o
+
+    outs = await run_items(one(it) for it in items)
     result_items: list[LabelItem] = []
     unfinished: list[str] = []
+    failed: list[ItemFailure] = []
     message = ""
     for it, o in zip(items, outs):
         if isinstance(o, (BudgetExceeded, BudgetStop)):
@@ -226,14 +244,8 @@ async def run_label_many(
             message = message or str(o)
             continue
         if isinstance(o, BaseException):
-            raise o
-        if store is not None:
-            prev = store.get("LabelItem", o.id)
-            if prev is not None and prev.get("label", {}).get("status") == "human":
-                o = LabelItem.model_validate(prev)
-            else:
-                store.put(o)
-                store.put(o.label)
+            failed.append(ItemFailure(id=it.proof_id, error=error_line(o)))
+            continue
         result_items.append(o)
     counts: dict[str, int] = {}
     for o in result_items:
@@ -241,7 +253,7 @@ async def run_label_many(
         counts[key] = counts.get(key, 0) + 1
     return LabelRunResult(
         items=result_items, stopped="budget" if unfinished else "done", message=message,
-        unfinished=unfinished, counts=counts, usage=Usage.total([o.usage for o in result_items]),
+        unfinished=unfinished, failed=failed, counts=counts, usage=Usage.total([o.usage for o in result_items]),
     )
 
 

@@ -20,6 +20,8 @@ Read top to bottom:
    ``pass_at_1`` = mean grade over the K threads; ``best_at_k`` = grade of the selected proof.
 
 Output: :class:`RefineResult`, also saved in the run store under meta ``refine/<problem id>``.
+``run_refine_many`` runs each problem on its own: a problem whose calls fail gets a result with
+``stopped="failed"`` and the reason in ``message``; the other problems complete.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from .. import roles
 from ..llm.client import BudgetExceeded, LLMClient
 from ..prompts import Templates
 from ..records import Problem, Proof, Usage, Verification, content_id
-from . import BudgetStop, Reporter, noop_report, usage_of_records
+from . import BudgetStop, Reporter, error_line, gather_stages, noop_report, run_items, usage_of_records
 
 
 @dataclass
@@ -93,7 +95,7 @@ class RefineResult(BaseModel):
     selected_thread: int | None = None
     pass_at_1: float | None = None  # only when graded
     best_at_k: float | None = None
-    stopped: Literal["done", "budget"] = "done"
+    stopped: Literal["done", "budget", "failed"] = "done"  # failed: see message
     message: str = ""
     usage: Usage = Field(default_factory=Usage)
 
@@ -170,7 +172,7 @@ async def run_refine(
                    final_self_score=final.self_score if final else None, stopped=stopped)  # type: ignore[arg-type]
         return t, chain
 
-    outs = await asyncio.gather(*(thread(i) for i in range(cfg.threads)))
+    outs = await gather_stages(thread(i) for i in range(cfg.threads))  # every thread ends first
     threads = [t for t, _ in outs]
     for _, chain in outs:
         records += chain[1:]
@@ -205,8 +207,6 @@ async def run_refine(
 
         idx = sorted(finals)
         try:
-            from . import gather_stages
-
             vs_all = await gather_stages(grade(finals[i]) for i in idx)
         except BudgetStop as e:
             stopped, message = "budget", str(e)
@@ -241,9 +241,20 @@ async def run_refine_many(
     templates: Templates | None = None,
     report: Reporter = noop_report,
 ) -> list[RefineResult]:
-    """Refine several problems concurrently on one client (one concurrency budget)."""
+    """Refine several problems concurrently on one client (one concurrency budget). A problem
+    that fails gets ``stopped="failed"`` (reason in ``message``); the others complete."""
+    cfg = cfg or RefineConfig()
     store = getattr(client, "store", None)
     if store is not None:
-        store.set_meta("pipeline", {"command": "refine", "config": (cfg or RefineConfig()).to_json(),
+        store.set_meta("pipeline", {"command": "refine", "config": cfg.to_json(),
                                     "problems": [p.id for p in problems]})
-    return list(await asyncio.gather(*(run_refine(client, p, cfg, templates, report) for p in problems)))
+    outs = await run_items(run_refine(client, p, cfg, templates, report) for p in problems)
+    results: list[RefineResult] = []
+    for p, o in zip(problems, outs):
+        if isinstance(o, BaseException):
+            o = RefineResult(problem=p, config=cfg.to_json(), threads=[], stopped="failed", message=error_line(o))
+            if store is not None:
+                store.set_meta(f"refine/{p.id}", o.to_json())
+            report(p.id, "done (failed)")
+        results.append(o)
+    return results
