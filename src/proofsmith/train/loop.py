@@ -181,7 +181,8 @@ def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, problems: list[Pr
     export = export_labels(res.items, rd / "labels")
     save_jsonl(rft_samples(res.items, raw_of), rd / "rft_samples.jsonl")
     result.update(labeled=sum(1 for it in res.items if it.label.status == "labeled"), counts=res.counts,
-                  export=export["dir"], samples=str(rd / "rft_samples.jsonl"))
+                  export=export["dir"], samples=str(rd / "rft_samples.jsonl"),
+                  failed=[f.model_dump() for f in res.failed])  # proofs whose label calls failed
     return result
 
 
