@@ -265,3 +265,34 @@ def test_eval_verifier_run_verifier_one_too_long_proof(srv, tmp_path):
 
 def test_item_failure_json_shape():
     assert ItemFailure(id="x", error="e").model_dump() == {"id": "x", "error": "e"}
+
+
+def test_eval_search_pipeline_failed_problem_is_not_graded(srv, tpl, tmp_path):
+    """run_search ends a failing problem with stopped="failed" (keeping its pool): eval lists it
+    as failed instead of grading a search that did not finish."""
+    probs = problems_file(tmp_path, [PROBLEMS[0], PROBLEMS[1]])
+    r = CliRunner().invoke(app, ["eval", str(probs), "--pipeline", "search", "--json", "--model", "m",
+                                 "--base-url", srv.base_url, "--run-dir", str(tmp_path / "run"), "--templates", str(tpl),
+                                 "--no-reference", "-k", "2"])
+    assert r.exit_code == EXIT_PARTIAL, r.output
+    doc = _json(r)
+    assert [e["problem_id"] for e in doc["problems"]] == ["good-1"]
+    assert [f["id"] for f in doc["failed"]] == ["long"] and "maximum context length" in doc["failed"][0]["error"]
+
+
+def test_label_run_stopped_by_a_run_wide_error_still_exports_what_it_decided(srv, tpl, tmp_path):
+    """A run-wide error (here 401 for one request, after the others were decided) stops the
+    run with one line and exit 1, but the labels decided so far are exported."""
+    srv.route("AUTHFAIL", Reply.error_reply(401, "invalid api key", delay=1.0))
+    rows = [{"problem": "Prove it.", "problem_id": "q", "id": f"p{i}", "proof": f"P[{i:010x}] QUALITY=1 proof {i}"}
+            for i in range(3)]
+    rows.append({"problem": "Prove it.", "problem_id": "q", "id": "bad", "proof": "P[00000000ff] QUALITY=1 AUTHFAIL"})
+    proofs = tmp_path / "proofs.jsonl"
+    proofs.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    out = tmp_path / "exports"
+    r = CliRunner().invoke(app, ["label", str(proofs), "--n", "2", "--model", "m", "--base-url", srv.base_url,
+                                 "--run-dir", str(tmp_path / "run"), "--templates", str(tpl), "--out", str(out)])
+    assert r.exit_code == 1, r.output
+    assert "proofsmith: error: " in r.stderr and "401" in r.stderr
+    labels = [json.loads(x)["proof_id"] for x in (out / "labels.jsonl").read_text().splitlines()]
+    assert sorted(labels) == ["p0", "p1", "p2"]

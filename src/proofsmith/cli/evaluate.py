@@ -204,7 +204,10 @@ def eval_cmd(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the results JSON here (the input of `proofsmith report`).", show_default=False)] = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
-    """Grade and total proofs: prove a dataset with a pipeline, or total a predictions file."""
+    """Grade and total proofs: prove a dataset with a pipeline, or total a predictions file.
+
+    Exit status 3: some problems failed (listed on stderr and in --json 'failed'); the others are graded and totalled. Re-run on the same --run-dir to retry them.
+    """
     if predictions is not None:
         if dataset is not None:
             fail("give either a DATASET to prove or --predictions FILE to total, not both")
@@ -290,7 +293,10 @@ def eval_verifier_cmd(
     rating_scale: RatingScaleOpt = "auto",
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
-    """Measure a verifier against human grades: accuracy, MAE, correlations, FP/FN rates, confusion matrix."""
+    """Measure a verifier against human grades: accuracy, MAE, correlations, FP/FN rates, confusion matrix.
+
+    Exit status 3 (with --run-verifier): some proofs could not be verified (listed on stderr and in --json 'failed'); the metrics use the others.
+    """
     from ..evaluate.metrics import DEFAULT_THRESHOLDS
     from ..evaluate.predictions import load_predictions
     from ..evaluate.verifier_eval import evaluate_verifier, rate_with_verifier

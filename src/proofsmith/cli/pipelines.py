@@ -86,7 +86,10 @@ def refine_cmd(
     max_cost: MaxCostOpt = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
-    """Sequential refinement with self-verification: K threads, each fixes its own proof until its self-score is 1 or T attempts are used."""
+    """Sequential refinement with self-verification: K threads, each fixes its own proof until its self-score is 1 or T attempts are used.
+
+    Exit status 3: some problems failed (listed on stderr and in --json 'failed'); the others complete. Re-run on the same --run-dir to retry them.
+    """
     from ..pipelines.refine import RefineConfig, run_refine_many
 
     probs = or_fail(problems_from_options, problem_file, problems, dataset, limit)
@@ -139,7 +142,10 @@ def search_cmd(
     max_cost: MaxCostOpt = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
-    """High-compute pool search: verify a pool of proofs many times, refine the best with their analyses, stop when a proof passes all its verifications."""
+    """High-compute pool search: verify a pool of proofs many times, refine the best with their analyses, stop when a proof passes all its verifications.
+
+    Exit status 3: some problems failed (listed on stderr and in --json 'failed'); the others complete. Re-run on the same --run-dir to retry them.
+    """
     from ..pipelines.search import SearchConfig, run_search_many
 
     probs = or_fail(problems_from_options, problem_file, problems, dataset, limit)
@@ -198,7 +204,10 @@ def label_run(
     max_cost: MaxCostOpt = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
-    """Label proofs automatically (0 / 0.5 / 1 with evidence, or needs-human) and export datasets."""
+    """Label proofs automatically (0 / 0.5 / 1 with evidence, or needs-human) and export datasets.
+
+    Exit status 3: some proofs failed (listed on stderr and in --json 'failed'); the others are labeled and exported. Re-run on the same --run-dir to retry them.
+    """
     from ..pipelines import StageProgress
     from ..pipelines.label import LabelConfig, export_labels, load_items, read_proofs_file, run_label_many
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import UserError
+from ..errors import ProofsmithError, UserError
 from ..records import Problem, Proof, Usage
 from .grading import (
     combine_reference_grades,
@@ -32,6 +32,16 @@ from .grading import (
 )
 
 __all__ = ["run_eval", "final_proof"]
+
+
+class ProblemFailed(ProofsmithError):
+    """A pipeline ended a problem with ``stopped="failed"``: the problem is not graded."""
+
+
+def _finished(result: Any) -> Any:
+    if getattr(result, "stopped", None) == "failed":
+        raise ProblemFailed(getattr(result, "message", "") or "the pipeline failed on this problem")
+    return result
 
 
 def _pipeline(module: str, name: str) -> Any:
@@ -103,13 +113,13 @@ async def _prove(client: Any, problem: Problem, pipeline: str, *, attempts: int,
         from ..pipelines.refine import RefineConfig
 
         result = await run_refine(client, problem, RefineConfig(threads=samples, max_attempts=attempts), templates)
-        return final_proof(problem, result)
+        return final_proof(problem, _finished(result))
     if pipeline == "search":
         run_search = _pipeline("search", "run_search")
         from ..pipelines.search import SearchConfig
 
         result = await run_search(client, problem, SearchConfig.preset(search_preset), templates)
-        return final_proof(problem, result)
+        return final_proof(problem, _finished(result))
     raise UserError(f"unknown pipeline {pipeline!r}: choose one-shot, refine or search")
 
 
