@@ -344,3 +344,45 @@ def test_damaged_store_on_the_cli_is_one_line(tmp_path):
     assert r.exit_code == 1
     lines = [x for x in r.output.splitlines() if x.strip()]
     assert lines == [lines[0]] and lines[0].startswith(f"proofsmith: error: run store damaged: {run}: record LabelItem/p1")
+
+
+def test_real_full_disk_new_run_store_is_one_line(small_fs):
+    _fill(small_fs, keep=0)
+    with pytest.raises(StoreError) as e:
+        RunStore(small_fs / "run")
+    msg = str(e.value)
+    assert "no space left on device" in msg and str(small_fs / "run") in msg and "\n" not in msg
+
+
+def test_real_full_disk_label_out_one_line_then_export_elsewhere(small_fs, tmp_path):
+    """`label --out` on a full disk: one line naming the file, no partial export; the labels
+    are in the run store, so a re-run with room exports them without new calls."""
+    from typer.testing import CliRunner
+
+    from proofsmith.cli import app
+
+    srv = start_world(World())
+    try:
+        tpl = TEMPLATES.save(tmp_path / "tpl")
+        proofs = tmp_path / "proofs.jsonl"
+        proofs.write_text("".join(json.dumps({"problem": "Prove it.", "problem_id": "q", "id": f"p{i}",
+                                              "proof": f"P[{i:010x}] QUALITY=1 " + "w" * 2000}) + "\n" for i in range(30)))
+        out = small_fs / "labels"
+        out.mkdir()
+        (out / "labels.jsonl").write_text("{\"earlier\": true}\n")
+        _fill(small_fs, keep=4096)
+        args = ["label", str(proofs), "--n", "2", "--model", "m", "--base-url", srv.base_url,
+                "--run-dir", str(tmp_path / "run"), "--templates", str(tpl)]
+        r = CliRunner().invoke(app, [*args, "--out", str(out)])
+        assert r.exit_code == 1
+        errors = [x for x in r.stderr.splitlines() if x.startswith("proofsmith: error:")]
+        assert len(errors) == 1 and "no space left on device" in errors[0] and str(out) in errors[0], r.stderr
+        assert (out / "labels.jsonl").read_text() == "{\"earlier\": true}\n"  # the earlier file, whole
+        assert _leftovers(out) == []
+        calls = len(srv.requests)
+        r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "elsewhere")])
+        assert r.exit_code == 0, r.output
+        assert len((tmp_path / "elsewhere" / "labels.jsonl").read_text().splitlines()) == 30
+        assert len(srv.requests) == calls  # every answer came from the run store
+    finally:
+        srv.stop()
