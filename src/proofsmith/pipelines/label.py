@@ -226,8 +226,11 @@ async def run_label_many(
         o = await run_label(client, it, cfg, templates, report)
         if store is not None:  # stored as soon as decided: a later failure loses nothing
             prev = store.get("LabelItem", o.id)
-            if prev is not None and prev.get("label", {}).get("status") == "human":
-                o = LabelItem.model_validate(prev)
+            if isinstance(prev, dict) and isinstance(prev.get("label"), dict) and prev["label"].get("status") == "human":
+                try:
+                    o = LabelItem.model_validate(prev)
+                except ValueError as e:
+                    raise store.damaged(f"record LabelItem/{o.id}", e) from None
             else:
                 store.put(o)
                 store.put(o.label)
