@@ -168,7 +168,8 @@ def search_cmd(
             out.print(f"\n_failed: {r.message}_\n", markup=False)
         sel = r.selected
         if sel is None:
-            out.print(f"\n_no proof in the pool{': ' + r.message if r.message else ''}_\n", markup=False)
+            if r.stopped != "failed":  # a failed problem's reason is printed above
+                out.print(f"\n_no proof in the pool{': ' + r.message if r.message else ''}_\n", markup=False)
         else:
             extra = f", without rejected analyses {fmt_score(sel.filtered_mean_score)}" if cfg.meta_verify else ""
             out.print(f"\n## Selected proof (mean score {fmt_score(sel.mean_score)} over {sel.n_valid} valid "
