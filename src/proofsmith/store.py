@@ -16,17 +16,26 @@ Tables
 
 The store is meant to be used from one thread (the asyncio thread of a run); every write is
 its own transaction, committed at once, so a ``kill -9`` loses only calls still in flight.
+
+Errors are one-line :class:`StoreError` messages: a write that fails (full disk, read-only file
+system, ...) says ``cannot write run store <path>: no space left on device (<what>)``; the
+failed transaction is rolled back and every earlier one is kept, so a re-run resumes. A row
+that cannot be read back (invalid JSON, fields the records reject) says
+``run store damaged: <run dir>: <record kind/id>: <reason>``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from proofsmith.errors import StoreError
 from proofsmith.records import Completion, Record, Usage, content_id
@@ -89,6 +98,33 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+def _is_full(e: sqlite3.Error, where: Path) -> bool:
+    """Whether a failed write is a full disk: SQLITE_FULL, or an I/O error on a volume with
+    (almost) no space left."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code == getattr(sqlite3, "SQLITE_FULL", 13) or "database or disk is full" in str(e):
+        return True
+    if (code is not None and code & 0xFF == getattr(sqlite3, "SQLITE_IOERR", 10)) or "disk I/O error" in str(e):
+        try:
+            return shutil.disk_usage(where).free < 1 << 20
+        except OSError:
+            return False
+    return False
+
+
+def reason_of(e: BaseException) -> str:
+    """A short one-line reason for a row that failed to load (JSON or pydantic error)."""
+    if isinstance(e, ValidationError):
+        errs = e.errors()
+        first = errs[0] if errs else {}
+        loc = ".".join(str(x) for x in first.get("loc", ())) or "record"
+        more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+        return f"{loc}: {first.get('msg', 'invalid')}{more}"
+    if isinstance(e, json.JSONDecodeError):
+        return f"invalid JSON ({e.msg} at column {e.colno})"
+    return " ".join(f"{type(e).__name__}: {e}".split())
+
+
 class RunStore:
     """SQLite (WAL) store of one run. See the module docstring for the tables."""
 
@@ -113,6 +149,8 @@ class RunStore:
             raise
         except sqlite3.DatabaseError as e:
             self._db.close()
+            if isinstance(e, sqlite3.OperationalError) and _is_full(e, self.run_dir):
+                raise self.write_error(e, "creating the store") from None
             raise StoreError(
                 f"{self.path} is not a valid proofsmith run store ({e}); "
                 "use another --run-dir or remove the file"
@@ -130,6 +168,49 @@ class RunStore:
         if not cls.is_run_dir(run_dir):
             raise error(f"not a proofsmith run directory (no {STORE_FILENAME}): {run_dir}")
         return cls(run_dir)
+
+    # -- errors ------------------------------------------------------------------------
+
+    def write_error(self, e: BaseException, what: str) -> StoreError:
+        """The one-line error of a failed write (``what``: the record or call written)."""
+        if isinstance(e, sqlite3.Error) and _is_full(e, self.run_dir):
+            why = "no space left on device"
+        elif isinstance(e, OSError):
+            why = e.strerror or str(e)
+        else:
+            why = " ".join(str(e).split())
+        return StoreError(f"cannot write run store {self.path}: {why} ({what})")
+
+    def damaged(self, what: str, e: BaseException) -> StoreError:
+        """The one-line error of a row that cannot be read back (``what``: kind/id)."""
+        return StoreError(f"run store damaged: {self.run_dir}: {what}: {reason_of(e)}")
+
+    @contextlib.contextmanager
+    def _writing(self, what: str, transaction: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write (in one IMMEDIATE transaction when ``transaction``): committed, or rolled
+        back and reported as one :class:`StoreError` line."""
+        db = self._db
+        try:
+            if transaction:
+                db.execute("BEGIN IMMEDIATE")
+            yield db
+            if transaction:
+                db.execute("COMMIT")
+        except BaseException as e:
+            # SQLite may already have rolled back on its own (e.g. SQLITE_FULL): only roll
+            # back a transaction that is still open, and never hide the cause.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise self.write_error(e, what) from None
+            raise
+
+    def _load(self, what: str, fn: Any, blob: Any) -> Any:
+        try:
+            return fn(blob)
+        except (ValueError, TypeError) as e:  # JSONDecodeError and ValidationError are ValueErrors
+            raise self.damaged(what, e) from None
 
     # -- opening -----------------------------------------------------------------------
 
@@ -195,7 +276,7 @@ class RunStore:
         for idx, blob in self._db.execute(
             "SELECT sample_index, completion FROM samples WHERE request_key=?", (request_key,)
         ):
-            c = Completion.model_validate_json(blob)
+            c = self._load(f"sample {request_key}/{idx}", Completion.model_validate_json, blob)
             c.cached = True
             out[int(idx)] = c
         return out
@@ -225,9 +306,7 @@ class RunStore:
             raise ValueError("a failed call cannot carry completions")
         now = time.time()
         reasoning = [c.reasoning for c in completions]
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing(f"call {call_id}", transaction=True) as db:
             db.execute(
                 "INSERT INTO calls (id, request_key, role, endpoint, model, request, response,"
                 " reasoning, usage, prompt_tokens, completion_tokens, cached_tokens, cost,"
@@ -264,10 +343,6 @@ class RunStore:
                         for c in completions
                     ],
                 )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def calls(self, request_key: str | None = None) -> list[dict]:
         """Rows of the calls table (oldest first), optionally for one request key."""
@@ -283,6 +358,10 @@ class RunStore:
         out = []
         for row in self._db.execute(sql, args):
             (cid, key, role, ep, model, req, resp, reas, usage, lat, att, err, t0, t1) = row
+
+            def load(blob: str | None, cid: str = cid) -> Any:
+                return None if blob is None else self._load(f"call {cid}", json.loads, blob)
+
             out.append(
                 {
                     "id": cid,
@@ -290,10 +369,10 @@ class RunStore:
                     "role": role,
                     "endpoint": ep,
                     "model": model,
-                    "request": json.loads(req),
-                    "response": None if resp is None else json.loads(resp),
-                    "reasoning": None if reas is None else json.loads(reas),
-                    "usage": json.loads(usage),
+                    "request": load(req),
+                    "response": load(resp),
+                    "reasoning": load(reas),
+                    "usage": load(usage),
                     "latency_s": lat,
                     "attempt": att,
                     "error": err,
@@ -324,39 +403,51 @@ class RunStore:
         kind = type(record).__name__
         rid = id if id is not None else self._record_id(record)
         now = time.time()
-        self._db.execute(
-            "INSERT INTO records (kind, id, json, created_at, updated_at) VALUES (?,?,?,?,?)"
-            " ON CONFLICT(kind, id) DO UPDATE SET json=excluded.json, updated_at=excluded.updated_at",
-            (kind, rid, record.model_dump_json(), now, now),
-        )
+        with self._writing(f"record {kind}/{rid}") as db:
+            db.execute(
+                "INSERT INTO records (kind, id, json, created_at, updated_at) VALUES (?,?,?,?,?)"
+                " ON CONFLICT(kind, id) DO UPDATE SET json=excluded.json, updated_at=excluded.updated_at",
+                (kind, rid, record.model_dump_json(), now, now),
+            )
 
     def get(self, kind: str, id: str) -> dict | None:
         row = self._db.execute(
             "SELECT json FROM records WHERE kind=? AND id=?", (kind, id)
         ).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else self._load(f"record {kind}/{id}", json.loads, row[0])
 
     def records(self, kind: str) -> list[dict]:
         """All records of one kind, in first-insertion order."""
         return [
-            json.loads(r[0])
-            for r in self._db.execute(
-                "SELECT json FROM records WHERE kind=? ORDER BY rowid", (kind,)
+            self._load(f"record {kind}/{rid}", json.loads, blob)
+            for rid, blob in self._db.execute(
+                "SELECT id, json FROM records WHERE kind=? ORDER BY rowid", (kind,)
+            )
+        ]
+
+    def load_records(self, kind: str, model: type[BaseModel]) -> list[Any]:
+        """All records of one kind validated as ``model``; a row the model rejects is one
+        ``run store damaged`` line."""
+        return [
+            self._load(f"record {kind}/{rid}", model.model_validate_json, blob)
+            for rid, blob in self._db.execute(
+                "SELECT id, json FROM records WHERE kind=? ORDER BY rowid", (kind,)
             )
         ]
 
     # -- meta ---------------------------------------------------------------------------------
 
     def set_meta(self, key: str, value: Any) -> None:
-        self._db.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            (key, _dumps(value)),
-        )
+        with self._writing(f"meta {key}") as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, _dumps(value)),
+            )
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        return default if row is None else self._load(f"meta {key}", json.loads, row[0])
 
     # -- summary ---------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..errors import UserError
 from .options import CommonArgs, JsonOpt, load_templates, model_options, or_fail, with_session
-from .output import fail, fmt_cell, out, print_json
+from .output import exit_partial, fail, fmt_cell, out, print_json
 
 __all__ = ["register"]
 
@@ -159,8 +159,9 @@ def _eval_predictions(path: Path, grade_source: str, rating_scale: str, points: 
 
 
 def _write_json(path: Path, doc: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")
+    from ..fileio import write_atomic
+
+    write_atomic(path, json.dumps(doc, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
 def _select(problems: list, ids: list[str] | None, limit: int | None) -> list:
@@ -202,7 +203,10 @@ def eval_cmd(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the results JSON here (the input of `proofsmith report`).", show_default=False)] = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
-    """Grade and total proofs: prove a dataset with a pipeline, or total a predictions file."""
+    """Grade and total proofs: prove a dataset with a pipeline, or total a predictions file.
+
+    Exit status 3: some problems failed (listed on stderr and in --json 'failed'); the others are graded and totalled. Re-run on the same --run-dir to retry them.
+    """
     if predictions is not None:
         if dataset is not None:
             fail("give either a DATASET to prove or --predictions FILE to total, not both")
@@ -233,6 +237,7 @@ def eval_cmd(
         print_json(doc)
     else:
         _print_totals(doc)
+    exit_partial(doc.get("failed"), len(problems), "problems")
 
 
 # ----------------------------------------------------------------------------- eval-verifier
@@ -287,7 +292,10 @@ def eval_verifier_cmd(
     rating_scale: RatingScaleOpt = "auto",
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
-    """Measure a verifier against human grades: accuracy, MAE, correlations, FP/FN rates, confusion matrix."""
+    """Measure a verifier against human grades: accuracy, MAE, correlations, FP/FN rates, confusion matrix.
+
+    Exit status 3 (with --run-verifier): some proofs could not be verified (listed on stderr and in --json 'failed'); the metrics use the others.
+    """
     from ..evaluate.metrics import DEFAULT_THRESHOLDS
     from ..evaluate.predictions import load_predictions
     from ..evaluate.verifier_eval import evaluate_verifier, rate_with_verifier
@@ -307,15 +315,18 @@ def eval_verifier_cmd(
         async def work(session: Any, progress: Any) -> Any:
             return await rate_with_verifier(session.client, preds, k=k, templates=tpl)
 
-        with_session(cfg, opts.run_dir, "eval-verifier", work, f"verifying {len(preds)} proofs x{k}")
+        failed = with_session(cfg, opts.run_dir, "eval-verifier", work, f"verifying {len(preds)} proofs x{k}")
         source = f"mean of {k} verifications by {cfg.model}"
+    else:
+        failed = []
     doc = or_fail(evaluate_verifier, preds, thresholds=ths, points_per_problem=points_per_problem,
-                   rating_scale=rating_scale, source=str(file))
+                   rating_scale=rating_scale, source=str(file), failed=failed)
     doc["automatic_source"] = source
     if opts.json_out:
         print_json(doc)
     else:
         _print_verifier(doc)
+    exit_partial(failed, len(preds), "proofs")
 
 
 # ----------------------------------------------------------------------------- report

@@ -16,6 +16,30 @@ out = Console(highlight=False, soft_wrap=True)  # stdout: results (Markdown / ta
 err = Console(stderr=True, highlight=False)  # stderr: progress, warnings, errors
 
 
+EXIT_PARTIAL = 3
+"""Exit status of a batch command (refine, search, label, eval, eval-verifier) whose run
+completed but some items failed: the others are printed/exported, the failed ones are listed
+on stderr and in ``--json`` (``failed: [{id, error}]``). 1 means the command itself failed."""
+
+
+def failures_of(failed: Any) -> list[dict]:
+    """``[{id, error, ...}]`` from ItemFailure models or dicts."""
+    return [f.model_dump() if hasattr(f, "model_dump") else dict(f) for f in failed or []]
+
+
+def exit_partial(failed: Any, total: int, noun: str) -> None:
+    """When items failed: list them on stderr (one line each) and exit with EXIT_PARTIAL."""
+    rows = failures_of(failed)
+    if not rows:
+        return
+    print(f"proofsmith: {len(rows)} of {total} {noun} failed (the others completed; "
+          "re-run with the same --run-dir to retry):", file=sys.stderr)
+    for f in rows:
+        print(f"proofsmith: failed: {f['id']}: {' '.join(str(f['error']).split())}", file=sys.stderr)
+    sys.stderr.flush()
+    raise typer.Exit(EXIT_PARTIAL)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one clear line on stderr and exit non-zero (no traceback)."""
     first = " ".join(str(message).split())  # one line

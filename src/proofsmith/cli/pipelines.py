@@ -4,6 +4,10 @@ Thin functions over :mod:`proofsmith.pipelines.refine`, ``.search`` and ``.label
 
 Budget stop: when ``--max-tokens`` / ``--max-cost`` is reached, the command prints what it
 finished (``"stopped": "budget"`` in ``--json``), says how to continue on stderr and exits 0.
+
+Failed items: a problem (refine, search) or proof (label) whose calls fail is listed in
+``failed: [{id, error}]`` (``--json``) and on stderr, every other item completes (label still
+exports), and the command exits 3 (``EXIT_PARTIAL``).
 The budget counts tokens spent by this invocation (calls replayed from the run store are
 free), so re-running the same command on the same ``--run-dir`` continues where it stopped.
 """
@@ -23,7 +27,7 @@ from .options import (
     CommonArgs, DatasetOpt, JsonOpt, LimitOpt, ProblemArg, ProblemsOpt,
     budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, with_session,
 )
-from .output import err, fmt_score, out, print_json, print_usage
+from .output import err, exit_partial, fmt_score, out, print_json, print_usage
 
 
 def _total(usages: list[Usage]) -> dict:
@@ -48,16 +52,22 @@ def _run_many(command: str, run_many: Callable, probs: list, cfg: Any, tpl: Any,
 
 
 def _show_results(results: list, opts: CommonArgs, run_dir: Path, print_one: Callable[[Any], None]) -> None:
-    """One JSON document (one problem: its result; several: ``{"problems", "usage"}``) or
-    Markdown per problem, then the budget note when a problem stopped on the budget."""
+    """One JSON document (one problem: its result; several: ``{"problems", "usage"}``; both
+    with ``failed: [{id, error}]``) or Markdown per problem, then the budget note when a problem
+    stopped on the budget; exit 3 when a problem failed (the others are shown)."""
+    failed = [{"id": r.problem.id, "error": r.message} for r in results if r.stopped == "failed"]
     if opts.json_out:
         docs = [r.to_json() for r in results]
-        print_json(docs[0] if len(docs) == 1 else {"problems": docs, "usage": _total([r.usage for r in results])})
+        if len(docs) == 1:
+            print_json({**docs[0], "failed": failed})
+        else:
+            print_json({"problems": docs, "usage": _total([r.usage for r in results]), "failed": failed})
     else:
         for r in results:
             print_one(r)
         print_usage(results)
     budget_note(any(r.stopped == "budget" for r in results), run_dir)
+    exit_partial(failed, len(results), "problems")
 
 
 # ----------------------------------------------------------------------------- refine
@@ -75,7 +85,10 @@ def refine_cmd(
     grade_samples: Annotated[Optional[int], typer.Option("--grade-samples", min=0, hidden=True, help="Old name of --verifications (kept for one release).")] = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
-    """Sequential refinement with self-verification: K threads, each fixes its own proof until its self-score is 1 or T attempts are used."""
+    """Sequential refinement with self-verification: K threads, each fixes its own proof until its self-score is 1 or T attempts are used.
+
+    Exit status 3: some problems failed (listed on stderr and in --json 'failed'); the others complete. Re-run on the same --run-dir to retry them.
+    """
     from ..pipelines.refine import RefineConfig, run_refine_many
 
     probs = or_fail(problems_from_options, problem_file, problems, dataset, limit)
@@ -86,6 +99,9 @@ def refine_cmd(
 
     def print_one(r) -> None:
         out.print(f"# Sequential refinement: {r.problem.id}\n", markup=False)
+        if r.stopped == "failed":
+            out.print(f"_failed: {r.message}_\n", markup=False)
+            return
         for t in r.threads:
             scores = " -> ".join(fmt_score(s.self_score) if s.proof is not None else "discarded" for s in t.chain)
             g = f"; grade {fmt_score(t.grade.majority)}" if t.grade else ""
@@ -98,7 +114,7 @@ def refine_cmd(
         if r.pass_at_1 is not None:
             out.print(f"**pass@1 {r.pass_at_1:.3f}   best@{len(r.threads)} {r.best_at_k:.3f}**\n")
         if r.stopped == "budget":
-            out.print(f"_stopped: budget ({r.message})_\n")
+            out.print(f"_stopped: budget ({r.message})_\n", markup=False)
 
     _show_results(results, opts, run_dir, print_one)
 
@@ -124,7 +140,10 @@ def search_cmd(
     meta_verifications: Annotated[Optional[int], typer.Option("--meta-verifications", min=1, help="Meta-verifications per issue-reporting analysis (m).", show_default=False)] = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
-    """High-compute pool search: verify a pool of proofs many times, refine the best with their analyses, stop when a proof passes all its verifications."""
+    """High-compute pool search: verify a pool of proofs many times, refine the best with their analyses, stop when a proof passes all its verifications.
+
+    Exit status 3: some problems failed (listed on stderr and in --json 'failed'); the others complete. Re-run on the same --run-dir to retry them.
+    """
     from ..pipelines.search import SearchConfig, run_search_many
 
     probs = or_fail(problems_from_options, problem_file, problems, dataset, limit)
@@ -143,9 +162,12 @@ def search_cmd(
         for it in r.iterations:
             out.print(f"- iteration {it.iteration}: +{len(it.new_proofs)} proofs, {len(it.discarded)} discarded; "
                       f"best mean {fmt_score(it.best_mean_score)}" + (f"; passed: {len(it.passed)}" if it.passed else ""))
+        if r.stopped == "failed":
+            out.print(f"\n_failed: {r.message}_\n", markup=False)
         sel = r.selected
         if sel is None:
-            out.print(f"\n_no proof in the pool{': ' + r.message if r.message else ''}_\n")
+            if r.stopped != "failed":  # a failed problem's reason is printed above
+                out.print(f"\n_no proof in the pool{': ' + r.message if r.message else ''}_\n", markup=False)
         else:
             extra = f", without rejected analyses {fmt_score(sel.filtered_mean_score)}" if cfg.meta_verify else ""
             out.print(f"\n## Selected proof (mean score {fmt_score(sel.mean_score)} over {sel.n_valid} valid "
@@ -180,7 +202,10 @@ def label_run(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Directory for the exported JSONL files (default: <run dir>/labels).", show_default=False)] = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
-    """Label proofs automatically (0 / 0.5 / 1 with evidence, or needs-human) and export datasets."""
+    """Label proofs automatically (0 / 0.5 / 1 with evidence, or needs-human) and export datasets.
+
+    Exit status 3: some proofs failed (listed on stderr and in --json 'failed'); the others are labeled and exported. Re-run on the same --run-dir to retry them.
+    """
     from ..pipelines import StageProgress
     from ..pipelines.label import LabelConfig, export_labels, load_items, read_proofs_file, run_label_many
 
@@ -191,8 +216,18 @@ def label_run(
 
     async def work(s: Session, progress):
         rep = StageProgress("label", sorted({i.problem.id for i in items}), progress)
-        res = await run_label_many(s.client, items, cfg, tpl, rep)
-        exported = export_labels(load_items(s.store), out_dir or (s.run_dir / "labels"))
+        target = out_dir or (s.run_dir / "labels")
+        try:
+            res = await run_label_many(s.client, items, cfg, tpl, rep)
+        except BaseException:
+            # the run stopped (e.g. the run store cannot be written): still export every label
+            # decided so far, then report the cause
+            try:
+                export_labels(load_items(s.store), target)
+            except Exception:
+                pass
+            raise
+        exported = export_labels(load_items(s.store), target)
         return res, exported, s.run_dir
 
     res, exported, run_dir = with_session(opts.config(), opts.run_dir, "label",
@@ -210,8 +245,11 @@ def label_run(
             out.print(f"- {key}: {path} ({exported['rows'][key]} rows)")
         if res.unfinished:
             out.print(f"\n_not labeled (budget): {len(res.unfinished)} proofs_")
+        for f in res.failed:
+            out.print(f"- {f.id}: failed — {f.error}", markup=False)
         err.print(f"[dim]tokens: {res.usage.total_tokens:,} in {res.usage.calls} calls[/dim]")
     budget_note(res.stopped == "budget", opts.run_dir or run_dir)
+    exit_partial(res.failed, len(items), "proofs")
 
 
 def label_import_human(

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..fileio import write_atomic
 
 __all__ = ["load_report_input", "build_report", "render_html", "document_from_store", "document_from_predictions"]
 
@@ -637,6 +638,4 @@ def build_report(doc: dict[str, Any], output: str | Path) -> Path:
     out = Path(output)
     if out.exists() and out.is_dir():
         out = out / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html(doc), encoding="utf-8")
-    return out
+    return write_atomic(out, render_html(doc))

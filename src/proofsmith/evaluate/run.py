@@ -12,14 +12,17 @@ Grading of each final proof (``grading.py``): k verifications (majority and mean
 reference-guided 0–7 grade when the problem has a reference solution and ``reference`` is on.
 The points of a problem are the reference grade × max_points / 7 when there is one, else the
 verification majority × max_points. A problem with no valid proof scores 0.
+
+A problem whose calls fail (an over-long statement answered 400, a server that keeps failing)
+is not graded: it is listed in ``failed`` ({id, error}) and left out of the totals
+(``n_problems`` counts the graded ones), while every other problem is proved and graded.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from ..errors import UserError
+from ..errors import ProofsmithError, UserError
 from ..records import Problem, Proof, Usage
 from .grading import (
     combine_reference_grades,
@@ -29,6 +32,16 @@ from .grading import (
 )
 
 __all__ = ["run_eval", "final_proof"]
+
+
+class ProblemFailed(ProofsmithError):
+    """A pipeline ended a problem with ``stopped="failed"``: the problem is not graded."""
+
+
+def _finished(result: Any) -> Any:
+    if getattr(result, "stopped", None) == "failed":
+        raise ProblemFailed(getattr(result, "message", "") or "the pipeline failed on this problem")
+    return result
 
 
 def _pipeline(module: str, name: str) -> Any:
@@ -100,13 +113,13 @@ async def _prove(client: Any, problem: Problem, pipeline: str, *, attempts: int,
         from ..pipelines.refine import RefineConfig
 
         result = await run_refine(client, problem, RefineConfig(threads=samples, max_attempts=attempts), templates)
-        return final_proof(problem, result)
+        return final_proof(problem, _finished(result))
     if pipeline == "search":
         run_search = _pipeline("search", "run_search")
         from ..pipelines.search import SearchConfig
 
         result = await run_search(client, problem, SearchConfig.preset(search_preset), templates)
-        return final_proof(problem, result)
+        return final_proof(problem, _finished(result))
     raise UserError(f"unknown pipeline {pipeline!r}: choose one-shot, refine or search")
 
 
@@ -153,10 +166,15 @@ async def run_eval(session: Any, problems: list[Problem], *, dataset: str, pipel
     if store is not None:
         for p in problems:
             store.put(p)
-    entries = await asyncio.gather(
-        *(eval_problem(client, p, pipeline=pipeline, k=k, reference=reference, attempts=attempts,
-                       templates=templates, search_preset=search_preset, samples=samples) for p in problems)
+    from ..pipelines import ItemFailure, error_line, run_items
+
+    outs = await run_items(
+        eval_problem(client, p, pipeline=pipeline, k=k, reference=reference, attempts=attempts,
+                     templates=templates, search_preset=search_preset, samples=samples) for p in problems
     )
+    entries = [o for o in outs if not isinstance(o, BaseException)]
+    failed = [ItemFailure(id=p.id, error=error_line(o)).model_dump()
+              for p, o in zip(problems, outs) if isinstance(o, BaseException)]
     points = sum(e["points"] for e in entries)
     max_points = sum(e["max_points"] for e in entries)
     counts: dict[str, int] = {}
@@ -178,7 +196,11 @@ async def run_eval(session: Any, problems: list[Problem], *, dataset: str, pipel
         "problems": entries,
         "usage": usage.to_json() if hasattr(usage, "to_json") else {},
         "run_dir": str(getattr(session, "run_dir", "")),
+        "failed": failed,
     }
+    if failed:
+        doc["notes"] = [f"{len(failed)} of {len(problems)} problems failed and are not in the totals "
+                        "(see 'failed'); re-run with the same --run-dir to retry them"]
     if store is not None:
         store.set_meta("eval", doc)
     return doc

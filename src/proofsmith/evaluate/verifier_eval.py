@@ -8,7 +8,6 @@ without an automatic rating are an error unless ``--run-verifier`` supplies them
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Sequence
 
 from ..errors import UserError
@@ -26,7 +25,14 @@ def evaluate_verifier(
     points_per_problem: float | None = None,
     rating_scale: str = "auto",
     source: str | None = None,
+    failed: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """Metrics over the rows with a human grade; ``failed`` (from :func:`rate_with_verifier`):
+    rows whose verification failed, left out and listed in the result's ``failed``."""
+    failed = list(failed or [])
+    failed_rows = {f["row"] for f in failed}
+    if failed_rows:
+        predictions = [pr for pr in predictions if pr.row not in failed_rows]
     where = f"{source}: " if source else ""
     scales, group_rating, notes = resolve_scales(
         predictions, rating_scale=rating_scale, points_per_problem=points_per_problem
@@ -60,6 +66,8 @@ def evaluate_verifier(
         )
     if no_human:
         notes.append(f"{no_human} row(s) without a human grade were skipped")
+    if failed:
+        notes.append(f"{len(failed)} row(s) left out: their verification failed (see 'failed')")
     if not rows:
         raise UserError(f"{where}no proof has both a human grade and an automatic rating")
     m = verifier_metrics(auto, human, thresholds=thresholds)
@@ -71,14 +79,20 @@ def evaluate_verifier(
         "reference_points": REFERENCE_POINTS,
         "rows": rows,
         "notes": notes,
+        "failed": failed,
     }
 
 
-async def rate_with_verifier(client: Any, predictions: list[Prediction], *, k: int = 4, templates: Any = None) -> None:
+async def rate_with_verifier(client: Any, predictions: list[Prediction], *, k: int = 4,
+                             templates: Any = None) -> list[dict[str, Any]]:
     """Verify every proof ``k`` times; set its ``auto_score`` to the mean valid score.
 
     A proof whose k analyses are all unparseable gets no automatic rating (and is reported as
-    an error by :func:`evaluate_verifier`)."""
+    an error by :func:`evaluate_verifier`). A proof whose verification calls fail (e.g. too long
+    for the verifier: HTTP 400) is left out: returned as ``{"id", "row", "error"}`` (pass the
+    list to :func:`evaluate_verifier` as ``failed``); the other proofs are rated."""
+    from ..pipelines import error_line, run_items
+
     from .grading import grade_by_verification
 
     for pr in predictions:
@@ -93,4 +107,6 @@ async def rate_with_verifier(client: Any, predictions: list[Prediction], *, k: i
         pr.verification_scores = [s for s in g.scores if s is not None]
         pr.auto_score = g.mean
 
-    await asyncio.gather(*(one(pr) for pr in predictions))
+    outs = await run_items(one(pr) for pr in predictions)
+    return [{"id": pr.problem_id, "row": pr.row, "error": error_line(o)}
+            for pr, o in zip(predictions, outs) if isinstance(o, BaseException)]

@@ -18,6 +18,12 @@ Shared rules (see docs/pipelines.md):
   ``stopped="budget"``. Re-running on the same run directory continues.
 * **One concurrency budget.** Several problems run concurrently on one client
   (``run_*_many``), so all of them share the client's per-endpoint concurrency limit.
+* **One bad item never sinks a batch.** Each item (a problem, a proof to label) runs on its
+  own with :func:`run_items`: an item whose calls fail (an over-long prompt answered 400, a
+  server that keeps failing, ...) is reported as an :class:`ItemFailure` (id + one-line
+  error) while every other item completes. Errors that concern the whole run
+  (:data:`FATAL_ERRORS`: the run store cannot be written, authentication, an unknown model)
+  cancel the other items and are raised. No task outlives the call that started it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ import random
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
+from ..errors import AuthenticationError, ConfigurationError, NotFoundError, StoreError, one_line
 from ..llm.client import BudgetExceeded
 from ..records import Usage
 
@@ -36,6 +45,11 @@ T = TypeVar("T")
 
 __all__ = [
     "BudgetStop",
+    "FATAL_ERRORS",
+    "ItemFailure",
+    "error_line",
+    "is_fatal",
+    "run_items",
     "Reporter",
     "SharedRequests",
     "gather_stages",
@@ -52,6 +66,63 @@ class BudgetStop(Exception):
 
     def __init__(self, message: str):
         super().__init__(message)
+
+
+FATAL_ERRORS: tuple[type[BaseException], ...] = (StoreError, AuthenticationError, NotFoundError, ConfigurationError)
+"""Errors that concern the whole run, not one item: they stop a batch (and are raised)."""
+
+
+class ItemFailure(BaseModel):
+    """One item of a batch that could not be finished: its id and why (one line).
+    Re-running the same command on the same run directory retries it (finished calls of the
+    other items are read back from the run store)."""
+
+    id: str
+    error: str
+
+
+def is_fatal(e: BaseException) -> bool:
+    """Whether ``e`` must stop the whole batch (a run-wide error, Ctrl-C, cancellation)
+    rather than fail one item."""
+    return not isinstance(e, Exception) or isinstance(e, FATAL_ERRORS)
+
+
+def error_line(e: BaseException) -> str:
+    """The one-line reason of an item failure."""
+    from ..errors import ProofsmithError
+
+    text = str(e).strip()
+    if isinstance(e, ProofsmithError) and text:
+        return one_line(text)
+    return one_line(f"{type(e).__name__}: {text}" if text else type(e).__name__)
+
+
+async def run_items(coros: Iterable[Awaitable[T]]) -> list[T | BaseException]:
+    """Run one coroutine per item concurrently; each item's result, or the exception that
+    ended it, in input order.
+
+    An item's exception never stops the others. A fatal one (:func:`is_fatal`) cancels the
+    items still running, waits for them to end, and is raised. If this call is cancelled, so
+    are the items. Either way no task is left running.
+    """
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        pending: set[asyncio.Future] = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                if not t.cancelled() and t.exception() is not None and is_fatal(t.exception()):  # type: ignore[arg-type]
+                    raise t.exception()  # type: ignore[misc]
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    out: list[Any] = []
+    for t in tasks:
+        e = t.exception()
+        out.append(e if e is not None else t.result())
+    return out
 
 
 def seeded_rng(*parts: Any) -> random.Random:

@@ -31,7 +31,6 @@ decisions (the queue file with ``label`` filled in) back into the run store.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,13 +40,14 @@ from pydantic import BaseModel, Field
 
 from .. import roles
 from ..errors import UserError
+from ..fileio import write_atomic
 from ..inputs import jsonl_rows
 from ..llm.client import BudgetExceeded, LLMClient
 from ..prompts import Templates
 from ..records import VALID_SCORES, Label, Problem, Record, Usage, content_id
 from . import (
-    BudgetStop, Reporter, SharedRequests, gather_stages, majority_confirms, majority_rejects, noop_report,
-    record_pipeline, usage_of_records,
+    BudgetStop, ItemFailure, Reporter, SharedRequests, error_line, gather_stages, majority_confirms, majority_rejects,
+    noop_report, record_pipeline, run_items, usage_of_records,
 )
 
 
@@ -109,6 +109,7 @@ class LabelRunResult(BaseModel):
     stopped: Literal["done", "budget"] = "done"
     message: str = ""
     unfinished: list[str] = Field(default_factory=list)  # proof ids not labeled (budget)
+    failed: list[ItemFailure] = Field(default_factory=list)  # proofs whose calls failed (id = proof id)
     counts: dict[str, int] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
 
@@ -202,7 +203,9 @@ async def run_label_many(
     report: Reporter = noop_report,
 ) -> LabelRunResult:
     """Label many proofs concurrently on one client. Items already decided by a human in this
-    run store are kept as they are (never overwritten by a re-run)."""
+    run store are kept as they are (never overwritten by a re-run). A proof whose calls fail
+    (e.g. too long for the verifier: HTTP 400) is listed in ``failed`` with the reason; every
+    other proof is labeled and stored as soon as it is decided."""
     cfg = cfg or LabelConfig()
     store = getattr(client, "store", None)
     record_pipeline(client, "label", cfg.to_json(), proofs=[i.proof_id for i in items])
@@ -210,10 +213,25 @@ async def run_label_many(
     if len(set(ids)) != len(ids):
         dup = next(x for x in ids if ids.count(x) > 1)
         raise UserError(f"proof id {dup!r} appears twice in the input; give each proof a unique id")
-    outs = await asyncio.gather(*(run_label(client, it, cfg, templates, report) for it in items),
-                                return_exceptions=True)
+
+    async def one(it: LabelInput) -> LabelItem:
+        o = await run_label(client, it, cfg, templates, report)
+        if store is not None:  # stored as soon as decided: a later failure loses nothing
+            prev = store.get("LabelItem", o.id)
+            if isinstance(prev, dict) and isinstance(prev.get("label"), dict) and prev["label"].get("status") == "human":
+                try:
+                    o = LabelItem.model_validate(prev)
+                except ValueError as e:
+                    raise store.damaged(f"record LabelItem/{o.id}", e) from None
+            else:
+                store.put(o)
+                store.put(o.label)
+        return o
+
+    outs = await run_items(one(it) for it in items)
     result_items: list[LabelItem] = []
     unfinished: list[str] = []
+    failed: list[ItemFailure] = []
     message = ""
     for it, o in zip(items, outs):
         if isinstance(o, (BudgetExceeded, BudgetStop)):
@@ -221,14 +239,8 @@ async def run_label_many(
             message = message or str(o)
             continue
         if isinstance(o, BaseException):
-            raise o
-        if store is not None:
-            prev = store.get("LabelItem", o.id)
-            if prev is not None and prev.get("label", {}).get("status") == "human":
-                o = LabelItem.model_validate(prev)
-            else:
-                store.put(o)
-                store.put(o.label)
+            failed.append(ItemFailure(id=it.proof_id, error=error_line(o)))
+            continue
         result_items.append(o)
     counts: dict[str, int] = {}
     for o in result_items:
@@ -236,7 +248,7 @@ async def run_label_many(
         counts[key] = counts.get(key, 0) + 1
     return LabelRunResult(
         items=result_items, stopped="budget" if unfinished else "done", message=message,
-        unfinished=unfinished, counts=counts, usage=Usage.total([o.usage for o in result_items]),
+        unfinished=unfinished, failed=failed, counts=counts, usage=Usage.total([o.usage for o in result_items]),
     )
 
 
@@ -347,20 +359,22 @@ def quality_label(score: float, status: str, label: float) -> float | None:
 
 
 def load_items(store: Any) -> list[LabelItem]:
-    return [LabelItem.model_validate(r) for r in store.records("LabelItem")]
+    """Every labeled proof of a run store (a damaged row: one ``run store damaged`` line)."""
+    return store.load_records("LabelItem", LabelItem)
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    with path.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return path
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 def export_labels(items: list[LabelItem], out_dir: str | Path) -> dict[str, Any]:
-    """Write verification.jsonl, meta_verification.jsonl, human_queue.jsonl, labels.jsonl."""
+    """Write verification.jsonl, meta_verification.jsonl, human_queue.jsonl, labels.jsonl
+    (each atomically: a reader sees the previous complete file or the new one)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create export directory {out}: {e.strerror or e}") from None
     ver, meta, queue, labels = [], [], [], []
     for it in items:
         lab = it.label
@@ -386,12 +400,11 @@ def export_labels(items: list[LabelItem], out_dir: str | Path) -> dict[str, Any]
             meta.append({"problem_id": it.problem_id, "problem": it.problem, "proof_id": it.id,
                          "proof": it.proof, "analysis_id": a.id, "analysis": a.text,
                          "analysis_score": a.score, "quality": q, "proof_label": lab.label})
-    files = {
-        "verification": _write_jsonl(out / "verification.jsonl", ver),
-        "meta_verification": _write_jsonl(out / "meta_verification.jsonl", meta),
-        "human_queue": _write_jsonl(out / "human_queue.jsonl", queue),
-        "labels": _write_jsonl(out / "labels.jsonl", labels),
-    }
+    # every file is serialised before any is written, then each is replaced atomically: a
+    # failure (or a kill) never leaves a partial file, and a bad row changes no file
+    texts = {"verification": _jsonl(ver), "meta_verification": _jsonl(meta),
+             "human_queue": _jsonl(queue), "labels": _jsonl(labels)}
+    files = {name: write_atomic(out / f"{name}.jsonl", text) for name, text in texts.items()}
     return {"dir": str(out), "files": {k: str(v) for k, v in files.items()},
             "rows": {"verification": len(ver), "meta_verification": len(meta),
                      "human_queue": len(queue), "labels": len(labels)}}

@@ -20,11 +20,12 @@ Read top to bottom:
    ``pass_at_1`` = mean grade over the K threads; ``best_at_k`` = grade of the selected proof.
 
 Output: :class:`RefineResult`, also saved in the run store under meta ``refine/<problem id>``.
+``run_refine_many`` runs each problem on its own: a problem whose calls fail gets a result with
+``stopped="failed"`` and the reason in ``message``; the other problems complete.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Literal
@@ -35,7 +36,7 @@ from .. import roles
 from ..llm.client import BudgetExceeded, LLMClient
 from ..prompts import Templates
 from ..records import Problem, Proof, Usage, content_id, majority_score
-from . import BudgetStop, Reporter, SharedRequests, gather_stages, noop_report, record_pipeline, usage_of_records
+from . import BudgetStop, Reporter, SharedRequests, gather_stages, error_line, noop_report, record_pipeline, run_items, usage_of_records
 
 
 @dataclass
@@ -93,7 +94,7 @@ class RefineResult(BaseModel):
     selected_thread: int | None = None
     pass_at_1: float | None = None  # only when graded
     best_at_k: float | None = None
-    stopped: Literal["done", "budget"] = "done"
+    stopped: Literal["done", "budget", "failed"] = "done"  # failed: see message
     message: str = ""
     usage: Usage = Field(default_factory=Usage)
 
@@ -172,8 +173,8 @@ async def run_refine(
 
     # 2. the threads refine concurrently, each on its own
     finished = itertools.count(1)  # for the progress line
-    outs = await asyncio.gather(*(_run_thread(client, problem, i, first[i], cfg, templates, report, finished)
-                                  for i in range(cfg.threads)))
+    outs = await gather_stages(_run_thread(client, problem, i, first[i], cfg, templates, report, finished)
+                               for i in range(cfg.threads))  # every thread ends before an error is raised
     records: list[Any] = list(first) + [p for chain, _ in outs for p in chain[1:]]
 
     # 3. each thread's final proof
@@ -236,6 +237,16 @@ async def run_refine_many(
     templates: Templates | None = None,
     report: Reporter = noop_report,
 ) -> list[RefineResult]:
-    """Refine several problems concurrently on one client (one concurrency budget)."""
-    record_pipeline(client, "refine", (cfg or RefineConfig()).to_json(), problems=[p.id for p in problems])
-    return list(await asyncio.gather(*(run_refine(client, p, cfg, templates, report) for p in problems)))
+    """Refine several problems concurrently on one client (one concurrency budget). A problem
+    that fails gets ``stopped="failed"`` (reason in ``message``); the others complete."""
+    cfg = cfg or RefineConfig()
+    record_pipeline(client, "refine", cfg.to_json(), problems=[p.id for p in problems])
+    outs = await run_items(run_refine(client, p, cfg, templates, report) for p in problems)
+    results: list[RefineResult] = []
+    for p, o in zip(problems, outs):
+        if isinstance(o, BaseException):
+            o = _save(client, RefineResult(problem=p, config=cfg.to_json(), threads=[], stopped="failed",
+                                           message=error_line(o)))
+            report(p.id, "done (failed)")
+        results.append(o)
+    return results

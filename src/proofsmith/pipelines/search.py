@@ -31,11 +31,17 @@ Read top to bottom:
 
 Output: :class:`SearchResult` (``selected``, ``pool``, ``iterations``, ``discarded``,
 ``stopped``, ``usage``), also saved in the run store under meta key ``search/<problem id>``.
+
+Failures (pipelines/__init__.py, "one bad item never sinks a batch"): a proof whose
+verification call fails (e.g. too long for the verifier's context: HTTP 400) is discarded with
+the reason and the search goes on; a refinement call that fails gives no children (its
+``error`` is kept). When a stage cannot go on at all (the generation fails, every new proof's
+verification fails, a meta-verification fails) the problem stops with ``stopped="failed"``,
+the reason in ``message`` and the pool built so far; other problems are not affected.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -45,8 +51,10 @@ from .. import roles
 from ..llm.client import LLMClient
 from ..prompts import Templates
 from ..records import MetaVerification, Problem, Proof, Usage, Verification, content_id, mean_valid
+from ..llm.client import BudgetExceeded
 from . import (
-    BudgetStop, Reporter, SharedRequests, gather_stages, majority_rejects, noop_report, record_pipeline, seeded_rng,
+    BudgetStop, Reporter, SharedRequests, error_line, gather_stages, is_fatal, majority_rejects, noop_report,
+    record_pipeline, run_items, seeded_rng,
     usage_of_records,
 )
 
@@ -168,6 +176,7 @@ class Refinement(BaseModel):
     analysis_ids: list[str]
     analysis_scores: list[float | None]
     children: list[str]
+    error: str | None = None  # the refinement call failed (no children)
 
 
 class IterationInfo(BaseModel):
@@ -195,7 +204,7 @@ class SearchResult(BaseModel):
     pool: list[PoolProof]
     iterations: list[IterationInfo]
     discarded: list[Discarded] = Field(default_factory=list)
-    stopped: Literal["passed", "max_iterations", "budget", "no_valid_proofs", "running"]
+    stopped: Literal["passed", "max_iterations", "budget", "no_valid_proofs", "running", "failed"]
     message: str = ""
     usage: Usage = Field(default_factory=Usage)
 
@@ -233,6 +242,15 @@ def select_analyses(
 
 
 # ----------------------------------------------------------------------------- the search
+
+
+def _budget_checked(outs: list) -> list:
+    """Results of :func:`run_items` for one stage: a spent budget stops the stage
+    (:class:`BudgetStop`, as :func:`gather_stages`); other errors are returned."""
+    for o in outs:
+        if isinstance(o, (BudgetExceeded, BudgetStop)):
+            raise BudgetStop(str(o))
+    return outs
 
 
 class _Search:
@@ -278,7 +296,20 @@ class _Search:
                 seen_here[p.proof] = p.id
                 new.append(p)
         self.report(self.problem.id, f"iteration {it}: verifying {len(new)} proofs")
-        vers = await gather_stages(self._verify(p) for p in new)
+        outs = _budget_checked(await run_items(self._verify(p) for p in new))
+        errors = [o for o in outs if isinstance(o, BaseException)]
+        if errors and len(errors) == len(outs):
+            raise errors[0]  # nothing could be verified: the stage failed
+        kept: list[Proof] = []
+        vers: list[list[Verification]] = []
+        for p, o in zip(new, outs):
+            if isinstance(o, BaseException):  # this proof only (e.g. too long for the verifier)
+                self.discarded.append(Discarded(id=p.id, iteration=it, reason=f"verification failed: {error_line(o)}"))
+                info.discarded.append(p.id)
+            else:
+                kept.append(p)
+                vers.append(o)
+        new = kept
         metas: dict[str, list[MetaVerification]] = {}
         if self.cfg.meta_verify:
             todo = [(p, v) for p, vs in zip(new, vers) for v in vs if v.score is not None and v.score < 1]
@@ -368,17 +399,21 @@ class _Search:
                 self.prompt_uses[prompt_key] = offset + counts[key]
                 jobs.append((proof, sel, offset, counts[key]))
         self.report(self.problem.id, f"iteration {it}/{cfg.max_iterations}: {sum(j[3] for j in jobs)} refinements")
-        outs = await gather_stages(
+        outs = _budget_checked(await run_items(
             roles.refine(self.client, self.problem, [(p, sel)], n=k, start=off, templates=self.tpl, iteration=it)
             for p, sel, off, k in jobs
-        )
+        ))
+        errors = [o for o in outs if isinstance(o, BaseException)]
+        if errors and len(errors) == len(outs):
+            raise errors[0]  # no refinement call succeeded: the iteration failed
         children: list[Proof] = []
         for (p, sel, off, k), got in zip(jobs, outs):
-            new = got
+            failed = isinstance(got, BaseException)
+            new = [] if failed else got
             children += new
             info.refinements.append(Refinement(
                 parent=p.id, analysis_ids=[v.id for v in sel], analysis_scores=[v.score for v in sel],
-                children=[c.id for c in new],
+                children=[c.id for c in new], error=error_line(got) if failed else None,
             ))
         await self._admit(it, children, info)
 
@@ -433,6 +468,10 @@ async def run_search(
                     break
     except BudgetStop as e:
         stopped, message = "budget", str(e)
+    except Exception as e:  # this problem cannot go on: keep what it has, the batch goes on
+        if is_fatal(e):
+            raise
+        stopped, message = "failed", error_line(e)
     result = s.result(stopped, message)
     s.save(result)
     best = result.selected
@@ -447,6 +486,18 @@ async def run_search_many(
     templates: Templates | None = None,
     report: Reporter = noop_report,
 ) -> list[SearchResult]:
-    """Search several problems concurrently on one client (one concurrency budget)."""
-    record_pipeline(client, "search", (cfg or SearchConfig()).to_json(), problems=[p.id for p in problems])
-    return list(await asyncio.gather(*(run_search(client, p, cfg, templates, report) for p in problems)))
+    """Search several problems concurrently on one client (one concurrency budget). A problem
+    that fails gets ``stopped="failed"`` (reason in ``message``); the others complete."""
+    cfg = cfg or SearchConfig()
+    store = getattr(client, "store", None)
+    record_pipeline(client, "search", cfg.to_json(), problems=[p.id for p in problems])
+    outs = await run_items(run_search(client, p, cfg, templates, report) for p in problems)
+    results: list[SearchResult] = []
+    for p, o in zip(problems, outs):
+        if isinstance(o, BaseException):
+            o = SearchResult(problem=p, config=cfg.to_json(), selected=None, pool=[], iterations=[],
+                             stopped="failed", message=error_line(o))
+            if store is not None:
+                store.set_meta(f"search/{p.id}", o.to_json())
+        results.append(o)
+    return results

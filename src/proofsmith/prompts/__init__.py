@@ -30,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 
 from proofsmith.errors import TemplateError
+from proofsmith.fileio import write_atomic
 
 ROLES: tuple[str, ...] = ("generate", "verify", "meta_verify", "refine")
 PLACEHOLDER_NAMES: tuple[str, ...] = ("problem", "proof", "analysis", "previous")
@@ -152,7 +153,7 @@ class Templates:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         for role in ROLES:
-            (d / f"{role}.txt").write_text(getattr(self, role) + "\n", encoding="utf-8")
+            write_atomic(d / f"{role}.txt", getattr(self, role) + "\n")
         return d
 
     def as_dict(self) -> dict[str, str]:

@@ -288,18 +288,17 @@ def build_dataset(role: str, examples: list[dict], templates: Any = None):
 
 
 def save_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return p
+    from ..fileio import write_atomic
+
+    return write_atomic(path, (json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def save_parquet(dataset, path: str | Path) -> Path:
+    from ..fileio import atomic_target
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    dataset.to_parquet(str(p))
+    with atomic_target(p) as tmp:
+        dataset.to_parquet(str(tmp))
     return p
 
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..fileio import write_atomic
 from . import TrainError
 from .config import TrainConfig
 
@@ -169,7 +170,7 @@ def _train_grpo(cfg: TrainConfig) -> dict:
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2, default=str))
+    write_atomic(out / "config.json", json.dumps(cfg.model_dump(), indent=2, default=str))
     templates = _templates(cfg.data.templates)
     dataset = prepare_dataset(cfg, templates)
     model, tok, model_dir = load_model(cfg.model.path, cache_dir=cfg.model.cache_dir, dtype=cfg.model.dtype)
@@ -215,5 +216,5 @@ def _train_grpo(cfg: TrainConfig) -> dict:
         "format_failure_rate_per_step": fmt_fail,
         "examples": len(dataset),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
+from ..fileio import write_atomic
 from ..inputs import read_problems_file
 from ..llm.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from ..records import Problem
@@ -57,9 +58,8 @@ class _State:
         log(f"{key}: running")
         result = fn()
         self.done[key] = result
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"done": self.done}, indent=2, default=str))
-        tmp.replace(self.path)  # atomic: a kill never leaves a half-written state file
+        # atomic: a kill never leaves a half-written state file
+        write_atomic(self.path, json.dumps({"done": self.done}, indent=2, default=str))
         if drop_checkpoints_in is not None:
             for ck in sorted(drop_checkpoints_in.glob("checkpoint-*")):
                 if ck.is_dir():
@@ -183,7 +183,8 @@ def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, problems: list[Pr
     export = export_labels(res.items, rd / "labels")
     save_jsonl(rft_samples(res.items, raw_of), rd / "rft_samples.jsonl")
     result.update(labeled=sum(1 for it in res.items if it.label.status == "labeled"), counts=res.counts,
-                  export=export["dir"], samples=str(rd / "rft_samples.jsonl"))
+                  export=export["dir"], samples=str(rd / "rft_samples.jsonl"),
+                  failed=[f.model_dump() for f in res.failed])  # proofs whose label calls failed
     return result
 
 
@@ -245,5 +246,5 @@ def run_loop(cfg: LoopConfig, log: Callable[[str], None] = print, generate: Gene
         rounds.append({"round": r, "verifier": v["final_model"], "generator": g["final_model"],
                        "label": lab, "rft": rft, "next_model": start_model})
     summary = {"output_dir": str(out), "rounds": rounds, "final_model": start_model}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..fileio import write_atomic
 from . import ROLES, TrainError
 from .config import RFTConfig
 
@@ -167,7 +168,7 @@ def train_rft(cfg: RFTConfig) -> dict:
         )
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2, default=str))
+    write_atomic(out / "config.json", json.dumps(cfg.model_dump(), indent=2, default=str))
     model, tok, model_dir = load_model(cfg.model.path, cache_dir=cfg.model.cache_dir, dtype=cfg.model.dtype)
     s = cfg.sft
     fitting = selected if s.max_length is None else drop_too_long(selected, token_lengths(selected, tok), s.max_length)
@@ -202,5 +203,5 @@ def train_rft(cfg: RFTConfig) -> dict:
         "global_step": trainer.state.global_step, "train_seconds": round(time.perf_counter() - t0, 2),
         "train_loss": getattr(result, "training_loss", None),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary
