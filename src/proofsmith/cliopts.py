@@ -221,6 +221,7 @@ def with_session(
     description: str,
 ) -> Any:
     from .progress import CallProgress, status
+    from .redact import redact_url
 
     run_dir = run_dir or default_run_dir(command)
 
@@ -229,7 +230,7 @@ def with_session(
         if cfg.is_embedded:
             cm_status = status("starting the embedded model (SmolLM2-135M)…")
         else:
-            cm_status = status(f"connecting to {', '.join(cfg.base_urls)}…")
+            cm_status = status(f"connecting to {', '.join(redact_url(u) for u in cfg.base_urls)}…")
         with cm_status:
             session_cm = open_session(cfg, run_dir, on_event=progress.event)
             session = await session_cm.__aenter__()

@@ -45,7 +45,9 @@ def jsonl_rows(path: str | Path, text: str | None = None, *,
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one clear line on stderr and exit non-zero (no traceback)."""
-    first = " ".join(str(message).split())  # one line
+    from .redact import redact_text
+
+    first = " ".join(redact_text(str(message)).split())  # one line, no credentials
     print(f"proofsmith: error: {first}", file=sys.stderr)
     raise typer.Exit(code)
 

@@ -29,6 +29,7 @@ a hint, because OpenAI-compatible servers serve the API under ``/v1``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import hashlib
 import itertools
@@ -39,12 +40,13 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator
 
 from proofsmith.parse import strip_reasoning
 from proofsmith.records import Completion, Usage
+from proofsmith.redact import redact_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from proofsmith.store import RunStore
@@ -118,10 +120,36 @@ class Endpoint(BaseModel):
     # only one choice's usage, e.g. llama.cpp's server, so token accounting stays exact)
     use_n: bool = True
 
+    # the base URL as given, credentials included: used for the request only; ``base_url``
+    # (shown in messages, events and the store) has them masked (see proofsmith.redact)
+    _request_base: str = PrivateAttr("")
+
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
         return v.strip().rstrip("/")
+
+    def model_post_init(self, __context: Any) -> None:
+        self._request_base = self.base_url
+        self.base_url = redact_url(self.base_url)
+
+    @property
+    def request_url(self) -> str:
+        """``{base_url}/chat/completions`` with its query credentials (a query string is kept
+        last); user-info is not in it but sent as :attr:`basic_auth`."""
+        parts = urlsplit(self._request_base or self.base_url)
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        return urlunsplit(parts._replace(netloc=netloc, path=parts.path.rstrip("/") + "/chat/completions"))
+
+    @property
+    def basic_auth(self) -> str | None:
+        """The ``Authorization: Basic`` value for user-info in the base URL (None if none)."""
+        parts = urlsplit(self._request_base or self.base_url)
+        if "@" not in parts.netloc:
+            return None
+        user, _, pw = parts.netloc.rsplit("@", 1)[0].partition(":")
+        token = base64.b64encode(f"{unquote(user)}:{unquote(pw)}".encode("utf-8")).decode("ascii")
+        return f"Basic {token}"
 
 
 class Prices(BaseModel):
@@ -391,8 +419,10 @@ class _EndpointState:
         self.in_flight = 0
         self.ignores_n = False
         self.down_until = 0.0  # time.monotonic() until which it is avoided (it could not be reached)
-        self.url = endpoint.base_url + "/chat/completions"
+        self.url = endpoint.request_url
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if endpoint.basic_auth:
+            self.headers["Authorization"] = endpoint.basic_auth
         if endpoint.api_key:
             self.headers["Authorization"] = f"Bearer {endpoint.api_key}"
 
@@ -440,6 +470,10 @@ class LLMClient:
                 raise ConfigurationError(
                     f"base URL {ep.base_url!r} has no API path: use the OpenAI-style base URL, "
                     f"e.g. {ep.base_url}/v1"
+                )
+            if ep.api_key and ep.basic_auth:
+                raise ConfigurationError(
+                    f"base URL {ep.base_url} has credentials and an API key is given too: give one of them"
                 )
             if ep.base_url in seen:
                 raise ConfigurationError(f"endpoint {ep.base_url} given twice")
@@ -524,7 +558,7 @@ class LLMClient:
 
     def ignores_n(self, base_url: str) -> bool:
         """Whether this endpoint was seen returning fewer choices than ``n`` asked."""
-        return self._states[base_url.rstrip("/")].ignores_n
+        return self._states[redact_url(base_url.strip().rstrip("/"))].ignores_n
 
     async def complete(
         self,

@@ -42,6 +42,7 @@ from pydantic import BaseModel, Field
 from .. import roles
 from ..cliutil import UserError, jsonl_rows
 from ..llm.client import BudgetExceeded, LLMClient
+from ..private import make_private_dir
 from ..prompts import Templates
 from ..records import VALID_SCORES, Label, Problem, Record, Usage, content_id
 from . import BudgetStop, Reporter, gather_stages, majority_confirms, majority_rejects, noop_report, usage_of_records
@@ -362,8 +363,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def export_labels(items: list[LabelItem], out_dir: str | Path) -> dict[str, Any]:
     """Write verification.jsonl, meta_verification.jsonl, human_queue.jsonl, labels.jsonl."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_private_dir(out_dir)  # 0700: exports hold problems and proofs
     ver, meta, queue, labels = [], [], [], []
     for it in items:
         lab = it.label
