@@ -299,6 +299,15 @@ def _driver(tmp_path: Path):
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
 
+def _settle(driver) -> None:
+    """Wait for the window's load event: every image has loaded or failed by then, so their
+    error/load handlers (if any could run) have run."""
+    deadline = time.time() + 30
+    while driver.execute_script("return document.readyState") != "complete":
+        assert time.time() < deadline, "the page did not finish loading"
+        time.sleep(0.05)
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                     reason="chromium/chromedriver not installed (run scripts/install_browser.sh)")
@@ -314,7 +323,7 @@ def test_hostile_reports_do_not_execute_in_chromium(tmp_path):
             while driver.execute_script("return document.body.getAttribute('data-math')") != "done":
                 assert time.time() < deadline, f"{kind}: the page's own script did not run"
                 time.sleep(0.1)
-            time.sleep(0.5)  # let any image error / load handler fire
+            _settle(driver)
             assert driver.execute_script("return window.__xss === undefined"), kind
             assert driver.execute_script("return document.title !== 'XSS'"), kind
             assert driver.execute_script("return document.querySelectorAll('iframe, svg [onload], a[href^=javascript]').length") == 0
@@ -347,12 +356,12 @@ def test_csp_blocks_markup_that_would_slip_through(tmp_path):
     driver = _driver(tmp_path)
     try:
         driver.get((tmp_path / "csp.html").as_uri())
-        time.sleep(1)
+        _settle(driver)
         assert driver.execute_script("return window.__xss") is None
         logs = " ".join(e["message"] for e in driver.get_log("browser"))
         assert "inline event handler violates" in logs and "inline style violates" in logs
         driver.get((tmp_path / "nocsp.html").as_uri())
-        time.sleep(1)
+        _settle(driver)
         assert driver.execute_script("return window.__xss") == 1
     finally:
         driver.quit()
