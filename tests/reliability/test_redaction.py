@@ -5,6 +5,7 @@ show`` and reports."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
 import subprocess
@@ -130,3 +131,37 @@ def test_errors_do_not_show_credentials(tmp_path, problem):
         assert p.returncode != 0 and "401" in p.stderr
         assert SECRET not in p.stdout + p.stderr
         assert SECRET.encode() not in _files_bytes(tmp_path / "r3")
+
+
+def test_store_metadata_and_old_rows_are_redacted(tmp_path):
+    from proofsmith.store import RunStore
+
+    store = RunStore(tmp_path / "run")
+    try:
+        store.set_meta("pipeline", {"config": {"base_urls": [f"http://u:{SECRET}@h/v1"]},
+                                    "proof": f"a text mentioning http://u:{SECRET}@h/v1 is data"})
+        meta = store.get_meta("pipeline")
+        assert meta["config"]["base_urls"] == ["http://***@h/v1"]
+        assert meta["proof"].startswith("a text mentioning http://u:")  # data is kept as it is
+        # a row written by an older version (credentials in the endpoint column) is shown masked
+        store._db.execute(
+            "INSERT INTO calls (id, request_key, role, endpoint, model, request, usage, latency_s, attempt,"
+            " started_at, finished_at) VALUES ('c', 'k', 'verify', ?, 'm', '{}', '{}', 0, 1, 0, 0)",
+            (f"http://u:{SECRET}@h/v1",))
+        assert list(store.summary()["per_endpoint"]) == ["http://***@h/v1"]
+    finally:
+        store.close()
+
+
+def test_train_config_file_has_no_credentials():
+    from dataclasses import asdict
+
+    from proofsmith.redact import redact_value
+    from proofsmith.train.config import RewardSpec, TrainConfig
+    from proofsmith.train.judge import JudgeEndpoint
+
+    cfg = TrainConfig(role="generator", reward=RewardSpec(
+        verifier=JudgeEndpoint(base_url=[f"http://u:{SECRET}@h/v1"], model="m"),
+        meta_verifier=JudgeEndpoint(base_url=f"https://h/v1?api_key={SECRET}", model="m")))
+    # what grpo.py / rft.py write as output_dir/config.json
+    assert SECRET not in json.dumps(redact_value(asdict(cfg)), default=str)

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..redact import redact_value
 from . import ROLES, TrainError
 from .config import RFTConfig
 
@@ -170,7 +171,8 @@ def train_rft(cfg: RFTConfig) -> dict:
         )
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    # judge base URLs without their credentials (proofsmith.redact)
+    (out / "config.json").write_text(json.dumps(redact_value(asdict(cfg)), indent=2, default=str))
     model, tok, model_dir = load_model(cfg.model.path, cache_dir=cfg.model.cache_dir, dtype=cfg.model.dtype)
     s = cfg.sft
     fitting = selected if s.max_length is None else drop_too_long(selected, token_lengths(selected, tok), s.max_length)
