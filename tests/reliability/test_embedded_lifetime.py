@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.embedded
+
 
 def _skip_without_model() -> None:
     pytest.importorskip("xllamacpp", reason="the embedded model needs xllamacpp (make install)")
