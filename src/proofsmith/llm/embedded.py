@@ -162,6 +162,15 @@ class EmbeddedServer:
             if popen_kw:
                 os.close(r)
         self._install_sigterm()
+        try:
+            self._wait_ready()
+        except BaseException:  # failed start-up or Ctrl-C while loading: stop the child now
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + self.startup_timeout
         url = f"http://127.0.0.1:{self.port}/health"
         while time.monotonic() < deadline:
@@ -173,11 +182,10 @@ class EmbeddedServer:
                 )
             try:
                 if httpx.get(url, timeout=2.0).status_code == 200:
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        self.stop()
         raise EmbeddedModelError(f"the embedded model server did not answer within {self.startup_timeout:.0f} s")
 
     def _install_sigterm(self) -> None:
