@@ -23,6 +23,9 @@ _SECRET_PARAM = re.compile(r"key|token|secret|pass|pwd|auth|sig|cred|session", r
 _URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
 
 
+_BARE_QUERY_SECRET = re.compile(r"([?&]([A-Za-z0-9_.\-]+)=)(?!\*\*\*)[^&\s'\"<>`#]+")
+
+
 def redact_url(url: str) -> str:
     """``url`` without credentials: user-info becomes ``***@``, secret-looking query values
     become ``***``. A string that is not a URL with credentials is returned unchanged."""
@@ -52,14 +55,16 @@ def redact_url(url: str) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with every URL in it passed through :func:`redact_url`."""
-    if not isinstance(text, str) or "://" not in text:
+    if not isinstance(text, str) or ("://" not in text and "=" not in text):
         return text
     def sub(m: re.Match) -> str:
         url = m.group(0)
         core = url.rstrip(".,;:!?)]}")  # sentence punctuation after a URL is not part of it
         return redact_url(core) + url[len(core):]
 
-    return _URL_IN_TEXT.sub(sub, text)
+    text = _URL_IN_TEXT.sub(sub, text)
+    # a bare query (e.g. a server echoing "/v1/chat/completions?api_key=...")
+    return _BARE_QUERY_SECRET.sub(lambda m: m.group(1) + MASK if _SECRET_PARAM.search(m.group(2)) else m.group(0), text)
 
 
 def redact_value(value: Any) -> Any:

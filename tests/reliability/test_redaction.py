@@ -56,6 +56,8 @@ def test_redact_url(url, expected):
 def test_redact_text_and_value():
     t = "cannot reach http://u:p4ss@h:1/v1 (and https://h/v1?key=K9) now"
     assert redact_text(t) == "cannot reach http://***@h:1/v1 (and https://h/v1?key=***) now"
+    assert redact_text("400 for /v1/chat/completions?api_key=K9&model=m") == "400 for /v1/chat/completions?api_key=***&model=m"
+    assert redact_text("a = b and x?y=1") == "a = b and x?y=1"
     assert redact_value({"a": ["http://u:p@h/v1", "a proof about http://u:p@h/v1"]}) == {
         "a": ["http://***@h/v1", "a proof about http://u:p@h/v1"]}
 
