@@ -38,6 +38,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from proofsmith.errors import StoreError
+from .private import make_private_dir, touch_private_file
+from .redact import redact_text, redact_url, redact_value
+
 from proofsmith.records import Completion, Record, Usage, content_id
 
 __all__ = ["RunStore", "StoreError", "STORE_FILENAME", "SCHEMA_VERSION"]
@@ -133,15 +136,16 @@ class RunStore:
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise StoreError(f"run directory {self.run_dir} exists and is not a directory")
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.run_dir)  # 0700: the store holds prompts and proofs
         except OSError as e:
             raise StoreError(f"cannot create run directory {self.run_dir}: {e.strerror or e}") from e
         self.path = self.run_dir / STORE_FILENAME
         existed = self.path.exists() and self.path.stat().st_size > 0
         try:
+            touch_private_file(self.path)  # 0600; SQLite gives its -wal/-shm files the same mode
             self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot open run store {self.path}: {e}") from e
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"cannot open run store {self.path}: {getattr(e, 'strerror', None) or e}") from e
         try:
             self._open(existed)
         except StoreError:
@@ -316,7 +320,7 @@ class RunStore:
                     call_id,
                     request_key,
                     role,
-                    endpoint,
+                    redact_url(endpoint),
                     model,
                     _dumps(request),
                     None if response is None else _dumps(response),
@@ -329,7 +333,7 @@ class RunStore:
                     len(completions),
                     float(latency_s),
                     int(attempt),
-                    error,
+                    None if error is None else redact_text(error),
                     now - float(latency_s),
                     now,
                 ),
@@ -442,7 +446,7 @@ class RunStore:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?)"
                 " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (key, _dumps(value)),
+                (key, _dumps(redact_value(value))),  # a URL value is kept without credentials
             )
 
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -487,7 +491,8 @@ class RunStore:
         out["samples"] = self.count_samples()
         for group in ("role", "endpoint"):
             out[f"per_{group}"] = {
-                row[0]: self._agg_row(row[1:])
+                # (stores written before redaction existed may hold credentials: mask them here too)
+                (redact_url(row[0]) if group == "endpoint" else row[0]): self._agg_row(row[1:])
                 for row in db.execute(
                     f"SELECT {group}, {self._AGG} FROM calls GROUP BY {group} ORDER BY {group}"
                 )

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Awaitable, Callable, Optional
 import typer
 
 from ..errors import BudgetExceeded, ProofsmithError, UserError
+from ..redact import redact_url
 from ..llm.config import Budget, Prices
 
 from ..records import Problem
@@ -233,7 +234,7 @@ def with_session(
         if cfg.is_embedded:
             cm_status = status("starting the embedded model (SmolLM2-135M)…")
         else:
-            cm_status = status(f"connecting to {', '.join(cfg.base_urls)}…")
+            cm_status = status(f"connecting to {', '.join(redact_url(u) for u in cfg.base_urls)}…")
         with cm_status:
             session_cm = open_session(cfg, run_dir, on_event=progress.event)
             session = await session_cm.__aenter__()

@@ -42,7 +42,9 @@ def exit_partial(failed: Any, total: int, noun: str) -> None:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one clear line on stderr and exit non-zero (no traceback)."""
-    first = " ".join(str(message).split())  # one line
+    from ..redact import redact_text
+
+    first = " ".join(redact_text(str(message)).split())  # one line, no credentials
     print(f"proofsmith: error: {first}", file=sys.stderr)
     raise typer.Exit(code)
 

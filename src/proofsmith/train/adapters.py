@@ -33,6 +33,7 @@ import math
 import os
 from typing import Any, Sequence
 
+from ..redact import redact_text
 from ..rewards import RewardResult
 from . import ROLES, TrainError
 from .judge import JudgeEndpoint, MethodReward, RewardItem
@@ -185,7 +186,7 @@ def _judge_from_env(prefix: str, base_url: str | None = None) -> JudgeEndpoint |
         return None
     model = os.environ.get(f"{prefix}_MODEL")
     if not model:
-        raise TrainError(f"{prefix}_MODEL is not set (the judge model name for {url})")
+        raise TrainError(f"{prefix}_MODEL is not set (the judge model name for {redact_text(url)})")
     optional: dict[str, int] = {}  # unset: the judge's defaults
     if os.environ.get("PROOFSMITH_JUDGE_CONCURRENCY"):
         optional["max_concurrency"] = int(os.environ["PROOFSMITH_JUDGE_CONCURRENCY"])

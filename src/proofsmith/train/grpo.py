@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import write_atomic
+from ..redact import redact_value
 from . import TrainError
 from .config import TrainConfig
 
@@ -170,7 +171,8 @@ def _train_grpo(cfg: TrainConfig) -> dict:
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "config.json", json.dumps(cfg.model_dump(), indent=2, default=str))
+    # judge base URLs without their credentials (proofsmith.redact)
+    write_atomic(out / "config.json", json.dumps(redact_value(cfg.model_dump()), indent=2, default=str))
     templates = _templates(cfg.data.templates)
     dataset = prepare_dataset(cfg, templates)
     model, tok, model_dir = load_model(cfg.model.path, cache_dir=cfg.model.cache_dir, dtype=cfg.model.dtype)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import write_atomic
+from ..redact import redact_value
 from . import ROLES, TrainError
 from .config import RFTConfig
 
@@ -168,7 +169,8 @@ def train_rft(cfg: RFTConfig) -> dict:
         )
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "config.json", json.dumps(cfg.model_dump(), indent=2, default=str))
+    # judge base URLs without their credentials (proofsmith.redact)
+    write_atomic(out / "config.json", json.dumps(redact_value(cfg.model_dump()), indent=2, default=str))
     model, tok, model_dir = load_model(cfg.model.path, cache_dir=cfg.model.cache_dir, dtype=cfg.model.dtype)
     s = cfg.sft
     fitting = selected if s.max_length is None else drop_too_long(selected, token_lengths(selected, tok), s.max_length)
