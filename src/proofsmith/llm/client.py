@@ -8,8 +8,9 @@ One :class:`LLMClient` talks to one model served by one or more endpoints. It gi
   4xx, which raise a typed :class:`LLMError` with a one-line message;
 * ``n`` samples per request, topped up with ``n=1`` requests when a server returns fewer
   choices than asked (remembered per endpoint);
-* reasoning split from the answer (``reasoning_content`` / ``reasoning`` fields, or inline
-  before the last ``</think>``);
+* the answer content kept exactly as the server sent it, and a separate reasoning field
+  (``reasoning_content`` / ``reasoning``) kept apart; inline ``<think>…</think>`` reasoning is
+  split off by the parsers (:mod:`proofsmith.parse`), which know the untrusted texts;
 * token usage and cost accounting, and a budget checked before each request;
 * endpoint choice: the same ``prefix_key`` always goes to the same endpoint (rendezvous
   hashing over the base URLs, so prefix caches are hit); otherwise the least-loaded one. An
@@ -43,7 +44,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator
 
-from proofsmith.parse import strip_reasoning
+from proofsmith.parse import split_answer
 from proofsmith.records import Completion, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -218,13 +219,14 @@ def request_key(model: str, messages: list[dict], params: SamplingParams) -> str
 
 
 def split_reasoning(content: str | None, reasoning_field: str | None = None) -> tuple[str, str | None]:
-    """(answer text, reasoning or None) of one message.
+    """(answer text, reasoning or None) of one message, for display.
 
-    Inline reasoning is split off with :func:`proofsmith.parse.strip_reasoning` (everything up
-    to and including the last ``</think>``; an answer that opens ``<think>`` and never closes
-    it is all reasoning). A separate reasoning field (``reasoning_content``) comes first.
+    The client itself stores the content uncut (``Completion.text``); role answers are split
+    by their parsers. This helper applies :func:`proofsmith.parse.split_answer`'s generic rule:
+    with a separate reasoning field the content is not cut; otherwise inline reasoning ends at
+    the last ``</think>`` that is followed by some text.
     """
-    text, inline = strip_reasoning(content or "")
+    text, inline = split_answer(content or "", reasoning_separate=bool(reasoning_field))
     parts = [p for p in (reasoning_field, inline) if p]
     return text, ("\n\n".join(parts) if parts else None)
 
@@ -870,7 +872,9 @@ class LLMClient:
                 content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
             elif not isinstance(content, str):
                 content = None
-            text, reasoning = split_reasoning(content, reasoning_field)
+            # content kept uncut (the parsers split inline reasoning knowing the untrusted
+            # texts); ``reasoning`` is the separate reasoning field only
+            text, reasoning = content or "", reasoning_field or None
             finish = ch.get("finish_reason")
             finish = finish if isinstance(finish, str) else None
             completions.append(
