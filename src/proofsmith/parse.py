@@ -1,83 +1,35 @@
-"""Answers -> scores, sections and format errors (METHOD.md "Parsing rules").
+"""Answers -> scores, sections and format errors (METHOD.md "Parsing rules"; the full rules,
+with the reasons for each, are in docs/parsing.md).
 
-CONTRACT (other modules rely on these names and signatures):
+Contract: the phrase constants, ``VALID_SCORES``, ``phrase_regex``, ``score_value``,
+``last_boxed``, ``parse_score``, ``strip_reasoning`` (generic, untrusted-unaware: not for
+role answers), ``split_answer``, and ``parse_verification`` / ``parse_meta_verification`` /
+``parse_generation`` returning ``ParsedScore`` / ``ParsedGeneration`` (``answer`` and
+``reasoning`` hold the split, outside equality). Each parser takes the message content as the
+server sent it, ``truncated``, the untrusted texts of its call (problem; proof; proof and
+analysis) and ``reasoning_separate`` (the server returned reasoning in its own field).
 
-VERIFIER_START = "Here is my evaluation of the solution:"
-VERIFIER_FINAL = "Based on my evaluation, the final overall score should be:"  # "overal" accepted
-META_START = 'Here is my analysis of the "solution evaluation":'
-META_FINAL = 'Based on my analysis, I will rate the "solution evaluation" as:'
-
-def strip_reasoning(text: str) -> tuple[str, str | None]
-    Drop everything up to and including the last "</think>"; return (content, reasoning or None).
-def last_boxed(text: str) -> str | None
-    Content of the last non-empty, brace-balanced \\boxed{...} (None if none).
-def parse_score(text: str) -> float | None
-    score_value(last_boxed(text)): the number in the last box, or None.
-
-ADDITIONS to the contract: VERIFIER_FINAL_RELEASED (the "overal" spelling), VALID_SCORES,
-score_value(raw) -> float | None, phrase_regex(phrase) -> compiled tolerant regex, and an
-``ok`` property on ParsedScore / ParsedGeneration.
-
-@dataclass(frozen=True)
-class ParsedScore:  score: float | None; analysis: str | None; format_error: str | None
-@dataclass(frozen=True)
-class ParsedGeneration: proof: str | None; self_evaluation: str | None;
-                        self_score: float | None; format_error: str | None
-
-def parse_verification(answer: str, *, truncated: bool = False, proof: str | None = None) -> ParsedScore
-def parse_meta_verification(answer: str, *, truncated: bool = False, proof: str | None = None,
-                            analysis: str | None = None) -> ParsedScore
-def parse_generation(answer: str, *, truncated: bool = False) -> ParsedGeneration
-
-DECISIONS (where METHOD.md is silent)
--------------------------------------
-Phrases are matched case-insensitively and tolerate markdown a model commonly adds: bold or
-italic markers around or inside the phrase (``**Based on my evaluation**, ...``), any run of
-whitespace between words, straight/curly/no quotes around ``solution evaluation``, the
-released misspelling "overal", and a missing final colon.
-
-A score is the text of a ``\\boxed{...}`` read as a number. Accepted spellings: decimals
-(``1``, ``1.0``, ``0.50``, ``.5``), fractions ``1/2`` and ``\\frac{1}{2}`` (also ``\\dfrac``,
-``\\tfrac``, ``\\frac12``), optionally wrapped in ``$``, a nested ``\\boxed{}`` or
-``\\text{}``/``\\textbf{}``/``\\mathbf{}``/``\\mathrm{}``. ``nan``/``inf``/words are not
-numbers. A verifier or meta-verifier score must then be one of {0, 0.5, 1}.
-
-The verdict of a verifier answer is the first non-empty boxed value after the LAST final
-phrase (not simply the last box of the text: a box quoted after the verdict cannot override
-it). The analysis is the text between the start phrase and that final phrase. Reasoning
-(everything up to the last ``</think>``) is ignored by every parser.
-
-Untrusted text (the proof, and for meta-verification also the analysis under review) may
-contain the phrases, boxed scores or ``</think>``. When it is given, every verbatim quotation
-in the answer of one of its "dangerous" lines (a line with a phrase, a ``\\boxed`` or
-``</think>``; also the part of such a line from a phrase to its end, and phrase-to-box) is a
-*quoted span*. Phrases, boxes and ``</think>`` inside quoted spans are not the verifier's
-own words and are skipped. One fallback keeps a proof from making honest verdicts vanish
-(a proof containing the exact line a verifier would write, e.g. "... should be: \\boxed{0}",
-must not make every 0-verdict unparseable): if no own verdict is found, the last final phrase
-is accepted when its box ends the answer and no own (unquoted) final phrase exists, or when
-that final phrase itself is own and only its box was quoted. Known limitation: a verifier that
-writes its verdict identical to a proof line AND afterwards ends its answer with a raw,
-unquoted copy of a different proof verdict line is read as the latter. Prompt injection that
-makes the verifier *itself* adopt a score is beyond what a parser can detect.
-
-FORMAT ERRORS (``format_error`` strings; the prefix before any ``:`` is stable)
-------------------------------------------------------------------------------
-- ``truncated``: the answer was cut off at the token limit (never parsed).
-- ``empty``: nothing left after removing reasoning.
-- ``missing phrase: <phrase>``: a required phrase is absent (or, for the start phrase, not
-  before the verdict).
-- ``verdict only in quoted text``: the only final phrases are quotations of untrusted text.
-- ``no boxed score``: final phrase present, but no non-empty balanced ``\\boxed{}`` after it.
-- ``score not in {0, 0.5, 1}: <raw>``: the boxed value is not an accepted score.
-- generation: ``missing header: ## Solution``, ``missing header: ## Self Evaluation``,
-  ``empty proof``; and, with the proof KEPT, ``self-evaluation: no boxed score`` or
-  ``self-evaluation: score not in {0, 0.5, 1}: <raw>`` (self_score None, counted as 0).
+Rule: (1) with ``reasoning_separate`` the content is never cut; otherwise inline reasoning
+ends at the last ``</think>`` that is the model's own (not inside a quotation of untrusted
+text) and is followed by the role's own answer structure (an own verdict; else an own start
+phrase then a final phrase with a box; for generation the two headers). A ``</think>`` with
+no such structure after it is a mention, not a cut. (2) Quotations are found after
+normalisation (case, whitespace, markdown emphasis, code, ``$``, ``>``, quotes ignored): an
+untrusted verdict line, a phrase/box/``</think>`` with words around it, a tag with its two
+neighbouring lines; and any phrase or box that repeats untrusted text with 12+ characters of
+the same context (beyond the phrase before a box). (3) The verdict is the box of the last
+own final phrase (or a final phrase immediately followed by an own box); a box quoted after
+it cannot override it. Fallback: when the model's own verdict line is word for word a line of
+the untrusted text, it is read only when it ends the answer. Format errors (stable prefix
+before ``:``): ``truncated``, ``empty``, ``missing phrase: …``, ``verdict only in quoted
+text``, ``no boxed score``, ``score not in {0, 0.5, 1}: …``, ``missing header: …``, ``empty
+proof``, ``self-evaluation: …`` (proof kept, self_score None).
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Iterable, Iterator
@@ -184,6 +136,9 @@ _ALL_PHRASES = (_VERIFIER_START_RE, _VERIFIER_FINAL_RE, _META_START_RE, _META_FI
 
 def strip_reasoning(text: str) -> tuple[str, str | None]:
     """Drop everything up to and including the last ``</think>``.
+
+    Generic and blind to untrusted text: a quoted ``</think>`` moves the cut. Role answers are
+    split by their parsers instead (``split_answer``), which must get the uncut content.
 
     Returns ``(content, reasoning)``; both stripped, a leading ``<think>`` removed from the
     reasoning. Without ``</think>``: an answer that opens with ``<think>`` never finished
@@ -354,19 +309,27 @@ def _is_dangerous(text: str) -> bool:
 
 
 def _qualifies(seg: str) -> bool:
-    """A segment is masked only if it carries a phrase, or a box or ``</think>`` with some
-    words around it. A bare ``\\boxed{1}`` or a bare ``</think>`` is not masked: the answer's
-    own verdict box or reasoning end would match it (bare boxes are handled by the "first box
-    after the final phrase" rule, bare tags by the answer-structure rule of the split)."""
-    if any(rx.search(seg) for rx in _ALL_PHRASES):
-        return True
-    if "\\boxed" not in seg and THINK_END not in seg:
+    """A segment is masked only if it could not be the answer's own words: a phrase with a
+    box after it (a verdict line), or a phrase, box or ``</think>`` with other words around
+    it. A bare phrase, a bare ``\\boxed{1}`` or a bare ``</think>`` is not masked: the
+    answer's own phrase, verdict box or reasoning end would match it (a bare box is handled by
+    the "first box after the final phrase" rule, a bare tag by the answer-structure rule of the
+    reasoning split, a bare phrase needs an own box after it to count)."""
+    phrases = [m for rx in _ALL_PHRASES for m in rx.finditer(seg)]
+    boxes = list(_iter_boxes(seg))
+    if not phrases and not boxes and THINK_END not in seg:
         return False
-    outside = seg
-    for b in sorted(_iter_boxes(seg), key=lambda b: -b.start):
-        outside = outside[: b.start] + outside[b.end:]
-    outside = outside.replace(THINK_END, " ").replace(THINK_START, " ").replace("boxed", "")
-    return bool(re.search(r"[A-Za-z0-9]", outside))
+    if phrases and any(b.start >= min(m.end() for m in phrases) for b in boxes):
+        return True
+    cut = sorted([(m.start(), m.end()) for m in phrases] + [(b.start, b.end) for b in boxes])
+    outside, pos = [], 0
+    for a, b in cut:
+        if a >= pos:
+            outside.append(seg[pos:a])
+        pos = max(pos, b)
+    outside.append(seg[pos:])
+    rest = "".join(outside).replace(THINK_END, " ").replace(THINK_START, " ").replace("boxed", "")
+    return bool(re.search(r"[A-Za-z0-9]", rest))
 
 
 def _line_bounds(src: str, pos: int) -> tuple[int, int]:
@@ -455,21 +418,77 @@ def _quoted_spans(text: str, sources: Iterable[str | None]) -> list[tuple[int, i
     return spans
 
 
+_ADJACENT_RE = re.compile(r"[\s*_$`:(\[]*")  # between a final phrase and its box
+_CONTEXT_CHARS = 12  # normalised characters of matching context that make an element a quote
+
+
 class _Quotes:
+    """Which parts of an answer are quotations of untrusted text.
+
+    An element of the answer (a phrase, a box, a header, a tag; given by its index range) is quoted
+    when it lies inside a quoted segment (``_quote_segments``), or (phrases and boxes) when it occurs in an
+    untrusted text together with at least ``_CONTEXT_CHARS`` normalised characters of the same
+    context before and/or after it (a quote of any slice of a line, e.g. one that starts in
+    the middle of a word). ``</think>`` tags are judged by segments only: the tag plus the
+    answer's own first words could match an untrusted fake block by chance."""
+
     def __init__(self, text: str, sources: Iterable[str | None]):
         self.text = text
         srcs = [s for s in sources if s]
         self.spans = _quoted_spans(text, srcs) if srcs else []
+        self._srcs = [_normalize(s)[0] for s in srcs]
+        self._norm: tuple[str, list[int]] | None = None
 
     def covers(self, a: int, b: int) -> bool:
-        if not self.spans:
+        if not self._srcs:
             return False
         t = self.text
         while a < b and (t[a].isspace() or t[a] in _NORM_DROP):
             a += 1
         while b > a and (t[b - 1].isspace() or t[b - 1] in _NORM_DROP):
             b -= 1
-        return any(s <= a and b <= e for s, e in self.spans)
+        if any(s <= a and b <= e for s, e in self.spans):
+            return True
+        return self._in_context(a, b)
+
+    def _in_context(self, a: int, b: int) -> bool:
+        piece = self.text[a:b]
+        if "<think" in piece or "</think" in piece:  # (the trimmed range may lack the ">")
+            return False
+        if "\\boxed" not in piece and not any(rx.search(piece) for rx in _ALL_PHRASES):
+            return False  # only phrases and boxes (a header or word is too common to judge)
+        if self._norm is None:
+            self._norm = _normalize(self.text)
+        norm, idx = self._norm
+        na, nb = bisect_left(idx, a), bisect_left(idx, b)
+        elem = norm[na:nb]
+        # a box right after a phrase: the phrase's words are what every answer writes there,
+        # so matching context must reach beyond them
+        free = 0
+        if "\\boxed" in elem:
+            lo = max(0, a - 300)
+            for rx in _ALL_PHRASES:
+                for m in rx.finditer(self.text, lo, a):
+                    if _ADJACENT_RE.fullmatch(self.text, m.end(), a):
+                        free = max(free, na - bisect_left(idx, m.start()))
+        need = _CONTEXT_CHARS
+        for u in self._srcs:
+            k = u.find(elem)
+            while k >= 0:
+                left = 0
+                while (left < free + need and na - 1 - left >= 0 and k - 1 - left >= 0
+                       and norm[na - 1 - left] == u[k - 1 - left]):
+                    left += 1
+                left = max(0, left - free)
+                right = 0
+                ke = k + len(elem)
+                while (left + right < need and nb + right < len(norm) and ke + right < len(u)
+                       and norm[nb + right] == u[ke + right]):
+                    right += 1
+                if left + right >= need:
+                    return True
+                k = u.find(elem, k + 1)
+        return False
 
 
 # --------------------------------------------------------------------------- reasoning split
@@ -491,9 +510,11 @@ def _answer_start(
         if not quotes.covers(i, i + len(THINK_END)):
             own.append(i + len(THINK_END))
         i = text.find(THINK_END, i + 1)
-    for c in reversed(own):
-        if has_answer(c):
-            return c
+    strength = {c: has_answer(c) for c in own}
+    for level in (2, 1):
+        for c in reversed(own):
+            if strength[c] >= level:
+                return c
     if text.lstrip().startswith(THINK_START):
         if own:
             return own[-1]
@@ -521,29 +542,55 @@ def _clean_analysis(s: str) -> str:
     return s.strip()
 
 
-def _primary_verdict(
-    text: str, c0: int, quotes: _Quotes, start_re: re.Pattern[str], final_re: re.Pattern[str]
-) -> tuple[re.Match[str], _Box] | None:
-    """The last own final phrase after ``c0`` followed (before the next final phrase) by an own
-    box, with a start phrase between ``c0`` and it; None when there is none."""
+def _own_verdicts(
+    text: str, c0: int, quotes: _Quotes, final_re: re.Pattern[str]
+) -> Iterator[tuple[re.Match[str], _Box]]:
+    """Own verdicts after ``c0``, last first: a final phrase followed (before the next final
+    phrase) by an own box, where the phrase is own too, or the box follows it at once (a
+    phrase and an own box right after it are not a quotation, even when the phrase's words
+    and what precedes them repeat untrusted text)."""
     finals = list(final_re.finditer(text, c0))
-    boxes = None
+    if not finals:
+        return
+    boxes = [b for b in _iter_boxes(text) if b.start >= c0]
     for idx in range(len(finals) - 1, -1, -1):
         m = finals[idx]
-        if quotes.covers(m.start(), m.end()):
-            continue
-        if boxes is None:
-            boxes = [b for b in _iter_boxes(text) if b.start >= c0]
         limit = finals[idx + 1].start() if idx + 1 < len(finals) else len(text)
         box = next(
             (b for b in boxes if b.start >= m.end() and b.end <= limit and not quotes.covers(b.start, b.end)),
             None,
         )
-        if box is not None:
-            if start_re.search(text, c0, m.start()) is None:
-                return None
-            return m, box
+        if box is None:
+            continue
+        if not quotes.covers(m.start(), m.end()) or _ADJACENT_RE.fullmatch(text, m.end(), box.start):
+            yield m, box
+
+
+def _primary_verdict(
+    text: str, c0: int, quotes: _Quotes, start_re: re.Pattern[str], final_re: re.Pattern[str]
+) -> tuple[re.Match[str], _Box] | None:
+    """The last own verdict after ``c0`` (``_own_verdicts``), with a start phrase between
+    ``c0`` and it; None when there is none."""
+    for m, box in _own_verdicts(text, c0, quotes, final_re):
+        if start_re.search(text, c0, m.start()) is None:
+            return None
+        return m, box
     return None
+
+
+def _answer_strength(
+    text: str, c: int, quotes: _Quotes, start_re: re.Pattern[str], final_re: re.Pattern[str]
+) -> int:
+    """2: an own verdict follows ``c`` (``_primary_verdict``); 1: an own start phrase
+    followed by a final phrase with a box (the verdict line itself may coincide with untrusted
+    text); 0: no answer structure."""
+    if _primary_verdict(text, c, quotes, start_re, final_re) is not None:
+        return 2
+    st = next((m for m in start_re.finditer(text, c) if not quotes.covers(m.start(), m.end())), None)
+    if st is None:
+        return 0
+    m = final_re.search(text, st.end())
+    return 1 if m is not None and next(_iter_boxes(text[m.end():]), None) is not None else 0
 
 
 def _parse_scored(
@@ -562,7 +609,7 @@ def _parse_scored(
     quotes = _Quotes(answer, untrusted)
     c0 = _answer_start(
         answer, quotes, reasoning_separate=reasoning_separate,
-        has_answer=lambda c: _primary_verdict(answer, c, quotes, start_re, final_re) is not None,
+        has_answer=lambda c: _answer_strength(answer, c, quotes, start_re, final_re),
     )
     body = "" if c0 is None else answer[c0:].strip()
     reasoning = _clean_reasoning(answer) if c0 is None else _reasoning_part(answer, c0)
@@ -586,20 +633,8 @@ def _parse_scored(
     def own(m: re.Match[str]) -> bool:
         return not quotes.covers(m.start(), m.end())
 
-    chosen: tuple[re.Match[str], _Box] | None = None
-    # 1) the last own final phrase followed (before the next final phrase) by an own box
-    for idx in range(len(finals) - 1, -1, -1):
-        m = finals[idx]
-        if not own(m):
-            continue
-        limit = finals[idx + 1].start() if idx + 1 < len(finals) else len(answer)
-        box = next(
-            (b for b in boxes if b.start >= m.end() and b.end <= limit and not quotes.covers(b.start, b.end)),
-            None,
-        )
-        if box is not None:
-            chosen = (m, box)
-            break
+    # 1) the last own verdict: a final phrase followed by an own box (``_own_verdicts``)
+    chosen: tuple[re.Match[str], _Box] | None = next(_own_verdicts(answer, c0, quotes, final_re), None)
     # 2) fallback: the verdict coincides with quoted untrusted text but ends the answer
     if chosen is None:
         m = finals[-1]
@@ -741,9 +776,9 @@ def parse_generation(
         raise TypeError(f"answer must be a string, got {type(answer).__name__}")
     quotes = _Quotes(answer, [problem])
 
-    def has_answer(c: int) -> bool:
+    def has_answer(c: int) -> int:
         sol, ev = _sections(answer, c, quotes)
-        return ev is not None
+        return 2 if ev is not None else 0
 
     c0 = _answer_start(answer, quotes, reasoning_separate=reasoning_separate, has_answer=has_answer)
     body = "" if c0 is None else answer[c0:].strip()
@@ -801,11 +836,11 @@ def split_answer(
         return p.answer or "", p.reasoning
     quotes = _Quotes(text, srcs)
     if role is None:
-        def has_answer(c: int) -> bool:
-            return bool(text[c:].strip())
+        def has_answer(c: int) -> int:
+            return 2 if text[c:].strip() else 0
     else:
-        def has_answer(c: int) -> bool:
-            return any(not quotes.covers(b.start, b.end) for b in _iter_boxes(text) if b.start >= c)
+        def has_answer(c: int) -> int:
+            return 2 if any(not quotes.covers(b.start, b.end) for b in _iter_boxes(text) if b.start >= c) else 0
     c0 = _answer_start(text, quotes, reasoning_separate=reasoning_separate, has_answer=has_answer)
     if c0 is None:
         return "", _clean_reasoning(text)
