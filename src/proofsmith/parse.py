@@ -15,9 +15,9 @@ text) and is followed by the role's own answer structure (an own verdict; else a
 phrase then a final phrase with a box; for generation the two headers). A ``</think>`` with
 no such structure after it is a mention, not a cut. (2) Quotations are found after
 normalisation (case, whitespace, markdown emphasis, code, ``$``, ``>``, quotes ignored): an
-untrusted verdict line, a phrase/box/``</think>`` with words around it, a tag with its two
-neighbouring lines; and any phrase or box that repeats untrusted text with 12+ characters of
-the same context (beyond the phrase before a box). (3) The verdict is the box of the last
+untrusted verdict line, a phrase/box/``</think>`` with words around it, a tag with the two
+lines after it (a tag is quoted only with words after it); and any phrase or box that repeats
+untrusted text with 12+ characters of the same context (beyond the phrase before a box). (3) The verdict is the box of the last
 own final phrase (or a final phrase immediately followed by an own box); a box quoted after
 it cannot override it. Fallback: when the model's own verdict line is word for word a line of
 the untrusted text, it is read only when it ends the answer. Format errors (stable prefix
@@ -352,14 +352,12 @@ def _line_bounds(src: str, pos: int) -> tuple[int, int]:
 
 
 def _think_context_segments(src: str) -> Iterator[str]:
-    """For every ``</think>`` of an untrusted text: the tag with the text before it (back to
-    the start of the previous non-empty line) and with the text after it (to the end of the
-    second non-empty line after it), so a quote of the tag together with its neighbourhood
-    (e.g. a fake answer block after it) is recognised even when the tag stands on its own line."""
+    """For every ``</think>`` of an untrusted text: the tag with the text after it, to the end
+    of the second non-empty line after it, so a quote of the tag together with what follows it
+    (e.g. a fake answer block) is recognised even when the tag stands on its own line."""
     t = src.find(THINK_END)
     while t >= 0:
         e = t + len(THINK_END)
-        # after: up to two non-empty lines (the rest of the tag's line counts as one)
         end, got, pos = e, 0, e
         while got < 2 and pos < len(src):
             _, le = _line_bounds(src, pos)
@@ -368,18 +366,6 @@ def _think_context_segments(src: str) -> Iterator[str]:
                 end = le
             pos = le + 1
         yield src[t:end]
-        # before: back to the start of the previous non-empty line
-        ls, _ = _line_bounds(src, t)
-        start = ls
-        if not src[ls:t].strip():
-            p = ls - 1
-            while p > 0:
-                a, _ = _line_bounds(src, p - 1 if src[p] == "\n" else p)
-                if src[a:p].strip():
-                    start = a
-                    break
-                p = a - 1
-        yield src[start:e]
         t = src.find(THINK_END, t + 1)
 
 
@@ -460,6 +446,10 @@ class _Quotes:
             a += 1
         while b > a and (t[b - 1].isspace() or t[b - 1] in _NORM_DROP):
             b -= 1
+        if "</think" in t[a:b]:
+            # a tag is quoted only together with words after it: what follows a tag decides
+            # what it does, and the model's own tag may follow a quote that ends just before it
+            return any(s <= a and b <= e and re.search(r"[A-Za-z0-9]", t[b:e]) for s, e in self.spans)
         if any(s <= a and b <= e for s, e in self.spans):
             return True
         return self._in_context(a, b)
