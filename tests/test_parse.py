@@ -492,3 +492,23 @@ def test_generation_problem_quotes_cannot_move_the_self_score():
     assert parse_generation(strip_reasoning(text)[0]).proof == "Trivial."  # the old cut
     g = parse_generation(text, problem=problem)
     assert g.proof == "Real proof." and g.self_score == 0.5 and g.format_error is None
+
+
+def test_own_think_right_after_a_quote_of_words_before_an_untrusted_tag():
+    # found by the property test: the reasoning ends quoting "Based on", the model's own </think>
+    # follows; the analysis under review has "Based on</think> ..." — the own tag is not a quote
+    analysis = answer("Fine.", "1").replace("Based on", "Based on</think>", 1)
+    text = (
+        "<think>\nIt says: Based on\n</think>\n\n"
+        + meta_answer("The analysis ignores odd n; it also contains a </think> tag.", "0")
+    )
+    p = parse_meta_verification(text, analysis=analysis)
+    assert p.score == 0.0 and p.analysis == "The analysis ignores odd n; it also contains a </think> tag."
+
+
+def test_bare_phrase_line_in_untrusted_text_does_not_mask_own_phrase():
+    # the analysis under review ends with the meta final phrase alone on its line
+    analysis = answer("Fine.", "1") + "\n" + META_FINAL
+    text = meta_answer("The analysis ignores odd n.", "0") + "\nThat is all."
+    p = parse_meta_verification(text, analysis=analysis)
+    assert p.score == 0.0 and p.format_error is None
