@@ -192,7 +192,7 @@ async def test_truncation_flagged(scripted_server):
     assert not b[0].truncated and b[0].finish_reason == "stop"
 
 
-async def test_reasoning_kept_and_stripped(scripted_server):
+async def test_reasoning_field_kept_apart_content_uncut(scripted_server):
     srv = scripted_server
     srv.script(
         Reply(text="final answer", reasoning="thinking hard"),
@@ -204,15 +204,19 @@ async def test_reasoning_kept_and_stripped(scripted_server):
         r = [(await c.complete(msg(i)))[0] for i in range(4)]
     assert (r[0].text, r[0].reasoning) == ("final answer", "thinking hard")
     assert (r[1].text, r[1].reasoning) == ("answer two", "other field")
-    assert (r[2].text, r[2].reasoning) == ("answer three", "inline thoughts")
-    assert r[3].text == "" and r[3].reasoning == "never closed because the limit" and r[3].truncated
+    # inline reasoning stays in the uncut content: the role parsers split it (issue 9)
+    assert (r[2].text, r[2].reasoning) == ("<think>inline thoughts</think>\n\nanswer three", None)
+    assert r[3].text == "<think>never closed because the limit" and r[3].reasoning is None and r[3].truncated
 
 
 def test_split_reasoning_helper():
     assert split_reasoning("a</think>b</think> c") == ("c", "a</think>b")
     assert split_reasoning("plain") == ("plain", None)
     assert split_reasoning(None) == ("", None)
-    assert split_reasoning("x</think>y", "field") == ("y", "field\n\nx")
+    # with a separate reasoning field the content is never cut
+    assert split_reasoning("x</think>y", "field") == ("x</think>y", "field")
+    # a </think> with nothing after it is a mention, not the end of reasoning
+    assert split_reasoning("answer </think>") == ("answer </think>", None)
 
 
 async def test_n_samples_in_one_request(scripted_server):

@@ -28,9 +28,10 @@ def test_choices_in_index_order_with_usage_cost_and_reasoning():
     }
     prices = Prices(prompt_per_million=1.0, completion_per_million=2.0, cached_prompt_per_million=0.5)
     comps, usage, resp = parse(200, doc, indices=(3, 4), prices=prices)
-    assert [c.text for c in comps] == ["first", "second"]
+    # content kept as sent (the role parsers split inline reasoning); reasoning = the field only
+    assert [c.text for c in comps] == ["<think>hmm</think>first", "second"]
     assert [c.sample_index for c in comps] == [3, 4]
-    assert comps[0].reasoning == "field\n\nhmm" and comps[1].reasoning is None
+    assert comps[0].reasoning == "field" and comps[1].reasoning is None
     assert [c.truncated for c in comps] == [False, True]
     assert comps[0].model == "served-name" and comps[0].call_id == "call-1" and comps[0].request_key == "key-1"
     assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (1000, 500, 400)

@@ -1,84 +1,36 @@
-"""Answers -> scores, sections and format errors (METHOD.md "Parsing rules").
+"""Answers -> scores, sections and format errors (METHOD.md "Parsing rules"; the full rules,
+with the reasons for each, are in docs/parsing.md).
 
-CONTRACT (other modules rely on these names and signatures):
+Contract: the phrase constants, ``VALID_SCORES``, ``phrase_regex``, ``score_value``,
+``last_boxed``, ``parse_score``, ``strip_reasoning`` (generic, untrusted-unaware: not for
+role answers), ``split_answer``, and ``parse_verification`` / ``parse_meta_verification`` /
+``parse_generation`` returning ``ParsedScore`` / ``ParsedGeneration`` (``answer`` and
+``reasoning`` hold the split, outside equality). Each parser takes the message content as the
+server sent it, ``truncated``, the untrusted texts of its call (problem; proof; proof and
+analysis) and ``reasoning_separate`` (the server returned reasoning in its own field).
 
-VERIFIER_START = "Here is my evaluation of the solution:"
-VERIFIER_FINAL = "Based on my evaluation, the final overall score should be:"  # "overal" accepted
-META_START = 'Here is my analysis of the "solution evaluation":'
-META_FINAL = 'Based on my analysis, I will rate the "solution evaluation" as:'
-
-def strip_reasoning(text: str) -> tuple[str, str | None]
-    Drop everything up to and including the last "</think>"; return (content, reasoning or None).
-def last_boxed(text: str) -> str | None
-    Content of the last non-empty, brace-balanced \\boxed{...} (None if none).
-def parse_score(text: str) -> float | None
-    score_value(last_boxed(text)): the number in the last box, or None.
-
-ADDITIONS to the contract: VERIFIER_FINAL_RELEASED (the "overal" spelling), VALID_SCORES,
-score_value(raw) -> float | None, phrase_regex(phrase) -> compiled tolerant regex, and an
-``ok`` property on ParsedScore / ParsedGeneration.
-
-@dataclass(frozen=True)
-class ParsedScore:  score: float | None; analysis: str | None; format_error: str | None
-@dataclass(frozen=True)
-class ParsedGeneration: proof: str | None; self_evaluation: str | None;
-                        self_score: float | None; format_error: str | None
-
-def parse_verification(answer: str, *, truncated: bool = False, proof: str | None = None) -> ParsedScore
-def parse_meta_verification(answer: str, *, truncated: bool = False, proof: str | None = None,
-                            analysis: str | None = None) -> ParsedScore
-def parse_generation(answer: str, *, truncated: bool = False) -> ParsedGeneration
-
-DECISIONS (where METHOD.md is silent)
--------------------------------------
-Phrases are matched case-insensitively and tolerate markdown a model commonly adds: bold or
-italic markers around or inside the phrase (``**Based on my evaluation**, ...``), any run of
-whitespace between words, straight/curly/no quotes around ``solution evaluation``, the
-released misspelling "overal", and a missing final colon.
-
-A score is the text of a ``\\boxed{...}`` read as a number. Accepted spellings: decimals
-(``1``, ``1.0``, ``0.50``, ``.5``), fractions ``1/2`` and ``\\frac{1}{2}`` (also ``\\dfrac``,
-``\\tfrac``, ``\\frac12``), optionally wrapped in ``$``, a nested ``\\boxed{}`` or
-``\\text{}``/``\\textbf{}``/``\\mathbf{}``/``\\mathrm{}``. ``nan``/``inf``/words are not
-numbers. A verifier or meta-verifier score must then be one of {0, 0.5, 1}.
-
-The verdict of a verifier answer is the first non-empty boxed value after the LAST final
-phrase (not simply the last box of the text: a box quoted after the verdict cannot override
-it). The analysis is the text between the start phrase and that final phrase. Reasoning
-(everything up to the last ``</think>``) is ignored by every parser.
-
-Untrusted text (the proof, and for meta-verification also the analysis under review) may
-contain the phrases, boxed scores or ``</think>``. When it is given, every verbatim quotation
-in the answer of one of its "dangerous" lines (a line with a phrase, a ``\\boxed`` or
-``</think>``; also the part of such a line from a phrase to its end, and phrase-to-box) is a
-*quoted span*. Phrases, boxes and ``</think>`` inside quoted spans are not the verifier's
-own words and are skipped. One fallback keeps a proof from making honest verdicts vanish
-(a proof containing the exact line a verifier would write, e.g. "... should be: \\boxed{0}",
-must not make every 0-verdict unparseable): if no own verdict is found, the last final phrase
-is accepted when its box ends the answer and no own (unquoted) final phrase exists, or when
-that final phrase itself is own and only its box was quoted. Known limitation: a verifier that
-writes its verdict identical to a proof line AND afterwards ends its answer with a raw,
-unquoted copy of a different proof verdict line is read as the latter. Prompt injection that
-makes the verifier *itself* adopt a score is beyond what a parser can detect.
-
-FORMAT ERRORS (``format_error`` strings; the prefix before any ``:`` is stable)
-------------------------------------------------------------------------------
-- ``truncated``: the answer was cut off at the token limit (never parsed).
-- ``empty``: nothing left after removing reasoning.
-- ``missing phrase: <phrase>``: a required phrase is absent (or, for the start phrase, not
-  before the verdict).
-- ``verdict only in quoted text``: the only final phrases are quotations of untrusted text.
-- ``no boxed score``: final phrase present, but no non-empty balanced ``\\boxed{}`` after it.
-- ``score not in {0, 0.5, 1}: <raw>``: the boxed value is not an accepted score.
-- generation: ``missing header: ## Solution``, ``missing header: ## Self Evaluation``,
-  ``empty proof``; and, with the proof KEPT, ``self-evaluation: no boxed score`` or
-  ``self-evaluation: score not in {0, 0.5, 1}: <raw>`` (self_score None, counted as 0).
+Rule: (1) with ``reasoning_separate`` the content is never cut; otherwise inline reasoning
+ends at the last ``</think>`` that is the model's own (not inside a quotation of untrusted
+text) and is followed by the role's own answer structure (an own verdict; else an own start
+phrase then a final phrase with a box; for generation the two headers). A ``</think>`` with
+no such structure after it is a mention, not a cut. (2) Quotations are found after
+normalisation (case, whitespace, markdown emphasis, code, ``$``, ``>``, quotes ignored): an
+untrusted verdict line, a phrase/box/``</think>`` with words around it, a tag with the two
+lines after it (a tag is quoted only with words after it); and any phrase or box that repeats
+untrusted text with 12+ characters of the same context (beyond the phrase before a box). (3) The verdict is the box of the last
+own final phrase (or a final phrase immediately followed by an own box); a box quoted after
+it cannot override it. Fallback: when the model's own verdict line is word for word a line of
+the untrusted text, it is read only when it ends the answer. Format errors (stable prefix
+before ``:``): ``truncated``, ``empty``, ``missing phrase: …``, ``verdict only in quoted
+text``, ``no boxed score``, ``score not in {0, 0.5, 1}: …``, ``missing header: …``, ``empty
+proof``, ``self-evaluation: …`` (proof kept, self_score None).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from bisect import bisect_left
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Iterable, Iterator
 
@@ -102,6 +54,7 @@ __all__ = [
     "ParsedScore",
     "ParsedGeneration",
     "strip_reasoning",
+    "split_answer",
     "last_boxed",
     "parse_score",
     "score_value",
@@ -120,6 +73,9 @@ class ParsedScore:
     score: float | None
     analysis: str | None
     format_error: str | None
+    # the answer proper (reasoning split off) and the inline reasoning; not part of equality
+    answer: str | None = field(default=None, compare=False)
+    reasoning: str | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -132,6 +88,8 @@ class ParsedGeneration:
     self_evaluation: str | None
     self_score: float | None
     format_error: str | None
+    answer: str | None = field(default=None, compare=False)
+    reasoning: str | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -178,6 +136,9 @@ _ALL_PHRASES = (_VERIFIER_START_RE, _VERIFIER_FINAL_RE, _META_START_RE, _META_FI
 
 def strip_reasoning(text: str) -> tuple[str, str | None]:
     """Drop everything up to and including the last ``</think>``.
+
+    Generic and blind to untrusted text: a quoted ``</think>`` moves the cut. Role answers are
+    split by their parsers instead (``split_answer``), which must get the uncut content.
 
     Returns ``(content, reasoning)``; both stripped, a leading ``<think>`` removed from the
     reasoning. Without ``</think>``: an answer that opens with ``<think>`` never finished
@@ -245,13 +206,17 @@ def _iter_boxes(text: str) -> Iterator[_Box]:
             yield _Box(m.start(), close + 1, content.strip())
 
 
-def last_boxed(text: str) -> str | None:
+def last_boxed(text: str, *, untrusted: Iterable[str | None] = ()) -> str | None:
     """Content of the last non-empty, brace-balanced ``\\boxed{...}`` (None if none).
 
-    "Last" is by start position, so in ``\\boxed{\\boxed{1}}`` it is the inner ``1``."""
+    "Last" is by start position, so in ``\\boxed{\\boxed{1}}`` it is the inner ``1``. With
+    ``untrusted`` texts, boxes inside quotations of them (see the module doc) are skipped."""
+    srcs = [u for u in untrusted if u]
+    quotes = _Quotes(text, srcs) if srcs else None
     last = None
     for b in _iter_boxes(text):
-        last = b
+        if quotes is None or not quotes.covers(b.start, b.end):
+            last = b
     return last.content if last else None
 
 
@@ -302,6 +267,38 @@ def _valid(value: float | None) -> bool:
 
 # --------------------------------------------------------------------------- untrusted text
 
+# Characters a model adds or drops when it quotes text: markdown emphasis, code, math
+# delimiters, blockquote and heading markers, quotes. Quote matching ignores them, whitespace
+# and case, so ``**…**``, ``$\\boxed{1}$``, ``\\boxed{ 1 }``, ``> …`` and fenced quotes match.
+_NORM_DROP = frozenset("*_`$>#~\"'\u201c\u201d\u2018\u2019")
+_KEEP_RE = re.compile(r"[^\s*_`$>#~\"'\u201c\u201d\u2018\u2019]")
+
+
+_KEEP_RUN_RE = re.compile(_KEEP_RE.pattern + "+")
+_DROP_TABLE = str.maketrans("", "", "".join(_NORM_DROP))
+
+
+def _normalize(text: str) -> tuple[str, list[int]]:
+    """``text`` without whitespace and the characters of ``_NORM_DROP``, lower-cased, and the
+    index in ``text`` of every kept character."""
+    chars: list[str] = []
+    idx: list[int] = []
+    for m in _KEEP_RUN_RE.finditer(text):
+        run = m.group()
+        low = run.lower()
+        if len(low) != len(run):  # a character whose lower case is longer: keep it as is
+            low = "".join(c.lower() if len(c.lower()) == 1 else c for c in run)
+        chars.append(low)
+        idx.extend(range(m.start(), m.end()))
+    return "".join(chars), idx
+
+
+def _norm_str(text: str) -> str:
+    """``_normalize(text)[0]``, faster (no index map)."""
+    out = re.sub(r"\s+", "", text).translate(_DROP_TABLE)
+    low = out.lower()
+    return low if len(low) == len(out) else _normalize(text)[0]
+
 
 def _dangerous_spans_in_line(line: str) -> list[tuple[int, int]]:
     """Index ranges (into ``line``) of the pieces of one untrusted line worth masking."""
@@ -313,10 +310,6 @@ def _dangerous_spans_in_line(line: str) -> list[tuple[int, int]]:
             after = [b for b in boxes if b.start >= m.end()]
             if after:
                 segs.append((m.start(), after[0].end))
-    t = line.find(THINK_END)
-    while t >= 0:
-        segs.append((t, t + len(THINK_END)))
-        t = line.find(THINK_END, t + 1)
     return segs
 
 
@@ -329,80 +322,219 @@ def _is_dangerous(text: str) -> bool:
 
 
 def _qualifies(seg: str) -> bool:
-    """A segment is masked only if it carries a phrase or ``</think>``, or a box with some
-    words around it (a bare ``\\boxed{1}`` line is not masked: the verdict's own box would
-    match it; the "first box after the final phrase" rule already neutralises bare boxes)."""
-    if THINK_END in seg or any(rx.search(seg) for rx in _ALL_PHRASES):
-        return True
-    if "\\boxed" not in seg:
+    """A segment is masked only if it could not be the answer's own words: a phrase with a
+    box after it (a verdict line), or a phrase, box or ``</think>`` with other words around
+    it. A bare phrase, a bare ``\\boxed{1}`` or a bare ``</think>`` is not masked: the
+    answer's own phrase, verdict box or reasoning end would match it (a bare box is handled by
+    the "first box after the final phrase" rule, a bare tag by the answer-structure rule of the
+    reasoning split, a bare phrase needs an own box after it to count)."""
+    phrases = [m for rx in _ALL_PHRASES for m in rx.finditer(seg)]
+    boxes = list(_iter_boxes(seg))
+    if not phrases and not boxes and THINK_END not in seg:
         return False
-    outside = seg
-    for b in sorted(_iter_boxes(seg), key=lambda b: -b.start):
-        outside = outside[: b.start] + outside[b.end:]
-    return bool(re.search(r"[A-Za-z0-9]", outside.replace("boxed", "")))
+    if phrases and any(b.start >= min(m.end() for m in phrases) for b in boxes):
+        return True
+    cut = sorted([(m.start(), m.end()) for m in phrases] + [(b.start, b.end) for b in boxes])
+    outside, pos = [], 0
+    for a, b in cut:
+        if a >= pos:
+            outside.append(seg[pos:a])
+        pos = max(pos, b)
+    outside.append(seg[pos:])
+    rest = "".join(outside).replace(THINK_END, " ").replace(THINK_START, " ").replace("boxed", "")
+    return bool(re.search(r"[A-Za-z0-9]", rest))
 
 
-def _quote_segments(sources: Iterable[str | None]) -> list[list[str]]:
-    """The whitespace-separated tokens of every untrusted segment worth masking."""
+def _line_bounds(src: str, pos: int) -> tuple[int, int]:
+    a = src.rfind("\n", 0, pos) + 1
+    b = src.find("\n", pos)
+    return a, (len(src) if b < 0 else b)
+
+
+def _think_context_segments(src: str) -> Iterator[str]:
+    """For every ``</think>`` of an untrusted text: the tag with the text after it, to the end
+    of the second non-empty line after it, so a quote of the tag together with what follows it
+    (e.g. a fake answer block) is recognised even when the tag stands on its own line."""
+    t = src.find(THINK_END)
+    while t >= 0:
+        e = t + len(THINK_END)
+        end, got, pos = e, 0, e
+        while got < 2 and pos < len(src):
+            _, le = _line_bounds(src, pos)
+            if src[pos:le].strip():
+                got += 1
+                end = le
+            pos = le + 1
+        yield src[t:end]
+        t = src.find(THINK_END, t + 1)
+
+
+def _quote_segments(sources: Iterable[str | None]) -> list[str]:
+    """The normalised untrusted segments worth masking (see ``_qualifies``)."""
     seen: set[str] = set()
-    segs: list[list[str]] = []
+
+    def add(seg: str) -> None:
+        if seg.strip() and _qualifies(seg):
+            key = _norm_str(seg)
+            if key:
+                seen.add(key)
+
     for src in sources:
         if not src:
             continue
         for raw_line in src.splitlines():
-            line = raw_line.strip().lstrip(">").strip()
+            line = raw_line.strip()
             if not line or not _is_dangerous(line):
                 continue
             for a, b in _dangerous_spans_in_line(line):
-                seg = line[a:b].strip()
-                key = " ".join(seg.split()).lower()
-                if not seg or key in seen or not _qualifies(seg):
-                    continue
-                seen.add(key)
-                segs.append(seg.split())
-    return segs
+                add(line[a:b])
+        # phrases written across several lines
+        boxes = list(_iter_boxes(src))
+        for rx in _ALL_PHRASES:
+            for m in rx.finditer(src):
+                add(src[m.start():_line_bounds(src, m.end())[1]])
+                nxt = next((b for b in boxes if b.start >= m.end()), None)
+                if nxt is not None:
+                    add(src[m.start():nxt.end])
+        for seg in _think_context_segments(src):
+            add(seg)
+    return sorted(seen)
 
 
 def _quoted_spans(text: str, sources: Iterable[str | None]) -> list[tuple[int, int]]:
-    """Where ``text`` quotes an untrusted segment verbatim (any whitespace between words,
-    any case)."""
+    """Where ``text`` quotes an untrusted segment, compared after normalisation (whitespace,
+    case, markdown emphasis, code and blockquote markers, ``$`` and quotes ignored)."""
+    segs = _quote_segments(sources)
+    if not segs:
+        return []
+    norm, idx = _normalize(text)
     spans: list[tuple[int, int]] = []
-    low = text.lower()
-    for toks in _quote_segments(sources):
-        if not all(t.lower() in low for t in toks):  # cheap prefilter before the regex
-            continue
-        pat = re.compile(r"\s+".join(re.escape(t) for t in toks), re.IGNORECASE)
-        spans.extend((m.start(), m.end()) for m in pat.finditer(text))
+    for seg in segs:
+        k = norm.find(seg)
+        while k >= 0:
+            spans.append((idx[k], idx[k + len(seg) - 1] + 1))
+            k = norm.find(seg, k + 1)
     return spans
 
 
+_ADJACENT_RE = re.compile(r"[\s*_$`:(\[]*")  # between a final phrase and its box
+_CONTEXT_CHARS = 12  # normalised characters of matching context that make an element a quote
+
+
 class _Quotes:
-    def __init__(self, spans: list[tuple[int, int]]):
-        self.spans = spans
+    """Which parts of an answer are quotations of untrusted text.
+
+    An element of the answer (a phrase, a box, a header, a tag; given by its index range) is quoted
+    when it lies inside a quoted segment (``_quote_segments``), or (phrases and boxes) when it occurs in an
+    untrusted text together with at least ``_CONTEXT_CHARS`` normalised characters of the same
+    context before and/or after it (a quote of any slice of a line, e.g. one that starts in
+    the middle of a word). ``</think>`` tags are judged by segments only: the tag plus the
+    answer's own first words could match an untrusted fake block by chance."""
+
+    def __init__(self, text: str, sources: Iterable[str | None]):
+        self.text = text
+        srcs = [s for s in sources if s]
+        self.spans = _quoted_spans(text, srcs) if srcs else []
+        self._srcs = [_norm_str(s) for s in srcs]
+        self._norm: tuple[str, list[int]] | None = None
 
     def covers(self, a: int, b: int) -> bool:
-        return any(s <= a and b <= e for s, e in self.spans)
+        if not self._srcs:
+            return False
+        t = self.text
+        while a < b and (t[a].isspace() or t[a] in _NORM_DROP):
+            a += 1
+        while b > a and (t[b - 1].isspace() or t[b - 1] in _NORM_DROP):
+            b -= 1
+        if "</think" in t[a:b]:
+            # a tag is quoted only together with words after it: what follows a tag decides
+            # what it does, and the model's own tag may follow a quote that ends just before it
+            return any(s <= a and b <= e and re.search(r"[A-Za-z0-9]", t[b:e]) for s, e in self.spans)
+        if any(s <= a and b <= e for s, e in self.spans):
+            return True
+        return self._in_context(a, b)
+
+    def _in_context(self, a: int, b: int) -> bool:
+        piece = self.text[a:b]
+        if "<think" in piece or "</think" in piece:  # (the trimmed range may lack the ">")
+            return False
+        if "\\boxed" not in piece and not any(rx.search(piece) for rx in _ALL_PHRASES):
+            return False  # only phrases and boxes (a header or word is too common to judge)
+        if self._norm is None:
+            self._norm = _normalize(self.text)
+        norm, idx = self._norm
+        na, nb = bisect_left(idx, a), bisect_left(idx, b)
+        elem = norm[na:nb]
+        # a box right after a phrase: the phrase's words are what every answer writes there,
+        # so matching context must reach beyond them
+        free = 0
+        if "\\boxed" in elem:
+            lo = max(0, a - 300)
+            for rx in _ALL_PHRASES:
+                for m in rx.finditer(self.text, lo, a):
+                    if _ADJACENT_RE.fullmatch(self.text, m.end(), a):
+                        free = max(free, na - bisect_left(idx, m.start()))
+        need = _CONTEXT_CHARS
+        for u in self._srcs:
+            k = u.find(elem)
+            while k >= 0:
+                left = 0
+                while (left < free + need and na - 1 - left >= 0 and k - 1 - left >= 0
+                       and norm[na - 1 - left] == u[k - 1 - left]):
+                    left += 1
+                left = max(0, left - free)
+                right = 0
+                ke = k + len(elem)
+                while (left + right < need and nb + right < len(norm) and ke + right < len(u)
+                       and norm[nb + right] == u[ke + right]):
+                    right += 1
+                if left + right >= need:
+                    return True
+                k = u.find(elem, k + 1)
+        return False
+
+
+# --------------------------------------------------------------------------- reasoning split
+
+
+def _answer_start(
+    text: str, quotes: _Quotes, *, reasoning_separate: bool, has_answer
+) -> int | None:
+    """Offset where the answer proper starts (see the module doc, "Reasoning").
+
+    None: a reasoning block opened with ``<think>`` and never closed."""
+    if reasoning_separate:
+        return 0
+    own: list[int] = []
+    tags: list[int] = []
+    i = text.find(THINK_END)
+    while i >= 0:
+        tags.append(i + len(THINK_END))
+        if not quotes.covers(i, i + len(THINK_END)):
+            own.append(i + len(THINK_END))
+        i = text.find(THINK_END, i + 1)
+    strength = {c: has_answer(c) for c in own}
+    for level in (2, 1):
+        for c in reversed(own):
+            if strength[c] >= level:
+                return c
+    if text.lstrip().startswith(THINK_START):
+        if own:
+            return own[-1]
+        return tags[0] if tags else None
+    return 0
+
+
+def _reasoning_part(text: str, c0: int) -> str | None:
+    if c0 <= 0:
+        return None
+    r = text[: c0 - len(THINK_END)] if text[:c0].endswith(THINK_END) else text[:c0]
+    return _clean_reasoning(r) or None
 
 
 # --------------------------------------------------------------------------- verdicts
 
 _TRAILING_RE = re.compile(r"[\s$*_.`\\\])}]*")
-
-
-def _content_start(answer: str, quotes: _Quotes) -> int | None:
-    """Offset where the answer proper starts: after the last ``</think>`` that is not
-    inside a quotation of untrusted text. None: an unfinished ``<think>`` block."""
-    pos = -1
-    i = answer.find(THINK_END)
-    while i >= 0:
-        if not quotes.covers(i, i + len(THINK_END)):
-            pos = i + len(THINK_END)
-        i = answer.find(THINK_END, i + 1)
-    if pos >= 0:
-        return pos
-    if answer.lstrip().startswith(THINK_START) and THINK_END not in answer:
-        return None
-    return 0
 
 
 def _clean_analysis(s: str) -> str:
@@ -413,10 +545,62 @@ def _clean_analysis(s: str) -> str:
     return s.strip()
 
 
+def _own_verdicts(
+    text: str, c0: int, quotes: _Quotes, final_re: re.Pattern[str]
+) -> Iterator[tuple[re.Match[str], _Box]]:
+    """Own verdicts after ``c0``, last first: a final phrase followed (before the next final
+    phrase) by an own box, where the phrase is own too, or the box follows it at once (a
+    phrase and an own box right after it are not a quotation, even when the phrase's words
+    and what precedes them repeat untrusted text)."""
+    finals = list(final_re.finditer(text, c0))
+    if not finals:
+        return
+    boxes = [b for b in _iter_boxes(text) if b.start >= c0]
+    for idx in range(len(finals) - 1, -1, -1):
+        m = finals[idx]
+        limit = finals[idx + 1].start() if idx + 1 < len(finals) else len(text)
+        box = next(
+            (b for b in boxes if b.start >= m.end() and b.end <= limit and not quotes.covers(b.start, b.end)),
+            None,
+        )
+        if box is None:
+            continue
+        if not quotes.covers(m.start(), m.end()) or _ADJACENT_RE.fullmatch(text, m.end(), box.start):
+            yield m, box
+
+
+def _primary_verdict(
+    text: str, c0: int, quotes: _Quotes, start_re: re.Pattern[str], final_re: re.Pattern[str]
+) -> tuple[re.Match[str], _Box] | None:
+    """The last own verdict after ``c0`` (``_own_verdicts``), with a start phrase between
+    ``c0`` and it; None when there is none."""
+    for m, box in _own_verdicts(text, c0, quotes, final_re):
+        if start_re.search(text, c0, m.start()) is None:
+            return None
+        return m, box
+    return None
+
+
+def _answer_strength(
+    text: str, c: int, quotes: _Quotes, start_re: re.Pattern[str], final_re: re.Pattern[str]
+) -> int:
+    """2: an own verdict follows ``c`` (``_primary_verdict``); 1: an own start phrase
+    followed by a final phrase with a box (the verdict line itself may coincide with untrusted
+    text); 0: no answer structure."""
+    if _primary_verdict(text, c, quotes, start_re, final_re) is not None:
+        return 2
+    st = next((m for m in start_re.finditer(text, c) if not quotes.covers(m.start(), m.end())), None)
+    if st is None:
+        return 0
+    m = final_re.search(text, st.end())
+    return 1 if m is not None and next(_iter_boxes(text[m.end():]), None) is not None else 0
+
+
 def _parse_scored(
     answer: str,
     *,
     truncated: bool,
+    reasoning_separate: bool,
     start_re: re.Pattern[str],
     final_re: re.Pattern[str],
     start_phrase: str,
@@ -425,38 +609,35 @@ def _parse_scored(
 ) -> ParsedScore:
     if not isinstance(answer, str):
         raise TypeError(f"answer must be a string, got {type(answer).__name__}")
+    quotes = _Quotes(answer, untrusted)
+    c0 = _answer_start(
+        answer, quotes, reasoning_separate=reasoning_separate,
+        has_answer=lambda c: _answer_strength(answer, c, quotes, start_re, final_re),
+    )
+    body = "" if c0 is None else answer[c0:].strip()
+    reasoning = _clean_reasoning(answer) if c0 is None else _reasoning_part(answer, c0)
+
+    def result(score: float | None, analysis: str | None, error: str | None) -> ParsedScore:
+        return ParsedScore(score, analysis, error, answer=body, reasoning=reasoning)
+
     if truncated:
-        return ParsedScore(None, None, "truncated")
-    quotes = _Quotes(_quoted_spans(answer, untrusted) if any(untrusted) else [])
-    c0 = _content_start(answer, quotes)
-    if c0 is None or not answer[c0:].strip():
-        return ParsedScore(None, None, "empty")
+        return result(None, None, "truncated")
+    if c0 is None or not body:
+        return result(None, None, "empty")
 
     starts = [m for m in start_re.finditer(answer, c0)]
     finals = [m for m in final_re.finditer(answer, c0)]
     if not starts:
-        return ParsedScore(None, None, f"missing phrase: {start_phrase}")
+        return result(None, None, f"missing phrase: {start_phrase}")
     if not finals:
-        return ParsedScore(None, None, f"missing phrase: {final_phrase}")
+        return result(None, None, f"missing phrase: {final_phrase}")
     boxes = [b for b in _iter_boxes(answer) if b.start >= c0]
 
     def own(m: re.Match[str]) -> bool:
         return not quotes.covers(m.start(), m.end())
 
-    chosen: tuple[re.Match[str], _Box] | None = None
-    # 1) the last own final phrase followed (before the next final phrase) by an own box
-    for idx in range(len(finals) - 1, -1, -1):
-        m = finals[idx]
-        if not own(m):
-            continue
-        limit = finals[idx + 1].start() if idx + 1 < len(finals) else len(answer)
-        box = next(
-            (b for b in boxes if b.start >= m.end() and b.end <= limit and not quotes.covers(b.start, b.end)),
-            None,
-        )
-        if box is not None:
-            chosen = (m, box)
-            break
+    # 1) the last own verdict: a final phrase followed by an own box (``_own_verdicts``)
+    chosen: tuple[re.Match[str], _Box] | None = next(_own_verdicts(answer, c0, quotes, final_re), None)
     # 2) fallback: the verdict coincides with quoted untrusted text but ends the answer
     if chosen is None:
         m = finals[-1]
@@ -470,30 +651,33 @@ def _parse_scored(
             chosen = (m, box)
     if chosen is None:
         if not any(own(f) for f in finals):
-            return ParsedScore(None, None, "verdict only in quoted text")
-        return ParsedScore(None, None, "no boxed score")
+            return result(None, None, "verdict only in quoted text")
+        return result(None, None, "no boxed score")
 
     fm, box = chosen
     before = [s for s in starts if s.end() <= fm.start()]
     own_before = [s for s in before if own(s)]
     if not before:
-        return ParsedScore(None, None, f"missing phrase: {start_phrase}")
+        return result(None, None, f"missing phrase: {start_phrase}")
     sm = own_before[0] if own_before else before[-1]
     analysis = _clean_analysis(answer[sm.end():fm.start()])
     value = score_value(box.content)
     if not _valid(value):
-        return ParsedScore(None, analysis, f"score not in {{0, 0.5, 1}}: {box.content}")
-    return ParsedScore(value, analysis, None)
+        return result(None, analysis, f"score not in {{0, 0.5, 1}}: {box.content}")
+    return result(value, analysis, None)
 
 
 def parse_verification(
-    answer: str, *, truncated: bool = False, proof: str | None = None
+    answer: str, *, truncated: bool = False, proof: str | None = None, reasoning_separate: bool = False
 ) -> ParsedScore:
-    """Parse a verifier answer. ``proof`` is the untrusted proof the answer is about:
-    quotations of its phrase/box lines are not taken as the verifier's own words."""
+    """Parse a verifier answer (the message content as the server sent it). ``proof`` is the
+    untrusted proof the answer is about: quotations of it are not the verifier's own words.
+    ``reasoning_separate``: the server returned the reasoning in its own field, so the
+    content is never cut at a ``</think>``."""
     return _parse_scored(
         answer,
         truncated=truncated,
+        reasoning_separate=reasoning_separate,
         start_re=_VERIFIER_START_RE,
         final_re=_VERIFIER_FINAL_RE,
         start_phrase=VERIFIER_START,
@@ -508,12 +692,14 @@ def parse_meta_verification(
     truncated: bool = False,
     proof: str | None = None,
     analysis: str | None = None,
+    reasoning_separate: bool = False,
 ) -> ParsedScore:
     """Parse a meta-verifier answer. ``proof`` and ``analysis`` (the verifier answer under
-    review) are untrusted: quotations of their phrase/box lines are skipped."""
+    review) are untrusted: quotations of them are skipped."""
     return _parse_scored(
         answer,
         truncated=truncated,
+        reasoning_separate=reasoning_separate,
         start_re=_META_START_RE,
         final_re=_META_FINAL_RE,
         start_phrase=META_START,
@@ -542,11 +728,25 @@ _SOLUTION_RE = _header_re("Solution")
 _SELF_EVAL_RE = _header_re("Self Evaluation")
 
 
-def _self_score(self_eval: str) -> tuple[float | None, str | None]:
-    """The self-score: the first box after the last verifier final phrase when there is one,
-    else the last box that is a valid score."""
-    finals = list(_VERIFIER_FINAL_RE.finditer(self_eval))
-    boxes = list(_iter_boxes(self_eval))
+def _sections(text: str, c0: int, quotes: _Quotes) -> tuple[re.Match[str] | None, re.Match[str] | None]:
+    """The first own Solution header after ``c0`` and the first own Self Evaluation header
+    after it."""
+    sol = next((m for m in _SOLUTION_RE.finditer(text, c0) if not quotes.covers(m.start(), m.end())), None)
+    if sol is None:
+        return None, None
+    ev = next((m for m in _SELF_EVAL_RE.finditer(text, sol.end()) if not quotes.covers(m.start(), m.end())), None)
+    return sol, ev
+
+
+def _self_score(text: str, start: int, quotes: _Quotes) -> tuple[float | None, str | None]:
+    """The self-score in ``text[start:]``: the first own box after the last own verifier
+    final phrase when there is one, else the last own box that is a valid score. When every
+    box is quoted untrusted text, a box that ends the answer is still read (as for verdicts)."""
+    finals = [m for m in _VERIFIER_FINAL_RE.finditer(text, start) if not quotes.covers(m.start(), m.end())]
+    all_boxes = [b for b in _iter_boxes(text) if b.start >= start]
+    boxes = [b for b in all_boxes if not quotes.covers(b.start, b.end)]
+    if not boxes and all_boxes and _TRAILING_RE.fullmatch(text, all_boxes[-1].end) is not None:
+        boxes = all_boxes[-1:]
     if not boxes:
         return None, "self-evaluation: no boxed score"
     if finals:
@@ -563,31 +763,94 @@ def _self_score(self_eval: str) -> tuple[float | None, str | None]:
     return None, f"self-evaluation: score not in {{0, 0.5, 1}}: {boxes[-1].content}"
 
 
-def parse_generation(answer: str, *, truncated: bool = False) -> ParsedGeneration:
-    """Split a generator answer into proof and self-evaluation.
+def parse_generation(
+    answer: str, *, truncated: bool = False, problem: str | None = None, reasoning_separate: bool = False
+) -> ParsedGeneration:
+    """Split a generator answer (the message content as sent) into proof and self-evaluation.
 
     Headers: ``## Solution`` / ``## Self Evaluation`` (any heading level, bold ``**...**``,
     optional colon, "Self-Evaluation", any case), each alone on its line. The proof is the
     text between the first Solution header and the first Self Evaluation header after it.
     A missing header, an empty proof or a truncated answer discards the proof. A missing or
     invalid self-score keeps the proof (self_score None, counted as 0) with a format_error.
+    ``problem`` is untrusted: quotations of it are not the generator's own words.
     """
     if not isinstance(answer, str):
         raise TypeError(f"answer must be a string, got {type(answer).__name__}")
+    quotes = _Quotes(answer, [problem])
+
+    def has_answer(c: int) -> int:
+        sol, ev = _sections(answer, c, quotes)
+        return 2 if ev is not None else 0
+
+    c0 = _answer_start(answer, quotes, reasoning_separate=reasoning_separate, has_answer=has_answer)
+    body = "" if c0 is None else answer[c0:].strip()
+    reasoning = _clean_reasoning(answer) if c0 is None else _reasoning_part(answer, c0)
+
+    def result(proof, self_eval, score, error) -> ParsedGeneration:
+        return ParsedGeneration(proof, self_eval, score, error, answer=body, reasoning=reasoning)
+
     if truncated:
-        return ParsedGeneration(None, None, None, "truncated")
-    content, _ = strip_reasoning(answer)
-    if not content:
-        return ParsedGeneration(None, None, None, "empty")
-    sol = _SOLUTION_RE.search(content)
+        return result(None, None, None, "truncated")
+    if c0 is None or not body:
+        return result(None, None, None, "empty")
+    sol, ev = _sections(answer, c0, quotes)
     if sol is None:
-        return ParsedGeneration(None, None, None, "missing header: ## Solution")
-    ev = _SELF_EVAL_RE.search(content, sol.end())
+        return result(None, None, None, "missing header: ## Solution")
     if ev is None:
-        return ParsedGeneration(None, None, None, "missing header: ## Self Evaluation")
-    proof = content[sol.end():ev.start()].strip()
+        return result(None, None, None, "missing header: ## Self Evaluation")
+    proof = answer[sol.end():ev.start()].strip()
     if not proof:
-        return ParsedGeneration(None, None, None, "empty proof")
-    self_eval = content[ev.end():].strip()
-    score, err = _self_score(self_eval)
-    return ParsedGeneration(proof, self_eval, score, err)
+        return result(None, None, None, "empty proof")
+    self_eval = answer[ev.end():].strip()
+    score, err = _self_score(answer, ev.end(), quotes)
+    return result(proof, self_eval, score, err)
+
+
+# --------------------------------------------------------------------------- generic split
+
+
+def split_answer(
+    text: str,
+    *,
+    untrusted: Iterable[str | None] = (),
+    reasoning_separate: bool = False,
+    role: str | None = None,
+) -> tuple[str, str | None]:
+    """``(answer, inline reasoning or None)`` of a message content, split the way the parsers
+    split it (see the module doc). ``role`` ("verify", "meta_verify", "generate") selects the
+    answer structure that a ``</think>`` must be followed by to count as the end of the
+    reasoning; other roles (e.g. "grade") need an own ``\\boxed{}`` after it; None: any
+    non-empty text."""
+    if not isinstance(text, str):
+        raise TypeError(f"split_answer expects a string, got {type(text).__name__}")
+    if role == "verify":
+        p: ParsedScore | ParsedGeneration = parse_verification(
+            text, proof=_first(untrusted), reasoning_separate=reasoning_separate)
+        return p.answer or "", p.reasoning
+    srcs = list(untrusted)
+    if role == "meta_verify":
+        p = parse_meta_verification(
+            text, proof=srcs[0] if srcs else None, analysis=srcs[1] if len(srcs) > 1 else None,
+            reasoning_separate=reasoning_separate)
+        return p.answer or "", p.reasoning
+    if role == "generate":
+        p = parse_generation(text, problem=_first(srcs), reasoning_separate=reasoning_separate)
+        return p.answer or "", p.reasoning
+    quotes = _Quotes(text, srcs)
+    if role is None:
+        def has_answer(c: int) -> int:
+            return 2 if text[c:].strip() else 0
+    else:
+        def has_answer(c: int) -> int:
+            return 2 if any(not quotes.covers(b.start, b.end) for b in _iter_boxes(text) if b.start >= c) else 0
+    c0 = _answer_start(text, quotes, reasoning_separate=reasoning_separate, has_answer=has_answer)
+    if c0 is None:
+        return "", _clean_reasoning(text)
+    return text[c0:].strip(), _reasoning_part(text, c0)
+
+
+def _first(items: Iterable[str | None]) -> str | None:
+    for x in items:
+        return x
+    return None

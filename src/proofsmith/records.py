@@ -91,7 +91,12 @@ class Problem(Record):
 class Completion(Record):
     """One sampled answer of an LLM (one choice of a chat-completions response).
 
-    ``text`` is the answer with any reasoning removed (``reasoning`` keeps it).
+    ``text`` is the message content exactly as the server sent it: never cut, so inline
+    ``<think>…</think>`` reasoning is still in it (the role parsers split it off, knowing the
+    untrusted texts; see ``proofsmith.parse``). ``reasoning`` is the reasoning the server
+    returned in a separate field (``reasoning_content`` / ``reasoning``), or None; when it is
+    set the content is never cut. (Stores written before this rule hold ``text`` already cut
+    and the inline reasoning in ``reasoning``, which parses the same way.)
     ``truncated`` is True when the server stopped at the token limit; a truncated answer is
     never parsed as complete. ``usage`` is the usage of the HTTP request that produced this
     choice, attributed to its first choice (other choices of the same request carry zeros),
@@ -117,8 +122,8 @@ class _Answer(Record):
 
     id: str
     problem_id: str
-    raw: str = ""  # the full answer text, reasoning stripped
-    reasoning: str | None = None
+    raw: str = ""  # the answer proper: the content with inline reasoning split off by the parser
+    reasoning: str | None = None  # the separate reasoning field, then the inline reasoning
     finish_reason: str | None = None
     format_error: str | None = None
     call_id: str = ""

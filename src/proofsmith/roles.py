@@ -5,8 +5,10 @@ Each role is a prompt template + the LLM client + a parser, and returns typed re
 so re-running on the same run store yields the same ids (and costs nothing).
 
 Security: the verifier sees only the proof body (never the self-evaluation or the reasoning),
-and the parsers are given the untrusted proof text so a proof that spoofs the verifier's
-phrases cannot change the parsed score.
+and every parser is given the untrusted texts of its call (the problem for the generator, the
+proof for the verifier, the proof and the analysis for the meta-verifier) together with the
+uncut message content, so quotes of them (phrases, boxes, ``</think>``) cannot change a parsed
+score or get an answer discarded (see ``proofsmith.parse``).
 """
 
 from __future__ import annotations
@@ -27,14 +29,17 @@ def _templates(templates: Templates | None) -> Templates:
     return templates if templates is not None else Templates.load()
 
 
-def _common(c: Completion, problem: Problem, prefix: str, about: str = "") -> dict[str, Any]:
+def _common(c: Completion, problem: Problem, prefix: str, parsed: Any, about: str = "") -> dict[str, Any]:
     """Fields of every answer record; ``about`` (the proof/analysis judged) keeps ids distinct
-    when two records share a body."""
+    when two records share a body. ``raw`` is the answer as the parser split it from its
+    reasoning; ``reasoning`` the separate reasoning field, then the inline reasoning (the
+    uncut content stays in the store's samples table)."""
+    reasoning = [r for r in (c.reasoning, parsed.reasoning) if r]
     return dict(
         id=content_id(problem.id, about, c.request_key, c.sample_index, prefix=prefix),
         problem_id=problem.id,
-        raw=c.text,
-        reasoning=c.reasoning,
+        raw=parsed.answer if parsed.answer is not None else c.text,
+        reasoning="\n\n".join(reasoning) if reasoning else None,
         finish_reason=c.finish_reason,
         call_id=c.call_id,
         sample_index=c.sample_index,
@@ -63,9 +68,11 @@ def _proof_id(proof: Proof | str) -> str:
 
 
 def _to_proof(problem: Problem, c: Completion, **lineage: Any) -> Proof:
-    parsed = parse_generation(c.text, truncated=c.truncated)
+    parsed = parse_generation(
+        c.text, truncated=c.truncated, problem=problem.statement, reasoning_separate=c.reasoning is not None
+    )
     return Proof(
-        **_common(c, problem, "p-"),
+        **_common(c, problem, "p-", parsed),
         proof=parsed.proof,
         self_evaluation=parsed.self_evaluation,
         self_score=parsed.self_score,
@@ -107,10 +114,12 @@ async def verify(
     )
     out = []
     for c in comps:
-        parsed = parse_verification(c.text, truncated=c.truncated, proof=body)
+        parsed = parse_verification(
+            c.text, truncated=c.truncated, proof=body, reasoning_separate=c.reasoning is not None
+        )
         out.append(
             Verification(
-                **_common(c, problem, "v-", about=_proof_id(proof)),
+                **_common(c, problem, "v-", parsed, about=_proof_id(proof)),
                 proof_id=_proof_id(proof),
                 score=parsed.score,
                 analysis=parsed.analysis,
@@ -145,10 +154,12 @@ async def meta_verify(
     )
     out = []
     for c in comps:
-        parsed = parse_meta_verification(c.text, truncated=c.truncated, proof=body, analysis=analysis)
+        parsed = parse_meta_verification(
+            c.text, truncated=c.truncated, proof=body, analysis=analysis, reasoning_separate=c.reasoning is not None
+        )
         out.append(
             MetaVerification(
-                **_common(c, problem, "m-", about=f"{_proof_id(proof)}/{vid}"),
+                **_common(c, problem, "m-", parsed, about=f"{_proof_id(proof)}/{vid}"),
                 proof_id=_proof_id(proof),
                 verification_id=vid,
                 score=parsed.score,

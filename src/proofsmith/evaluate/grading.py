@@ -7,7 +7,7 @@
 2. **Reference-guided grading** — when the problem has a reference solution and grading
    guidelines, a grading prompt of ours (``templates/grade.txt``) asks for a 0–7 grade
    (7 correct, 6 almost, 1 partial, 0 incorrect) ending in ``\\boxed{G}``. The parser reads the
-   last balanced ``\\boxed{}`` of the answer (reasoning before ``</think>`` dropped) and accepts
+   last balanced ``\\boxed{}`` of the answer (inline reasoning split off, quotes of the proof skipped) and accepts
    an integer 0–7 or one of the words Correct/Almost/Partial/Incorrect; anything else is a
    format error (grade None). With n samples the grade is their median (ties: lower).
    Points = grade × max_points / 7.
@@ -106,12 +106,16 @@ def render_grade_prompt(problem: Problem, proof: str, template: str | None = Non
 _WRAP = re.compile(r"^\\(?:text|textbf|mathbf|mathrm)\s*\{(.*)\}$", re.S)
 
 
-def parse_reference_grade(answer: str) -> tuple[int | None, str | None]:
-    """(grade 0–7, None) or (None, format error) from a grader answer."""
-    from ..parse import last_boxed, strip_reasoning
+def parse_reference_grade(
+    answer: str, *, proof: str | None = None, reasoning_separate: bool = False
+) -> tuple[int | None, str | None]:
+    """(grade 0–7, None) or (None, format error) from a grader answer (the message content as
+    sent). ``proof`` is untrusted: a ``</think>`` or a boxed grade quoted from it is not the
+    grader's own (see ``proofsmith.parse``)."""
+    from ..parse import last_boxed, split_answer
 
-    content, _ = strip_reasoning(answer)
-    raw = last_boxed(content)
+    content, _ = split_answer(answer, untrusted=[proof], reasoning_separate=reasoning_separate, role="grade")
+    raw = last_boxed(content, untrusted=[proof])
     if raw is None:
         return None, "no \\boxed{} grade in the answer"
     s = raw.strip().strip("$").strip()
@@ -163,7 +167,7 @@ async def grade_with_reference(client: Any, problem: Problem, proof: Proof | str
         if c.truncated:
             grade, err = None, "answer cut off at the token limit"
         else:
-            grade, err = parse_reference_grade(c.text)
+            grade, err = parse_reference_grade(c.text, proof=body, reasoning_separate=c.reasoning is not None)
         out.append(
             ReferenceGrade(
                 id=content_id(problem.id, c.request_key, c.sample_index, prefix="g-"),

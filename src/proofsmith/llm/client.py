@@ -16,8 +16,9 @@ One :class:`LLMClient` talks to one model served by one or more endpoints. It gi
   ``max_response_bytes`` are refused;
 * ``n`` samples per request, topped up with ``n=1`` requests when a server returns fewer
   choices than asked (remembered per endpoint);
-* reasoning split from the answer (``reasoning_content`` / ``reasoning`` fields, or inline
-  ``<think>`` reasoning, see :func:`split_reasoning`);
+* the answer content kept exactly as the server sent it, and a separate reasoning field
+  (``reasoning_content`` / ``reasoning``) kept apart; inline ``<think>…</think>`` reasoning is
+  split off by the parsers (:mod:`proofsmith.parse`), which know the untrusted texts;
 * token usage and cost accounting, and a budget: each attempt's worst case (a bound on its
   prompt tokens + ``n`` x ``max_tokens``) is reserved before it is sent, so concurrent
   attempts pass a budget by at most one attempt's worst case;

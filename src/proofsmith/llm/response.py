@@ -18,7 +18,7 @@ from proofsmith.errors import (
     one_line,
 )
 from proofsmith.llm.config import Endpoint, Prices
-from proofsmith.parse import strip_reasoning
+from proofsmith.parse import split_answer
 from proofsmith.records import Completion, Usage
 
 __all__ = ["RETRY_STATUS", "Retryable", "parse_response", "split_reasoning", "error_message",
@@ -37,13 +37,14 @@ class Retryable(Exception):
 
 
 def split_reasoning(content: str | None, reasoning_field: str | None = None) -> tuple[str, str | None]:
-    """(answer text, reasoning or None) of one message.
+    """(answer text, reasoning or None) of one message, for display.
 
-    Inline reasoning is split off with :func:`proofsmith.parse.strip_reasoning` (everything up
-    to and including the last ``</think>``; an answer that opens ``<think>`` and never closes
-    it is all reasoning). A separate reasoning field (``reasoning_content``) comes first.
+    The client itself stores the content uncut (``Completion.text``); role answers are split
+    by their parsers. This helper applies :func:`proofsmith.parse.split_answer`'s generic rule:
+    with a separate reasoning field the content is not cut; otherwise inline reasoning ends at
+    the last ``</think>`` that is followed by some text.
     """
-    text, inline = strip_reasoning(content or "")
+    text, inline = split_answer(content or "", reasoning_separate=bool(reasoning_field))
     parts = [p for p in (reasoning_field, inline) if p]
     return text, ("\n\n".join(parts) if parts else None)
 
@@ -226,7 +227,9 @@ def parse_response(
                 f"malformed answer from {ep.base_url}: choice {j} has no text content "
                 f"(content is {type(msg.get('content')).__name__})", None, resp,
             )
-        text, reasoning = split_reasoning(content, reasoning_field)
+        # content kept uncut (the parsers split inline reasoning knowing the untrusted
+        # texts); ``reasoning`` is the separate reasoning field only
+        text, reasoning = content or "", reasoning_field or None
         completions.append(
             Completion(
                 text=text,
