@@ -16,6 +16,7 @@ from .cliopts import (
     print_scored, print_usage, usage_fields, with_session,
 )
 from .cliutil import err, fail, out, print_json
+from .review.command import review as review_command
 from .session import Session, read_problem, read_proof, read_text_file
 
 app = typer.Typer(
@@ -151,6 +152,8 @@ def serve(
     finally:
         server.stop()
 
+
+app.command("review")(review_command)
 
 # ----------------------------------------------------------------------------- runs
 runs_app = typer.Typer(help="Inspect run directories.", no_args_is_help=True)
