@@ -209,8 +209,13 @@ class Review:
             if k in calls and calls[k] not in ordered:
                 ordered.append(calls[k])
         item = data.labels.get(proof_id)
+        auto = None
+        if item is not None:
+            lab = item.get("label") or {}
+            auto = (lab.get("evidence") or {}).get("automatic") or lab
+            auto = {k: auto.get(k) for k in ("status", "label", "reason")}
         return {"run": r, "proof": e, "problem": data.problems.get(e["problem_id"], {}), "calls": ordered,
-                "label": item, "decisions": decided.get(proof_id), "imported": _imported(item)}
+                "label": item, "automatic": auto, "decisions": decided.get(proof_id), "imported": _imported(item)}
 
     # -- page 4: the labeling queue -------------------------------------------------------------
 
