@@ -161,6 +161,29 @@ def test_segments_offsets_and_marks():
     assert [s["text"] for s in marked if s["mark"]] == ["𝔽"]
 
 
+def test_reads_a_run_while_a_pipeline_writes_it(runs):
+    from proofsmith.pipelines.label import LabelItem
+
+    c = client(runs)
+    assert [x["proof_id"] for x in c.get("/api/queue").json()["items"]] == NEEDS_HUMAN
+    store = RunStore(runs[0])  # a running pipeline keeps its store open and writes
+    try:
+        item = LabelItem.model_validate(store.get("LabelItem", "lonely"))
+        late = item.model_copy(update={"id": "late", "label": item.label.model_copy(update={"proof_id": "late"})})
+        store.put(late)
+        store.put(late.label)
+        assert [x["proof_id"] for x in c.get("/api/queue").json()["items"]] == NEEDS_HUMAN + ["late"]
+        assert post(c, "/api/decision", {"run": 0, "proof_id": "late", "score": 1}).status_code == 200
+        store.put(late.model_copy(update={"proof": "a rewritten proof"}))  # an upsert of the same record
+        got = c.get("/api/item", params={"run": 0, "proof_id": "late"}).json()
+        assert got["proof"] == "a rewritten proof" and got["mine"]["score"] == 1
+        store.set_meta("eval", {"problems": [{"problem_id": PROBLEM_ID, "points": 3, "max_points": 7}]})
+        assert Review(list(runs)).problems(run=0)["rows"][0]["eval"]["points"] == 3
+        assert "3/7" in c.get("/?run=0").text
+    finally:
+        store.close()
+
+
 # ----------------------------------------------------------------------------- write routes
 
 

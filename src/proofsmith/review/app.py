@@ -6,6 +6,9 @@ JSON API: ``GET /api/queue``, ``GET /api/item``, ``GET /api/agreement``, ``GET /
 ``GET /api/history``, ``POST /api/decision``, ``POST /api/undo``, ``POST /api/resolve``,
 ``POST /api/annotator``; ``GET /export.jsonl`` (rows for ``label import-human``).
 
+Page and GET handlers are plain functions (Starlette runs them in its thread pool) and POST
+handlers hand the SQLite work to the pool, so a slow read never blocks the event loop.
+
 Security (everything shown is untrusted model or user text):
 
 * Jinja2 autoescape on every template; no data is ever marked safe; data for scripts travels in
@@ -31,6 +34,7 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -182,7 +186,7 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
 
     # -- pages ------------------------------------------------------------------------------------
 
-    async def index(request: Request) -> Response:
+    def index(request: Request) -> Response:
         q = qp(request)
         try:
             res = review.problems(flag=q.get("flag") or None, q=q.get("q"), run=q.get("run"))
@@ -190,14 +194,14 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
             return error_page(request, e, 400)
         return page(request, "problems.html", res=res, flag=q.get("flag", ""), q=q.get("q", ""), run=q.get("run", ""))
 
-    async def problem(request: Request) -> Response:
+    def problem(request: Request) -> Response:
         try:
             view = review.problem(request.path_params["run"], request.path_params["pid"])
         except ReviewError as e:
             return error_page(request, e)
         return page(request, "problem.html", v=view)
 
-    async def proof(request: Request) -> Response:
+    def proof(request: Request) -> Response:
         try:
             view = review.proof(request.path_params["run"], request.path_params["proof_id"])
         except ReviewError as e:
@@ -207,7 +211,7 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
     def _queue_params(q: dict[str, str]) -> dict[str, str]:
         return {k: q[k] for k in ("set", "flag", "q") if q.get(k)}
 
-    async def label(request: Request) -> Response:
+    def label(request: Request) -> Response:
         q = qp(request)
         me = who(request)
         set_name = q.get("set") or "needs-human"
@@ -243,10 +247,10 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
         return page(request, "label.html", items=items, pos=pos, item=item, links=links, base=base,
                     set_name=set_name, flag=q.get("flag", ""), q=q.get("q", ""), marks=marks, done=done)
 
-    async def agreement_page(request: Request) -> Response:
+    def agreement_page(request: Request) -> Response:
         return page(request, "agreement.html", a=review.agreement())
 
-    async def audit_page(request: Request) -> Response:
+    def audit_page(request: Request) -> Response:
         try:
             size = int(qp(request).get("n") or audit_size)
             res = review.audit(size, who(request))
@@ -274,7 +278,7 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
             raise ReviewError("choose your annotator name first")
         return me
 
-    async def api_queue(request: Request) -> Response:
+    def api_queue(request: Request) -> Response:
         q = qp(request)
         try:
             items = review.queue(q.get("set") or "needs-human", q.get("flag") or None, q.get("q"), who(request), audit_size)
@@ -282,7 +286,7 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
             return api_error(e)
         return JSONResponse({"items": items})
 
-    async def api_item(request: Request) -> Response:
+    def api_item(request: Request) -> Response:
         q = qp(request)
         try:
             it = review.item(q.get("run", "0"), q.get("proof_id", ""), who(request))
@@ -292,17 +296,17 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
         return JSONResponse({"proof_id": it["proof"]["id"], "problem_id": it["proof"]["problem_id"],
                              "proof": it["proof"]["proof"], **{k: it[k] for k in keep}})
 
-    async def api_history(request: Request) -> Response:
+    def api_history(request: Request) -> Response:
         q = qp(request)
         try:
             return JSONResponse({"history": review.history(q.get("run", "0"), q.get("proof_id", ""))})
         except ReviewError as e:
             return api_error(e, 404)
 
-    async def api_agreement(request: Request) -> Response:
+    def api_agreement(request: Request) -> Response:
         return JSONResponse(review.agreement())
 
-    async def api_audit(request: Request) -> Response:
+    def api_audit(request: Request) -> Response:
         try:
             return JSONResponse(review.audit(int(qp(request).get("n") or audit_size), who(request)))
         except (ValueError, ReviewError) as e:
@@ -311,8 +315,8 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
     async def api_decision(request: Request) -> Response:
         try:
             d = await body(request)
-            row = review.decide(d.get("run", 0), str(d.get("proof_id", "")), need_annotator(request), d.get("score"),
-                                d.get("comment", ""), d.get("spans"))
+            row = await run_in_threadpool(review.decide, d.get("run", 0), str(d.get("proof_id", "")),
+                                          need_annotator(request), d.get("score"), d.get("comment", ""), d.get("spans"))
         except ReviewError as e:
             return api_error(e)
         return JSONResponse({"saved": row})
@@ -320,8 +324,8 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
     async def api_resolve(request: Request) -> Response:
         try:
             d = await body(request)
-            row = review.decide(d.get("run", 0), str(d.get("proof_id", "")), need_annotator(request), d.get("score"),
-                                d.get("comment", ""), None, role="resolve")
+            row = await run_in_threadpool(review.decide, d.get("run", 0), str(d.get("proof_id", "")),
+                                          need_annotator(request), d.get("score"), d.get("comment", ""), None, "resolve")
         except ReviewError as e:
             return api_error(e)
         return JSONResponse({"saved": row})
@@ -329,7 +333,7 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
     async def api_undo(request: Request) -> Response:
         try:
             await body(request)
-            row = review.undo(need_annotator(request))
+            row = await run_in_threadpool(review.undo, need_annotator(request))
         except ReviewError as e:
             return api_error(e)
         return JSONResponse({"undone": row})
@@ -344,7 +348,7 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
         resp.set_cookie(ANNOTATOR_COOKIE, name, httponly=True, samesite="strict", max_age=3600 * 24 * 365)
         return resp
 
-    async def export(request: Request) -> Response:
+    def export(request: Request) -> Response:
         q = qp(request)
         try:
             rows = review.export_rows(q.get("run", "0"), q.get("annotator") or None, q.get("scope") or "labels")

@@ -25,7 +25,7 @@ from typing import Any
 from ..pipelines import majority_rejects
 from ..store import STORE_FILENAME, RunStore, StoreError
 
-__all__ = ["Run", "RunData", "ReviewError", "load_run", "FLAGS", "problem_rows"]
+__all__ = ["Run", "RunData", "ReviewError", "load_run", "signature", "FLAGS", "problem_rows"]
 
 
 class ReviewError(Exception):
@@ -80,6 +80,15 @@ def _meta_prefix(db: sqlite3.Connection, prefix: str) -> dict[str, Any]:
 def _meta(db: sqlite3.Connection, key: str) -> Any:
     row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
     return None if row is None else json.loads(row[0])
+
+
+def signature(db: sqlite3.Connection) -> tuple:
+    """Changes whenever a record or a pipeline result of the run changes (cheap: no JSON parse
+    of the records). An upsert sets ``updated_at`` to now, so the max moves with every write."""
+    rec = db.execute("SELECT COUNT(*), MAX(rowid), MAX(updated_at) FROM records").fetchone()
+    meta = hash(tuple(db.execute("SELECT key, value FROM meta WHERE key NOT LIKE 'proofsmith\\_%' ESCAPE '\\'"
+                                 " AND key != 'created_at' ORDER BY key")))
+    return tuple(rec) + (meta,)
 
 
 def mean(xs: list[float]) -> float | None:

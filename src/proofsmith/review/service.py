@@ -14,7 +14,10 @@ from typing import Any
 
 from ..records import content_id
 from . import decisions as dec
-from .data import FLAGS, ReviewError, Run, RunData, automatic_status, calls_for, label_status, load_run, problem_rows, selected_proof
+from .data import (
+    FLAGS, ReviewError, Run, RunData, automatic_status, calls_for, label_status, load_run, problem_rows, selected_proof,
+    signature,
+)
 
 __all__ = ["Review", "QUEUE_SETS", "uncertainty"]
 
@@ -117,6 +120,7 @@ class Review:
         if not run_dirs:
             raise ReviewError("give at least one run directory")
         self.runs = [Run(d, i) for i, d in enumerate(run_dirs)]
+        self._cache: dict[int, tuple[tuple, RunData]] = {}
         for r in self.runs:
             db = r.connect()
             try:
@@ -136,9 +140,17 @@ class Review:
         return self.runs[i]
 
     def snapshot(self, run: Run) -> tuple[RunData, dict[str, dict]]:
+        """The run's data (re-read only when its records or results changed; treat it as
+        read-only) and the current human decisions (always read fresh)."""
         db = run.connect()
         try:
-            data = load_run(run, db)
+            sig = signature(db)
+            cached = self._cache.get(run.index)
+            if cached is not None and cached[0] == sig:
+                data = cached[1]
+            else:
+                data = load_run(run, db)
+                self._cache[run.index] = (sig, data)
             decided = dec.current_decisions(db)
         finally:
             db.close()
