@@ -372,7 +372,9 @@ def test_queue_sets_navigation_and_audit(runs):
     assert 'id="prev"' in page and 'id="next"' in page
     data = json.loads(re.search(r'<script type="application/json" id="item-data">(.*?)</script>', page, re.S).group(1))
     assert data["proof_id"] == "undecided" and data["next"].endswith("proof=garbled") and "<" not in page.split('id="item-data">')[1].split("</script>")[0]
-    assert c.get("/label?set=needs-human&run=0&proof=clean").status_code == 404
+    page = c.get("/label?set=needs-human&run=0&proof=clean")  # not routed to a human: shown among all proofs
+    assert page.status_code == 200 and "not in the needs-human queue" in page.text and '<code id="proof-id">clean</code>' in page.text
+    assert c.get("/label?set=needs-human&run=0&proof=nowhere").status_code == 404
     # audit: automatic labels, most uncertain first
     audit = c.get("/api/audit").json()
     assert [x["proof_id"] for x in audit["items"]] == ["flawed", "minor", "clean"]

@@ -221,9 +221,21 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
             return error_page(request, e, 400)
         base = _queue_params({**q, "set": set_name})
         pos = None
+        note = ""
+
+        def find(items: list[dict]) -> int | None:
+            return next((i for i, x in enumerate(items) if x["proof_id"] == q["proof"]
+                         and str(x["run"]) == str(q.get("run", x["run"]))), None)
+
         if q.get("proof") is not None:
-            pos = next((i for i, x in enumerate(items) if x["proof_id"] == q["proof"]
-                        and str(x["run"]) == str(q.get("run", x["run"]))), None)
+            pos = find(items)
+            if pos is None and (set_name != "proofs" or q.get("flag") or q.get("q")):
+                # e.g. undo of a decision made in another queue: show it among all proofs
+                items = review.queue("proofs", None, None, me, audit_size)
+                pos = find(items)
+                if pos is not None:
+                    note = f"this proof is not in the {set_name} queue; showing it among all proofs"
+                    set_name, base = "proofs", {"set": "proofs"}
             if pos is None:
                 return error_page(request, ReviewError(f"proof {q['proof']!r} is not in this queue"))
         elif items:
@@ -245,7 +257,7 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
         marks = [(s["start"], s["end"]) for s in ((item or {}).get("mine") or {}).get("spans", [])]
         done = sum(1 for x in items if x["mine"] is not None)
         return page(request, "label.html", items=items, pos=pos, item=item, links=links, base=base,
-                    set_name=set_name, flag=q.get("flag", ""), q=q.get("q", ""), marks=marks, done=done)
+                    set_name=set_name, flag=q.get("flag", ""), q=q.get("q", ""), marks=marks, done=done, note=note)
 
     def agreement_page(request: Request) -> Response:
         return page(request, "agreement.html", a=review.agreement())

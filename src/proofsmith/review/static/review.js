@@ -84,14 +84,21 @@
     return {start: a, end: b};
   }
 
+  /* saves run one after another, each with the state at the time it is sent, so a comment
+     saved on blur can never land after (and undo) the score pressed just after it */
+  var chain = Promise.resolve();
   function save() {
-    var body = {run: item.run, proof_id: item.proof_id, score: item.score,
-      comment: document.getElementById('comment').value, spans: item.spans};
-    return post('/api/decision', body).then(function (d) {
-      item.comment = body.comment;
-      document.getElementById('saved').textContent = 'saved ' + new Date().toLocaleTimeString();
-      return d;
-    }).catch(function (e) { flash('not saved: ' + e.message, true); throw e; });
+    var p = chain.then(function () {
+      var body = {run: item.run, proof_id: item.proof_id, score: item.score,
+        comment: document.getElementById('comment').value, spans: item.spans};
+      return post('/api/decision', body).then(function (d) {
+        item.comment = body.comment;
+        document.getElementById('saved').textContent = 'saved ' + new Date().toLocaleTimeString();
+        return d;
+      });
+    });
+    chain = p.catch(function () {});
+    return p.catch(function (e) { flash('not saved: ' + e.message, true); throw e; });
   }
 
   function setScore(v) {
