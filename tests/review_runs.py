@@ -3,7 +3,7 @@
 ``make_label_run(dir)``: automatic labeling of six proofs of one problem (three routed to a
 human, three labeled), every model answer and the problem carrying XSS payloads.
 ``make_search_run(dir)``: a pool search with meta-verification and one refinement iteration
-(lineage), same payloads.
+(lineage), same payloads, and an eval result whose grade source is a payload.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ class PayloadWorld(World):
         if text.startswith("## Solution\n"):
             return text.replace("The argument.", "The argument with $a+b$. " + PAYLOAD, 1).replace(
                 "Here is my evaluation of the solution:", "Here is my evaluation of the solution: " + PAYLOAD, 1)
+        for phrase in ("Here is my evaluation of the solution:", 'Here is my analysis of the "solution evaluation":'):
+            text = text.replace(phrase, f"{phrase} {PAYLOAD}", 1)  # inside the parsed analysis too
         return PAYLOAD + "\n" + text
 
 
@@ -88,6 +90,7 @@ async def _search(base_url: str, run_dir: Path) -> None:
                        meta_verify=True, meta_verifications=3)
     async with LLMClient(Endpoint(base_url=base_url, model="m"), store=store) as client:
         await run_search_many(client, [PROBLEM], cfg, TEMPLATES)
+    store.set_meta("eval", {"problems": [{"problem_id": PROBLEM_ID, "points": 3, "max_points": 7, "grade_source": PAYLOAD}]})
     store.close()
 
 

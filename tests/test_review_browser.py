@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 import typer
-from review_runs import NEEDS_HUMAN, PROBLEM_ID, make_label_run, make_search_run
+from review_runs import NEEDS_HUMAN, PAYLOAD, PROBLEM_ID, make_label_run, make_search_run
 from typer.testing import CliRunner
 
 from proofsmith.pipelines.commands import register as register_pipelines
@@ -33,6 +33,8 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                        reason="chromium/chromedriver not installed (run scripts/install_browser.sh)"),
 ]
+
+GRADER2 = '<img src=x onerror="window.__xss=6">'  # a grader name is untrusted text too
 
 # Any of these true means data ran as code or became markup.
 XSS_PROBE = """
@@ -195,13 +197,14 @@ def test_keyboard_labeling_spans_reload_export_import(tmp_path):
         with httpx.Client(base_url=base) as g2:
             csrf = re.search(r'name="csrf-token" content="([^"]+)"', g2.get("/").text).group(1)
             hdr = {"X-CSRF-Token": csrf}
-            assert g2.post("/api/annotator", json={"name": "grader-2"}, headers=hdr).status_code == 200
+            assert g2.post("/api/annotator", json={"name": GRADER2}, headers=hdr).status_code == 200
             for name, score in (("lonely", 0), ("undecided", 1), ("garbled", 1)):
                 r = g2.post("/api/decision", json={"run": 0, "proof_id": name, "score": score,
-                                                   "comment": f"grader-2 on {name}"}, headers=hdr)
+                                                   "comment": f"{name}: {PAYLOAD}"}, headers=hdr)
                 assert r.status_code == 200, r.text
         _loaded(driver, base + "agreement")
-        assert driver.find_element("id", "pairs").text.splitlines()[1] == "grader-1 grader-2 3 66.7% 21–94% 0.500"  # po 2/3, pe 1/3
+        cells = [td.text for td in driver.find_elements("css selector", "#pairs tbody td")]
+        assert cells == [GRADER2, "grader-1", "3", "66.7%", "21–94%", "0.500"]  # po 2/3, pe 1/3
         _shot(driver, "agreement")
         box = driver.find_element("css selector", '.conflict[data-proof="undecided"]')
         box.find_element("css selector", ".resolve-comment").send_keys("half: the gap is minor")
