@@ -44,7 +44,7 @@ def tok(name: str) -> str:
 def proof_text(name: str) -> str:
     q, _ = CASES[name]
     return (f"Proof P[{tok(name)}] QUALITY={q:g}. Case {name}. Since $x^2 = x\\cdot x$ and\n"
-            f"$$x\\cdot x \\ge 0,$$ the claim 𝔽 holds. {PAYLOAD} The end of {name}.")
+            f"$$x\\cdot x \\ge 0,$$ the claim\r\n𝔽 holds. {PAYLOAD} The end of {name}.")  # CRLF: the page has LF
 
 
 class PayloadWorld(World):

@@ -159,6 +159,9 @@ def test_segments_offsets_and_marks():
     assert [s["kind"] for s in segments("costs $5 and $6 today")] == ["text"]
     marked = segments(text, [(11, 12)])
     assert [s["text"] for s in marked if s["mark"]] == ["𝔽"]
+    crlf = "a\r\nb\rc $x$\r\n"
+    assert [s["text"] for s in segments(crlf)] == ["a", "\r\n", "b", "\r", "c ", "$x$", "\r\n"]
+    assert all(crlf[s["start"]:s["end"]] == s["text"] for s in segments(crlf))
 
 
 def test_reads_a_run_while_a_pipeline_writes_it(runs):
@@ -352,7 +355,8 @@ def test_resolve_export_and_label_import_human(runs, tmp_path):
     assert "imported (<code>label import-human</code>)" in page and "by hand &lt;b&gt;x&lt;/b&gt;" in page
     rows = Review(list(runs)).problems(flag="needs-human")["rows"]
     assert rows == []  # every routed proof now has a human label
-    assert "human 0.5" in Review(list(runs)).problems()["rows"][0]["labels"]
+    labels = Review(list(runs)).problems()["rows"][0]["labels"]
+    assert labels["human 0.5"] == 1 and labels["human-reviewed"] == 3
 
 
 def test_queue_sets_navigation_and_audit(runs):

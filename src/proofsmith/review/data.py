@@ -217,8 +217,9 @@ def automatic_status(item: dict) -> str | None:
 
 
 def problem_rows(data: RunData, human_done: set[str]) -> list[dict]:
-    """One summary row per problem of a run: selected proof and scores, label counts, eval
-    grade and flags (a problem carries a flag when one of its proofs does)."""
+    """One summary row per problem of a run: selected proof and scores, label counts (with
+    ``human-reviewed``: proofs with a final human label, in the app or imported), eval grade
+    and flags (a problem carries a flag when one of its proofs does)."""
     by_problem: dict[str, list[dict]] = {}
     for e in data.proofs.values():
         by_problem.setdefault(e["problem_id"], []).append(e)
@@ -239,6 +240,9 @@ def problem_rows(data: RunData, human_done: set[str]) -> list[dict]:
                 labels[key] = labels.get(key, 0) + 1
                 if st == "needs-human" and e["id"] not in human_done:
                     flags.add("needs-human")
+        reviewed = sum(1 for e in ps if e["id"] in human_done)
+        if reviewed:
+            labels["human-reviewed"] = reviewed
         ev = evals.get(pid)
         rows.append({
             "run": data.run.index, "run_name": data.run.name, "problem_id": pid,

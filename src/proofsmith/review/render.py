@@ -19,6 +19,8 @@ _MATH = re.compile(
     re.S,
 )
 
+_CR = re.compile(r"\r\n?")
+
 
 def segments(text: str | None, marks: list[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
     """Pieces of ``text``: {"kind": "text"|"math", "start", "end", "text", "tex", "display",
@@ -28,16 +30,26 @@ def segments(text: str | None, marks: list[tuple[int, int]] | None = None) -> li
     if not text:
         return []
     pieces: list[dict[str, Any]] = []
+
+    def plain(a: int, b: int) -> None:
+        # A browser turns "\r\n" and "\r" into "\n" when it parses the page, so each line break
+        # with a CR is a piece of its own: offsets inside the other pieces stay exact.
+        for m in _CR.finditer(text, a, b):
+            if m.start() > a:
+                pieces.append({"kind": "text", "start": a, "end": m.start(), "text": text[a:m.start()]})
+            pieces.append({"kind": "text", "start": m.start(), "end": m.end(), "text": m.group(0)})
+            a = m.end()
+        if b > a:
+            pieces.append({"kind": "text", "start": a, "end": b, "text": text[a:b]})
+
     pos = 0
     for m in _MATH.finditer(text):
-        if m.start() > pos:
-            pieces.append({"kind": "text", "start": pos, "end": m.start(), "text": text[pos:m.start()]})
+        plain(pos, m.start())
         name = m.lastgroup
         pieces.append({"kind": "math", "start": m.start(), "end": m.end(), "text": m.group(0),
                        "tex": m.group(name), "display": name in ("dd", "db")})
         pos = m.end()
-    if pos < len(text):
-        pieces.append({"kind": "text", "start": pos, "end": len(text), "text": text[pos:]})
+    plain(pos, len(text))
     marks = sorted(marks or [])
     if not marks:
         for p in pieces:

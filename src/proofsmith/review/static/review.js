@@ -68,7 +68,10 @@
     var start = parseInt(seg.getAttribute('data-start'), 10);
     var end = parseInt(seg.getAttribute('data-end'), 10);
     if (seg.classList.contains('m')) { return isEnd ? end : start; }
-    if (node.nodeType === 3) { return start + cpLen(node.data.slice(0, off)); }
+    if (node.nodeType === 3) {
+      /* the end of a piece maps to its end offset (a CR piece is shorter in the page) */
+      return off >= node.data.length ? end : start + cpLen(node.data.slice(0, off));
+    }
     return off > 0 ? end : start;
   }
 
