@@ -391,6 +391,10 @@ def test_queue_sets_navigation_and_audit(runs):
     assert "50.0%" in html and "over 2 audited label(s)" in html
     assert [x["proof_id"] for x in c.get("/api/queue?set=audit").json()["items"]] == ["flawed", "minor", "clean"]
     assert c.get("/audit?n=0").status_code == 400
+    assert [x["proof_id"] for x in c.get("/api/queue?set=audit&n=1").json()["items"]] == ["flawed"]
+    page = c.get("/label?set=audit&n=2&run=0&proof=minor").text
+    assert "item 2 of 2" in page and "not in the" not in page
+    assert c.get("/label?set=audit&n=x").status_code == 400
 
 
 # ----------------------------------------------------------------------------- security

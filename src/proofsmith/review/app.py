@@ -216,10 +216,13 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
         me = who(request)
         set_name = q.get("set") or "needs-human"
         try:
-            items = review.queue(set_name, q.get("flag") or None, q.get("q"), me, audit_size)
-        except ReviewError as e:
-            return error_page(request, e, 400)
+            size = int(q.get("n") or audit_size)
+            items = review.queue(set_name, q.get("flag") or None, q.get("q"), me, size)
+        except (ValueError, ReviewError) as e:
+            return error_page(request, ReviewError(str(e)), 400)
         base = _queue_params({**q, "set": set_name})
+        if set_name == "audit" and q.get("n"):
+            base["n"] = str(size)
         pos = None
         note = ""
 
@@ -293,8 +296,9 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
     def api_queue(request: Request) -> Response:
         q = qp(request)
         try:
-            items = review.queue(q.get("set") or "needs-human", q.get("flag") or None, q.get("q"), who(request), audit_size)
-        except ReviewError as e:
+            items = review.queue(q.get("set") or "needs-human", q.get("flag") or None, q.get("q"), who(request),
+                                 int(q.get("n") or audit_size))
+        except (ValueError, ReviewError) as e:
             return api_error(e)
         return JSONResponse({"items": items})
 
