@@ -15,6 +15,7 @@ from pipeline_server import TEMPLATES, World, start_world
 
 from proofsmith.llm.client import Endpoint, LLMClient
 from proofsmith.pipelines.label import LabelConfig, LabelInput, export_labels, load_items, run_label_many
+from proofsmith.pipelines.refine import RefineConfig, run_refine_many
 from proofsmith.pipelines.search import SearchConfig, run_search_many
 from proofsmith.records import Problem
 from proofsmith.store import RunStore
@@ -110,6 +111,23 @@ def make_search_run(run_dir: Path) -> Path:
     srv = start_world(PayloadWorld(verify_score=verify))
     try:
         asyncio.run(_search(srv.base_url, run_dir))
+    finally:
+        srv.stop()
+    return run_dir
+
+
+async def _refine(base_url: str, run_dir: Path) -> None:
+    store = RunStore(run_dir)
+    async with LLMClient(Endpoint(base_url=base_url, model="m"), store=store) as client:
+        await run_refine_many(client, [PROBLEM], RefineConfig(threads=2, max_attempts=3, grade_samples=2), TEMPLATES)
+    store.close()
+
+
+def make_refine_run(run_dir: Path) -> Path:
+    """Sequential refinement: 2 threads, up to 3 attempts (self-scores rise 0 -> 0.5 -> 1)."""
+    srv = start_world(PayloadWorld(self_score=lambda q, t, i: q))
+    try:
+        asyncio.run(_refine(srv.base_url, run_dir))
     finally:
         srv.stop()
     return run_dir

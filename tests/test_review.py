@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 import typer
-from review_runs import CASES, NEEDS_HUMAN, PAYLOAD, PROBLEM_ID, make_label_run, make_search_run
+from review_runs import CASES, NEEDS_HUMAN, PAYLOAD, PROBLEM_ID, make_label_run, make_refine_run, make_search_run
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -133,6 +133,23 @@ def test_problem_page_pool_lineage_scores(runs):
     assert f'<li class="d1"><a href="/run/1/proof/{child["id"]}">' in html
     assert c.get("/run/1/problem/nope").status_code == 404
     assert c.get("/run/7/problem/x").status_code == 404
+
+
+def test_refine_run_chains_and_selection(tmp_path):
+    run = make_refine_run(tmp_path / "refine")
+    c = client([run])
+    review = Review([run])
+    view = review.problem(0, PROBLEM_ID)
+    data, _ = review.snapshot(review.runs[0])
+    res = data.refine[PROBLEM_ID]
+    assert view["selected"]["id"] == res["selected"]["id"]
+    chained = [p for p in view["pool"] if p["parents"]]
+    assert chained and view["tree"] and max(d for d, _ in view["tree"]) >= 1
+    html = c.get(pid_url(0)).text
+    assert 'id="lineage"' in html and 'class="sel"' in html
+    assert_escaped(html)
+    for p in view["pool"]:
+        assert c.get(f"/run/0/proof/{quote(p['id'], safe='')}").status_code == 200
 
 
 def test_proof_page_analyses_meta_and_calls(runs):
