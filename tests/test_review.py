@@ -480,6 +480,10 @@ def test_command_serves_exports_and_fails_clearly(runs, tmp_path):
     assert (row["proof_id"], row["label"], row["note"]) == ("lonely", 0.5, "ok")
     r = CliRunner().invoke(app, ["review", str(runs[0]), str(runs[1]), "--export", str(tmp_path / "x.jsonl")])
     assert r.exit_code == 1 and "exactly one run directory" in r.stderr
+    r = CliRunner().invoke(app, ["review", str(runs[0]), "--export-annotator", "alice"])
+    assert r.exit_code == 1 and "needs --export" in r.stderr
+    r = CliRunner().invoke(app, ["review", str(runs[0]), "--export", str(tmp_path / "a.jsonl"), "--export-annotator", "bob"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["rows"] == 0
     # a real server on a free port; a non-loopback host prints a URL with the token
     for host, has_token in (("127.0.0.1", False), ("0.0.0.0", True)):
         proc = subprocess.Popen(_cli("review", str(runs[0]), "--port", "0", "--host", host),

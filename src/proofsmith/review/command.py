@@ -37,6 +37,8 @@ def review(
     export in the format `proofsmith label import-human` reads."""
     from .data import ReviewError
 
+    if export_annotator is not None and export is None:
+        fail("--export-annotator needs --export FILE")
     if export is not None:
         if len(run_dirs) != 1:
             fail("--export takes exactly one run directory")
