@@ -2,7 +2,8 @@
 
 One module per command group, each adding its commands with ``register(app)``:
 ``prove`` (prove, verify, meta-verify), ``serve``, ``runs``, ``templates``, ``pipelines``
-(refine, search, label), ``evaluate`` (datasets, eval, eval-verifier, report) and ``train``.
+(refine, search, label), ``evaluate`` (datasets, eval, eval-verifier, report), ``review``
+(the graders' web app) and ``train``.
 Shared building blocks: ``options`` (option types, ``model_options``, the problem and budget
 options, error handling), ``output`` (consoles, JSON, usage lines) and ``progress``. Nothing
 outside this package imports it.
@@ -16,7 +17,7 @@ import sys
 import typer
 
 from ..errors import ProofsmithError
-from . import evaluate, pipelines, prove, runs, serve, templates, train
+from . import evaluate, pipelines, prove, review, runs, serve, templates, train
 
 __all__ = ["app", "main"]
 
@@ -32,7 +33,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _group in (prove, serve, runs, templates, pipelines, evaluate, train):
+for _group in (prove, serve, runs, templates, pipelines, evaluate, review, train):
     _group.register(app)
 
 
