@@ -1,0 +1,375 @@
+"""Adaptive verification for the pool search and labeling (issue 10; docs/pipelines.md
+"Adaptive verification").
+
+A *fixed* policy (the paper, the default) draws ``verifications`` verifier samples of every
+proof. The *adaptive* policy draws them in batches of ``batch`` (one ``n=batch`` request each,
+samples ``t .. t+batch-1`` of the same prompt, so the prompt stays prefix-cached and a resumed
+run replays them from the run store) and stops drawing a proof as soon as the three decisions
+its samples feed are settled:
+
+(a) **pass** (the stop rule): a valid score below 1 settles "does not pass" *exactly*;
+    "passes" needs all ``verifications`` samples, as in the paper;
+(b) **rank** (is it among the ``refine_top`` best, or the best one at the final stage): a
+    bound on the *fixed policy's statistic* — the mean of its valid scores over all
+    ``verifications`` samples — lies wholly above or below the cut (racing); a proof whose
+    samples are all drawn has that statistic exactly, so an undecided proof ends fully drawn
+    and is ranked by the paper's rule;
+(c) **analyses**: it has enough usable issue-reporting analyses for a refinement prompt, or it
+    will not be refined (surely outside the cut), or it is fully drawn.
+
+Bounds. The ``verifications`` samples of a proof are exchangeable; after ``t`` of them, the
+remaining ``R`` are predicted by the Dirichlet-multinomial (Pólya urn) posterior predictive of
+the three score levels under a Jeffreys prior Dir(1/2, 1/2, 1/2). The bound [lo, hi] on the
+final mean leaves at most ``level`` predictive probability on each side, with
+``level = delta / (2 · looks · pool size)`` (two sides, every look, every proof of the stage:
+one union bound makes every rank decision of a stage right with posterior probability at
+least ``1 - delta``). These bounds use the three-level structure (a proof with 8 zeros is known
+to be bad; a Bernstein bound on [0, 1] would need several times more samples), and they bound
+the fixed policy's own statistic, so they tighten to a point at ``t = verifications``.
+
+Everything here is a pure function of the samples drawn, in sample order, so a resumed run
+makes the same decisions, and :func:`replay_search` re-decides a recorded fixed run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any, Iterable, Literal
+
+import numpy as np
+
+POLICIES = ("fixed", "adaptive")
+
+
+@dataclass
+class VerificationPolicy:
+    """How many verifier samples a proof gets.
+
+    kind: "fixed" (paper-exact: all of them) or "adaptive" (batches until decided).
+    delta: error budget of the probabilistic (rank) decisions of one verification stage.
+    batch: verifier samples per request of the adaptive policy (and per meta-verification
+        top-up in labeling).
+    """
+
+    kind: Literal["fixed", "adaptive"] = "fixed"
+    delta: float = 0.01
+    batch: int = 8
+
+    def __post_init__(self) -> None:
+        if self.kind not in POLICIES:
+            raise ValueError(f"verification policy must be fixed or adaptive (got {self.kind!r})")
+        if not (isinstance(self.delta, (int, float)) and 0 < self.delta < 1):
+            raise ValueError(f"delta must be in (0, 1) (got {self.delta!r})")
+        if not isinstance(self.batch, int) or isinstance(self.batch, bool) or self.batch < 1:
+            raise ValueError(f"batch must be a positive integer (got {self.batch!r})")
+
+    @property
+    def adaptive(self) -> bool:
+        return self.kind == "adaptive"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FIXED = VerificationPolicy()
+
+# ----------------------------------------------------------------------------- bounds
+
+PRIOR = 0.5  # Jeffreys
+
+
+@lru_cache(maxsize=65536)
+def mean_bounds(k0: int, k5: int, k1: int, remaining: int, level: float) -> tuple[float, float]:
+    """Bounds [lo, hi] on the mean of all valid scores once ``remaining`` more samples are
+    drawn, given ``k0``/``k5``/``k1`` valid scores 0/0.5/1 so far: P(mean < lo) <= level and
+    P(mean > hi) <= level under the Dirichlet-multinomial posterior predictive (Jeffreys
+    prior). The remaining samples are counted as valid (unparseable answers are rare and
+    only move the denominator). No valid score and nothing left: (-1, -1), below every mean."""
+    v, s = k0 + k5 + k1, 0.5 * k5 + k1
+    if remaining <= 0:
+        return (s / v, s / v) if v else (-1.0, -1.0)
+    r = remaining
+    a = np.array([k0 + PRIOR, k5 + PRIOR, k1 + PRIOR])
+    A = float(a.sum())
+    c = np.arange(r + 1)
+    lg = np.vectorize(math.lgamma)
+    lfact = lg(c + 1.0)
+    # log Gamma(a_j + c) - log Gamma(a_j) for each level j and count c
+    term = [lg(a[j] + c) - math.lgamma(a[j]) for j in range(3)]
+    c5, c1 = np.meshgrid(c, c, indexing="ij")
+    c0 = r - c5 - c1
+    ok = c0 >= 0
+    c0 = np.where(ok, c0, 0)
+    logp = (math.lgamma(r + 1.0) - lfact[c0] - lfact[c5] - lfact[c1]
+            + math.lgamma(A) - math.lgamma(A + r) + term[0][c0] + term[1][c5] + term[2][c1])
+    p = np.where(ok, np.exp(logp), 0.0).ravel()
+    x = (s + 0.5 * c5 + c1).ravel() / (v + r)
+    order = np.argsort(x, kind="stable")
+    xs, ps = x[order], p[order]
+    cdf = np.cumsum(ps)
+    total = cdf[-1]
+    lo = float(xs[np.searchsorted(cdf, level * total, side="right")])
+    sf = total - cdf + ps  # P(X >= xs[i])
+    idx = np.nonzero(sf > level * total)[0]
+    hi = float(xs[idx[-1]])
+    return lo, hi
+
+
+def counts_of(scores: Iterable[float | None]) -> tuple[int, int, int]:
+    k0 = k5 = k1 = 0
+    for x in scores:
+        if x is None:
+            continue
+        if x >= 1:
+            k1 += 1
+        elif x > 0:
+            k5 += 1
+        else:
+            k0 += 1
+    return k0, k5, k1
+
+
+def classify_top(bounds: dict[str, tuple[float, float]], k: int) -> dict[str, str]:
+    """'in' (surely among the k best), 'out' (surely not) or 'open' for each proof, from
+    bounds on their final means. A proof is surely in when fewer than k others can reach its
+    lower bound (hi_j >= lo_i: a tie may go either way), surely out when at least k others
+    are strictly above its upper bound."""
+    ids = list(bounds)
+    if not ids:
+        return {}
+    if k >= len(ids):
+        return {i: "in" for i in ids}
+    lo = np.array([bounds[i][0] for i in ids])
+    hi = np.array([bounds[i][1] for i in ids])
+    hs = np.sort(hi)
+    ls = np.sort(lo)
+    # number of proofs j with hi_j >= lo_i (including i itself when hi_i >= lo_i, always true)
+    might = len(ids) - np.searchsorted(hs, lo, side="left") - 1
+    surely = len(ids) - np.searchsorted(ls, hi, side="right")  # lo_j > hi_i (never i itself)
+    out: dict[str, str] = {}
+    for n, i in enumerate(ids):
+        out[i] = "in" if might[n] < k else "out" if surely[n] >= k else "open"
+    return out
+
+
+GROUP = {"in": 0, "open": 1, "out": 2}
+
+
+def enough_analyses(usable_scores: list[float], cfg: Any) -> bool:
+    """Whether a refinement prompt can be filled the way the fixed policy fills it from
+    issue-reporting analyses: ``analyses`` of them (prefer_issues), or ``analyses_per_score``
+    at each level until ``analyses`` (per_score_level)."""
+    if cfg.analysis_selection == "prefer_issues":
+        return sum(1 for x in usable_scores if x < 1) >= cfg.analyses
+    per = cfg.analyses_per_score or 0
+    levels = [sum(1 for x in usable_scores if x == lv) for lv in (0.0, 0.5, 1.0)]
+    return sum(min(n, per) for n in levels) >= cfg.analyses
+
+
+@dataclass
+class ProofState:
+    """What the policy knows of one pool proof: its scores in sample order (None = invalid)
+    and the usable (valid, not rejected) scores for a refinement prompt."""
+
+    scores: list[float | None]
+    usable: list[float]
+
+
+@dataclass
+class StageDecision:
+    groups: dict[str, int]  # 0 in, 1 open (fully drawn), 2 out: prefix of the ranking key
+    todo: list[str]  # proofs to draw another batch for
+    open_for: dict[str, list[str]] = field(default_factory=dict)  # todo id -> open decisions
+    reasons: dict[str, str] = field(default_factory=dict)  # why each proof stopped
+
+
+def decide_stage(states: dict[str, ProofState], n_max: int, k: int, refine_next: bool,
+                 cfg: Any, policy: VerificationPolicy) -> StageDecision:
+    """One look of the adaptive policy over the whole pool of a stage (pure)."""
+    if any(len(st.scores) >= n_max and (v := [x for x in st.scores if x is not None]) and all(x >= 1 for x in v)
+           for st in states.values()):
+        k, refine_next = 1, False  # a proof passed: the search stops and selects the best
+    looks = max(1, math.ceil(n_max / policy.batch))
+    level = policy.delta / (2 * looks * max(1, len(states)))
+    bounds = {}
+    for pid, st in states.items():
+        k0, k5, k1 = counts_of(st.scores)
+        bounds[pid] = mean_bounds(k0, k5, k1, max(0, n_max - len(st.scores)), level)
+    cls = classify_top(bounds, k)
+    groups = {pid: GROUP[c] for pid, c in cls.items()}
+    todo: list[str] = []
+    open_for: dict[str, list[str]] = {}
+    reasons: dict[str, str] = {}
+    for pid, st in states.items():
+        t = len(st.scores)
+        valid = [x for x in st.scores if x is not None]
+        rank = cls[pid]
+        why = []
+        if all(x >= 1 for x in valid):
+            why.append("pass")
+        if rank == "open":
+            why.append("rank")
+        if refine_next and rank != "out" and not enough_analyses(st.usable, cfg):
+            why.append("analyses")
+        if t < n_max and why:
+            todo.append(pid)
+            open_for[pid] = why
+            continue
+        if t >= n_max:
+            reasons[pid] = "all samples drawn"
+            continue
+        parts = ["fails (a score below 1)"]
+        parts.append(f"{'in' if rank == 'in' else 'out of'} the top {k}")
+        if refine_next and rank != "out":
+            parts.append("enough analyses")
+        reasons[pid] = "; ".join(parts)
+    # Draws for pass and analyses are owed whatever the ranking says; rank-only draws wait
+    # until those are done (they often settle the ranking: a proof drawn to its end has an
+    # exact mean), so a look draws either the owed batches or the rank batches.
+    owed = [pid for pid in todo if open_for[pid] != ["rank"]]
+    if owed:
+        todo = owed
+    return StageDecision(groups=groups, todo=todo, open_for=open_for, reasons=reasons)
+
+
+# ----------------------------------------------------------------------------- search stage
+
+
+@dataclass
+class StageOutcome:
+    new_vers: list[list[Any]]  # verifications of the new proofs, in order
+    grown: dict[str, list[Any]]  # pool proof id -> all its verifications (old proofs that grew)
+    metas: dict[str, list[Any]]  # verification id -> meta-verifications (new ones)
+    groups: dict[str, int]
+    reasons: dict[str, str]
+    drawn_for: dict[str, int]  # decision -> samples drawn while it was open (a proof open for
+    # several decisions counts for each)
+
+
+async def search_stage(s: Any, new: list[Any], refine_next: bool) -> StageOutcome:
+    """Verify the new proofs of one search stage adaptively and settle the ranking of the
+    whole pool (``s`` is the running search, pipelines.search._Search). Nothing is
+    committed to ``s``: the caller commits when the stage completed."""
+    from .. import roles
+    from . import gather_stages
+
+    cfg, policy = s.cfg, s.policy
+    n_max = cfg.verifications
+    k = cfg.refine_top if refine_next else 1
+    vers: dict[str, list[Any]] = {e.id: list(s.vers[e.id]) for e in s.pool}
+    rejected: dict[str, set[str]] = {e.id: set(e.rejected_analyses) for e in s.pool}
+    for p in new:
+        vers[p.id], rejected[p.id] = [], set()
+    proofs = {**s.proofs, **{p.id: p for p in new}}
+    metas: dict[str, list[Any]] = {}
+    drawn_for: dict[str, int] = {"pass": 0, "rank": 0, "analyses": 0}
+    start_len = {pid: len(vs) for pid, vs in vers.items()}
+    while True:
+        states = {pid: ProofState([v.score for v in vs],
+                                  [v.score for v in vs if v.score is not None and v.id not in rejected[pid]])
+                  for pid, vs in vers.items()}
+        d = decide_stage(states, n_max, k, refine_next, cfg, policy)
+        if not d.todo:
+            break
+        batches = [(pid, len(vers[pid]), min(policy.batch, n_max - len(vers[pid]))) for pid in d.todo]
+        got = await gather_stages(
+            roles.verify(s.client, s.problem, proofs[pid], n=n, start=t, templates=s.tpl)
+            for pid, t, n in batches
+        )
+        for (pid, _, n), vs in zip(batches, got):
+            vers[pid] += vs
+            for why in d.open_for[pid]:
+                drawn_for[why] += n
+        if cfg.meta_verify:
+            todo = [(pid, v) for (pid, _, _), vs in zip(batches, got) for v in vs
+                    if v.score is not None and v.score < 1]
+            results = await gather_stages(s._meta(proofs[pid], v) for pid, v in todo)
+            from . import majority_rejects
+            for (pid, v), ms in zip(todo, results):
+                metas[v.id] = ms
+                if majority_rejects([m.score for m in ms], cfg.meta_threshold):
+                    rejected[pid].add(v.id)
+    return StageOutcome(
+        new_vers=[vers[p.id] for p in new],
+        grown={pid: vs for pid, vs in vers.items() if pid in s.vers and len(vs) > start_len[pid]},
+        metas=metas, groups=d.groups, reasons=d.reasons, drawn_for=drawn_for,
+    )
+
+
+# ----------------------------------------------------------------------------- replay
+
+
+def replay_search(result: dict[str, Any], policy: VerificationPolicy | None = None) -> dict[str, Any]:
+    """Re-decide a recorded *fixed* search (``SearchResult.to_json()``) adaptively from its
+    recorded verifier samples, drawn in sample order; no call is made.
+
+    For each stage t (the pool after iteration t) the adaptive policy draws batches until
+    its decisions are settled, exactly as in a live run, and its decisions are compared with
+    the recorded ones: which proofs are refined next (top ``refine_top``), which proofs pass,
+    and at the last stage the selected proof. Returns the sample counts and agreement."""
+    from .search import SearchConfig
+
+    policy = policy or VerificationPolicy(kind="adaptive")
+    conf = {k: v for k, v in result["config"].items() if k in SearchConfig.__dataclass_fields__}
+    cfg = SearchConfig(**conf)
+    n_max = cfg.verifications
+    pool = result["pool"]
+    iters = result["iterations"]
+    order = {e["id"]: i for i, e in enumerate(pool)}
+    by_id = {e["id"]: e for e in pool}
+    scores = {e["id"]: [a["score"] for a in e["verifications"]] for e in pool}
+    usable_all = {e["id"]: [(a["score"], a["rejected"]) for a in e["verifications"]] for e in pool}
+    drawn = {pid: 0 for pid in scores}
+    fixed_samples = sum(len(v) for v in scores.values())
+    stages = []
+    agree_all = True
+    last = len(iters) - 1
+    open_samples = {"pass": 0, "rank": 0, "analyses": 0}
+    for t, info in enumerate(iters):
+        members = [e["id"] for e in pool if e["iteration"] <= t]
+        refine_next = t < last  # recorded: another iteration followed this stage
+        k = cfg.refine_top if refine_next else 1
+        while True:
+            states = {}
+            for pid in members:
+                n = drawn[pid]
+                states[pid] = ProofState(scores[pid][:n],
+                                         [x for x, rej in usable_all[pid][:n] if x is not None and not rej])
+            d = decide_stage(states, n_max, k, refine_next, cfg, policy)
+            if not d.todo:
+                break
+            for pid in d.todo:
+                n = min(policy.batch, n_max - drawn[pid])
+                drawn[pid] += n
+                for why in d.open_for[pid]:
+                    open_samples[why] += n
+
+        def key(pid: str) -> tuple:
+            e = by_id[pid]
+            vs = [x for x in scores[pid][: drawn[pid]] if x is not None]
+            m = sum(vs) / len(vs) if vs else None
+            return (d.groups[pid], m is None, -(m or 0.0), -(e["self_score"] or 0.0), order[pid])
+
+        ranked = sorted(members, key=key)
+        passed = sorted(pid for pid in members if drawn[pid] >= n_max
+                        and (vs := [x for x in scores[pid] if x is not None]) and all(x == 1 for x in vs))
+        fixed_passed = sorted(pid for pid in members if by_id[pid]["passed"])
+        st: dict[str, Any] = {"stage": t, "pool": len(members), "passed_same": passed == fixed_passed}
+        if refine_next:
+            st["refined_same"] = set(ranked[: cfg.refine_top]) == set(iters[t + 1]["refined"])
+        else:
+            fixed_best = next(e["id"] for e in pool if e["rank"] == 1)
+            st["selected_same"] = ranked[0] == fixed_best
+        agree_all = agree_all and all(v for kk, v in st.items() if kk.endswith("_same"))
+        stages.append(st)
+    adaptive_samples = sum(drawn.values())
+    return {
+        "fixed_samples": fixed_samples,
+        "adaptive_samples": adaptive_samples,
+        "ratio": fixed_samples / adaptive_samples if adaptive_samples else None,
+        "same_decisions": agree_all,
+        "stages": stages,
+        "open_samples": open_samples,
+    }

@@ -1,0 +1,176 @@
+"""Adaptive verification (pipelines/adaptive.py) in the pool search, against the scripted
+world on loopback (tests/pipeline_server.py). The world answers the verifier from the proof's
+quality and the sample index (``fresh_samples``: a prompt asked again continues the index,
+as a sampling server gives new samples)."""
+
+from __future__ import annotations
+
+import pipeline_server
+import pytest
+from pipeline_server import TEMPLATES, World, requests_by_role
+
+from proofsmith.llm.client import Budget
+from proofsmith.pipelines.adaptive import (
+    VerificationPolicy,
+    classify_top,
+    enough_analyses,
+    mean_bounds,
+    replay_search,
+)
+from proofsmith.pipelines.search import SearchConfig, run_search
+from proofsmith.records import Problem
+
+PROBLEM = Problem(id="alpha", statement="Show that the scripted world is consistent.")
+ADAPTIVE = VerificationPolicy(kind="adaptive", delta=0.01, batch=4)
+
+
+@pytest.fixture
+def servers(make_server):
+    return lambda world: make_server(default=world.reply)
+
+
+def client_for(srv, run_dir, budget=None):
+    return pipeline_server.client_for(srv, run_dir, budget, max_concurrency=8)
+
+
+def verify_samples(srv) -> int:
+    return sum(r.n for r in requests_by_role(srv).get("VERIFY", []))
+
+
+# qualities of the six initial proofs; a proof of quality q gets score q on every sample,
+# except that the 0.5-proofs' 7th sample (index 6) is 1 and the quality-1 proof is scored 1.
+QUALITIES = [0.0, 0.0, 0.5, 0.5, 0.0, 0.0]
+
+
+def world(**kw) -> World:
+    def score(q, tok, i):
+        return 1.0 if (q == 0.5 and i == 6) else q
+    return World(gen_quality=lambda prob, i: QUALITIES[i], verify_score=score,
+                 refine_quality=lambda parents, analyses, i: 1.0, fresh_samples=True, **kw)
+
+
+CFG = SearchConfig(initial_proofs=6, verifications=32, refine_top=2, analyses=2,
+                   refinements_per_proof=1, max_iterations=1)
+
+
+def test_bounds_and_classification_rules():
+    # all samples drawn: the bound is the exact mean; no valid score: below everything
+    assert mean_bounds(2, 2, 4, 0, 1e-4) == (0.625, 0.625)
+    assert mean_bounds(0, 0, 0, 0, 1e-4) == (-1.0, -1.0)
+    lo, hi = mean_bounds(8, 0, 0, 56, 1e-4)
+    assert lo == 0.0 and 0 < hi < 1
+    # more evidence, tighter bound; a smaller level, a wider one
+    assert mean_bounds(16, 0, 0, 48, 1e-4)[1] < hi
+    assert mean_bounds(8, 0, 0, 56, 1e-7)[1] > hi
+    b = {"a": (0.8, 0.9), "b": (0.7, 0.85), "c": (0.1, 0.3), "d": (0.0, 0.2), "e": (0.25, 0.75)}
+    got = classify_top(b, 2)
+    assert got == {"a": "in", "b": "open", "c": "out", "d": "out", "e": "open"}
+    assert classify_top({"x": (0.5, 0.5), "y": (0.5, 0.5)}, 1) == {"x": "open", "y": "open"}  # a tie
+    assert classify_top(b, 5) == {k: "in" for k in b}
+    assert enough_analyses([0.0, 0.5, 1.0], CFG) and not enough_analyses([0.0, 1.0, 1.0], CFG)
+    with pytest.raises(ValueError):
+        VerificationPolicy(kind="sometimes")
+    with pytest.raises(ValueError):
+        VerificationPolicy(kind="adaptive", delta=0)
+
+
+async def test_fixed_policy_is_the_default_and_unchanged(servers, tmp_path):
+    srv_a, srv_b = servers(world()), servers(world())
+    async with client_for(srv_a, tmp_path / "a") as client:
+        default = await run_search(client, PROBLEM, CFG, TEMPLATES)
+    async with client_for(srv_b, tmp_path / "b") as client:
+        fixed = await run_search(client, PROBLEM, CFG, TEMPLATES, policy=VerificationPolicy(kind="fixed"))
+    assert default.to_json() == fixed.to_json()
+    assert [r.n for r in requests_by_role(srv_a)["VERIFY"]] == [32] * 8  # 6 initial + 2 children
+    assert all(p.verification_samples == 32 and p.verification_stop == "fixed" for p in fixed.pool)
+    assert fixed.verification_policy["kind"] == "fixed"
+
+
+async def test_adaptive_search_same_decisions_fewer_samples(servers, tmp_path):
+    srv_f, srv_a = servers(world()), servers(world())
+    async with client_for(srv_f, tmp_path / "fixed") as client:
+        fixed = await run_search(client, PROBLEM, CFG, TEMPLATES)
+    async with client_for(srv_a, tmp_path / "adaptive") as client:
+        ada = await run_search(client, PROBLEM, CFG, TEMPLATES, policy=ADAPTIVE)
+    # every verifier request is one batch (n = batch), samples continue the same prompt
+    verify = requests_by_role(srv_a)["VERIFY"]
+    assert all(r.n == 4 for r in verify)
+    assert verify_samples(srv_a) <= 160 < verify_samples(srv_f)
+    # the same decisions: refined proofs, selected proof, stop
+    assert [it.refined for it in ada.iterations] == [it.refined for it in fixed.iterations]
+    # (a refined proof's text depends on the analyses in its prompt, which differ: the
+    # selected proof is the child of the same parent, and it passes in both)
+    assert ada.selected.parents == fixed.selected.parents and ada.selected.passed and fixed.selected.passed
+    assert ada.stopped == fixed.stopped == "passed"
+    pool = {p.id: p for p in ada.pool}
+    fixed_pool = {p.id: p for p in fixed.pool}
+    init = ada.iterations[0].new_proofs
+    # the 0.5 proofs: a 0.5 settles "fails" at once; they race the zeros for the top 2, then
+    # are surely below the passing children; their mean is over the samples drawn (16)
+    for pid in (init[2], init[3]):
+        p = pool[pid]
+        assert p.verification_samples == 16 and "fails" in p.verification_stop
+        assert p.mean_score == (15 * 0.5 + 1) / 16 != fixed_pool[pid].mean_score
+    # ... the zeros are surely out of the top 2 after a few batches, not 32 samples
+    for pid in (init[0], init[1], init[4], init[5]):
+        assert pool[pid].verification_samples < 32 and "out of the top" in pool[pid].verification_stop
+    for pid in ada.iterations[1].new_proofs:  # the refined proofs pass: every sample drawn
+        assert pool[pid].passed and pool[pid].verification_samples == 32
+    # total samples reported per proof add up to the samples asked of the server
+    assert sum(p.verification_samples for p in ada.pool) == verify_samples(srv_a)
+    assert ada.verification_policy == ADAPTIVE.to_json()
+
+
+async def test_adaptive_pass_needs_every_sample(servers, tmp_path):
+    # quality-1 proofs are scored 1 on every sample: passing needs all 32, as in the paper;
+    # a proof whose 30th sample is 0.5 does not pass, and draws to find it
+    def score(q, tok, i):
+        return 0.5 if (q == 0.75 and i == 29) else (1.0 if q >= 0.75 else 0.0)
+    w = World(gen_quality=lambda prob, i: [0.0, 0.75, 1.0][i], verify_score=score, fresh_samples=True)
+    srv = servers(w)
+    cfg = SearchConfig(initial_proofs=3, verifications=32, refine_top=1, analyses=2, max_iterations=2)
+    async with client_for(srv, tmp_path / "run") as client:
+        res = await run_search(client, PROBLEM, cfg, TEMPLATES, policy=ADAPTIVE)
+    assert res.stopped == "passed" and len(res.iterations) == 1
+    pool = {p.id: p for p in res.pool}
+    zero, almost, one = (pool[i] for i in res.iterations[0].new_proofs)
+    assert one.passed and one.verification_samples == 32 and res.selected.id == one.id
+    assert not almost.passed and almost.verification_samples == 32
+    assert zero.verification_samples == 4 and not zero.passed
+
+
+async def test_adaptive_resume_is_exact_and_pays_nothing_twice(servers, tmp_path):
+    srv = servers(world())
+    async with client_for(srv, tmp_path / "ref") as client:
+        ref = await run_search(client, PROBLEM, CFG, TEMPLATES, policy=ADAPTIVE)
+    paid = verify_samples(srv)
+    n_requests = len(srv.requests)
+    # re-running on the same run directory replays every call from the store
+    async with client_for(srv, tmp_path / "ref") as client:
+        again = await run_search(client, PROBLEM, CFG, TEMPLATES, policy=ADAPTIVE)
+    assert len(srv.requests) == n_requests
+    assert again.to_json() == ref.to_json()
+    # stopped by the budget after the first generate call, then continued
+    srv2 = servers(world())
+    gen = requests_by_role(srv)["GENERATE"]
+    assert len(gen) == 1
+    async with client_for(srv2, tmp_path / "run", budget=Budget(max_tokens=1)) as client:
+        first = await run_search(client, PROBLEM, CFG, TEMPLATES, policy=ADAPTIVE)
+    assert first.stopped == "budget"
+    async with client_for(srv2, tmp_path / "run", budget=Budget(max_tokens=10**9)) as client:
+        second = await run_search(client, PROBLEM, CFG, TEMPLATES, policy=ADAPTIVE)
+    assert second.to_json() == ref.to_json()
+    assert verify_samples(srv2) == paid and len(srv2.requests) == n_requests
+
+
+async def test_replay_of_a_fixed_run(servers, tmp_path):
+    srv = servers(world())
+    async with client_for(srv, tmp_path / "fixed") as client:
+        fixed = await run_search(client, PROBLEM, CFG, TEMPLATES)
+    n_requests = len(srv.requests)
+    rep = replay_search(fixed.to_json(), ADAPTIVE)
+    assert len(srv.requests) == n_requests  # no call
+    assert rep["fixed_samples"] == 8 * 32
+    assert rep["adaptive_samples"] <= 160
+    assert rep["same_decisions"] and [s["stage"] for s in rep["stages"]] == [0, 1]
+    assert rep["stages"][0]["refined_same"] and rep["stages"][1]["selected_same"]
