@@ -174,3 +174,87 @@ async def test_replay_of_a_fixed_run(servers, tmp_path):
     assert rep["adaptive_samples"] <= 160
     assert rep["same_decisions"] and [s["stage"] for s in rep["stages"]] == [0, 1]
     assert rep["stages"][0]["refined_same"] and rep["stages"][1]["selected_same"]
+
+
+# ----------------------------------------------------------------------------- labeling
+
+
+async def test_adaptive_label_same_labels_fewer_samples(make_server, tmp_path):
+    import test_pipeline_label as tl
+
+    from proofsmith.pipelines.adaptive import meta_settled
+    from proofsmith.pipelines.label import LabelConfig, run_label_many
+
+    assert meta_settled([1.0, 1.0], 3, 0.5) and meta_settled([0.0, 0.0], 3, 0.5)
+    assert not meta_settled([1.0], 3, 0.5) and not meta_settled([1.0, 0.0], 3, 0.5)
+    assert not meta_settled([1.0, 1.0], 4, 0.5)  # 2 yes, then 2 no would be a tie
+
+    def labels_world() -> World:
+        w = tl.world()
+        w.fresh_samples = True  # batches continue the sample index, as a sampling server does
+        return w
+
+    cfg = LabelConfig(n=4, m=3, k=2)
+    runs = {}
+    for kind in ("fixed", "adaptive"):
+        srv = make_server(default=labels_world().reply)
+        async with client_for(srv, tmp_path / kind) as client:
+            res = await run_label_many(client, tl.items(), cfg, TEMPLATES,
+                                       policy=VerificationPolicy(kind=kind, batch=2))
+        runs[kind] = (res, requests_by_role(srv))
+    fixed, by_f = runs["fixed"]
+    ada, by_a = runs["adaptive"]
+    lab = {it.id: (it.label.status, it.label.label) for it in fixed.items}
+    assert {it.id: (it.label.status, it.label.label) for it in ada.items} == lab
+    assert lab["flawed"] == ("labeled", 0.0)
+    items = {it.id: it for it in ada.items}
+    # flawed: the first batch holds two score-0 analyses, each confirmed by its first two
+    # meta-verifications: label 0 after 2 of 4 analyses and 4 of 9 meta-verifications
+    v = items["flawed"].label.evidence["verification"]
+    assert v["samples"] == 2 and v["meta_samples"] == 4 and "label 0 whatever" in v["stop"]
+    # invented (0, 1, 0.5, 1; correct proof): every issue must be rejected -> all checked
+    assert items["invented"].label.evidence["verification"]["samples"] == 4
+    assert [a.status for a in items["invented"].analyses] == ["rejected", "no-issue", "rejected", "no-issue"]
+    # lonely (0, 1, 1, 1): needs-human; minor: 0.5s confirmed, k reached
+    assert all(r.n <= 2 for r in by_a["VERIFY"] + by_a["META"])
+    f_v, a_v = sum(r.n for r in by_f["VERIFY"]), sum(r.n for r in by_a["VERIFY"])
+    f_m, a_m = sum(r.n for r in by_f["META"]), sum(r.n for r in by_a["META"])
+    assert a_v < f_v and a_m < f_m
+    assert "verification" not in fixed.items[0].label.evidence  # the fixed output is unchanged
+
+
+def test_cli_verification_policy_options(servers, tmp_path):
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from proofsmith.cli.pipelines import register
+
+    srv = servers(world())
+    probs = tmp_path / "probs.jsonl"
+    probs.write_text(json.dumps({"id": "s", "problem": "Scripted one."}) + "\n")
+    TEMPLATES.save(tmp_path / "tpl")
+    app = typer.Typer()
+
+    @app.callback()
+    def _cb() -> None:
+        pass
+
+    register(app)
+    base = ["search", "--problems", str(probs), "--json", "--model", "m", "--base-url", srv.base_url,
+            "--templates", str(tmp_path / "tpl"), "--initial-proofs", "6", "--verifications", "32",
+            "--refine-top", "2", "--analyses", "2", "--max-iterations", "1"]
+    r = CliRunner().invoke(app, base + ["--run-dir", str(tmp_path / "run"), "--verification-policy", "adaptive",
+                                        "--batch", "4", "--delta", "0.01"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout[r.stdout.index("{"):])
+    assert doc["verification_policy"] == {"kind": "adaptive", "delta": 0.01, "batch": 4}
+    drawn = [p["verification_samples"] for p in doc["pool"]]
+    assert sum(drawn) == verify_samples(srv) < 8 * 32 and all(p["verification_stop"] for p in doc["pool"])
+    r = CliRunner().invoke(app, base + ["--run-dir", str(tmp_path / "bad"), "--verification-policy", "sometimes"])
+    assert r.exit_code == 1 and "verification policy must be fixed or adaptive" in r.output
+    r = CliRunner().invoke(app, ["search", "--help"], env={"COLUMNS": "250"})
+    assert "--verification-policy" in r.output and "--delta" in r.output and "--batch" in r.output
+    r = CliRunner().invoke(app, ["label", "run", "--help"], env={"COLUMNS": "250"})
+    assert "--verification-policy" in r.output

@@ -10,6 +10,7 @@ free), so re-running the same command on the same ``--run-dir`` continues where 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -24,6 +25,7 @@ from .options import (
     budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, with_session,
 )
 from .output import err, fmt_score, out, print_json, print_usage
+from .verification import BatchOpt, DeltaOpt, PolicyOpt, policy_from_options
 
 
 def _total(usages: list[Usage]) -> dict:
@@ -122,6 +124,9 @@ def search_cmd(
     analyses_per_score: Annotated[Optional[int], typer.Option("--analyses-per-score", min=1, help="Pick analyses per score level (lowest first), at most this many per level (the released code's rule).", show_default=False)] = None,
     meta_verify: Annotated[bool, typer.Option("--meta-verify/--no-meta-verify", help="Meta-verify issue-reporting analyses; analyses the majority rejects do not drive refinement.")] = False,
     meta_verifications: Annotated[Optional[int], typer.Option("--meta-verifications", min=1, help="Meta-verifications per issue-reporting analysis (m).", show_default=False)] = None,
+    verification_policy: PolicyOpt = "fixed",
+    delta: DeltaOpt = 0.01,
+    batch: BatchOpt = 8,
     max_tokens: MaxTokensOpt = None,
     max_cost: MaxCostOpt = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
@@ -137,14 +142,19 @@ def search_cmd(
     if analyses_per_score is not None:
         overrides.update(analysis_selection="per_score_level", analyses_per_score=analyses_per_score)
     cfg = or_fail(lambda: SearchConfig.preset(preset, **overrides))
+    policy = policy_from_options(verification_policy, delta, batch)
     tpl = or_fail(load_templates, opts.templates)
-    results, run_dir = _run_many("search", run_search_many, probs, cfg, tpl, opts, budget_from_options(max_tokens, max_cost))
+    results, run_dir = _run_many("search", functools.partial(run_search_many, policy=policy), probs, cfg, tpl, opts,
+                                 budget_from_options(max_tokens, max_cost))
 
     def print_one(r) -> None:
         out.print(f"# Pool search: {r.problem.id}  (stopped: {r.stopped})\n", markup=False)
         for it in r.iterations:
             out.print(f"- iteration {it.iteration}: +{len(it.new_proofs)} proofs, {len(it.discarded)} discarded; "
                       f"best mean {fmt_score(it.best_mean_score)}" + (f"; passed: {len(it.passed)}" if it.passed else ""))
+        if policy.adaptive:
+            drawn = sum(p.verification_samples for p in r.pool)
+            out.print(f"- verifier samples: {drawn} (adaptive; fixed would draw {len(r.pool) * cfg.verifications})")
         sel = r.selected
         if sel is None:
             out.print(f"\n_no proof in the pool{': ' + r.message if r.message else ''}_\n")
@@ -179,6 +189,9 @@ def label_run(
     m: Annotated[int, typer.Option("--m", min=1, help="Meta-verifications per issue-reporting analysis.")] = 3,
     k: Annotated[int, typer.Option("--k", min=1, help="Confirmed lowest-score analyses needed to label a proof below 1.")] = 2,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Directory for the exported JSONL files (default: <run dir>/labels).", show_default=False)] = None,
+    verification_policy: PolicyOpt = "fixed",
+    delta: DeltaOpt = 0.01,
+    batch: BatchOpt = 8,
     max_tokens: MaxTokensOpt = None,
     max_cost: MaxCostOpt = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
@@ -190,11 +203,12 @@ def label_run(
     probs = or_fail(problems_from_options, None, problems, dataset, None, False)
     items = or_fail(read_proofs_file, proofs_file, probs or None)
     cfg = or_fail(lambda: LabelConfig(n=n, m=m, k=k))
+    policy = policy_from_options(verification_policy, delta, batch)
     tpl = or_fail(load_templates, opts.templates)
 
     async def work(s: Session, progress):
         rep = StageProgress("label", sorted({i.problem.id for i in items}), progress)
-        res = await run_label_many(s.client, items, cfg, tpl, rep)
+        res = await run_label_many(s.client, items, cfg, tpl, rep, policy=policy)
         exported = export_labels(load_items(s.store), out_dir or (s.run_dir / "labels"))
         return res, exported, s.run_dir
 

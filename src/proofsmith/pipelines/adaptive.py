@@ -78,6 +78,7 @@ FIXED = VerificationPolicy()
 # ----------------------------------------------------------------------------- bounds
 
 PRIOR = 0.5  # Jeffreys
+UNION_OVER_POOL = True  # the level is shared by every proof of a stage (see the module docstring)
 
 
 @lru_cache(maxsize=65536)
@@ -186,13 +187,16 @@ class StageDecision:
 
 
 def decide_stage(states: dict[str, ProofState], n_max: int, k: int, refine_next: bool,
-                 cfg: Any, policy: VerificationPolicy) -> StageDecision:
-    """One look of the adaptive policy over the whole pool of a stage (pure)."""
+                 cfg: Any, policy: VerificationPolicy, need: set[str] | None = None) -> StageDecision:
+    """One look of the adaptive policy over the whole pool of a stage (pure). ``need``: the
+    decisions to settle (default all: pass, rank, analyses; the replay drops some to split
+    the cost over them)."""
+    need = {"pass", "rank", "analyses"} if need is None else need
     if any(len(st.scores) >= n_max and (v := [x for x in st.scores if x is not None]) and all(x >= 1 for x in v)
            for st in states.values()):
         k, refine_next = 1, False  # a proof passed: the search stops and selects the best
     looks = max(1, math.ceil(n_max / policy.batch))
-    level = policy.delta / (2 * looks * max(1, len(states)))
+    level = policy.delta / (2 * looks * (max(1, len(states)) if UNION_OVER_POOL else 1))
     bounds = {}
     for pid, st in states.items():
         k0, k5, k1 = counts_of(st.scores)
@@ -207,11 +211,11 @@ def decide_stage(states: dict[str, ProofState], n_max: int, k: int, refine_next:
         valid = [x for x in st.scores if x is not None]
         rank = cls[pid]
         why = []
-        if all(x >= 1 for x in valid):
+        if "pass" in need and all(x >= 1 for x in valid):
             why.append("pass")
-        if rank == "open":
+        if "rank" in need and rank == "open":
             why.append("rank")
-        if refine_next and rank != "out" and not enough_analyses(st.usable, cfg):
+        if "analyses" in need and refine_next and rank != "out" and not enough_analyses(st.usable, cfg):
             why.append("analyses")
         if t < n_max and why:
             todo.append(pid)
@@ -256,6 +260,10 @@ async def search_stage(s: Any, new: list[Any], refine_next: bool) -> StageOutcom
     from . import gather_stages
 
     cfg, policy = s.cfg, s.policy
+    if getattr(s.client, "store", None) is None:
+        # each batch asks samples t..t+b-1 of the same prompt; without a store the earlier
+        # ones would be requested (and paid) again
+        raise ValueError("adaptive verification needs a client with a run store")
     n_max = cfg.verifications
     k = cfg.refine_top if refine_next else 1
     vers: dict[str, list[Any]] = {e.id: list(s.vers[e.id]) for e in s.pool}
@@ -301,7 +309,8 @@ async def search_stage(s: Any, new: list[Any], refine_next: bool) -> StageOutcom
 # ----------------------------------------------------------------------------- replay
 
 
-def replay_search(result: dict[str, Any], policy: VerificationPolicy | None = None) -> dict[str, Any]:
+def replay_search(result: dict[str, Any], policy: VerificationPolicy | None = None,
+                  need: set[str] | None = None) -> dict[str, Any]:
     """Re-decide a recorded *fixed* search (``SearchResult.to_json()``) adaptively from its
     recorded verifier samples, drawn in sample order; no call is made.
 
@@ -337,7 +346,7 @@ def replay_search(result: dict[str, Any], policy: VerificationPolicy | None = No
                 n = drawn[pid]
                 states[pid] = ProofState(scores[pid][:n],
                                          [x for x, rej in usable_all[pid][:n] if x is not None and not rej])
-            d = decide_stage(states, n_max, k, refine_next, cfg, policy)
+            d = decide_stage(states, n_max, k, refine_next, cfg, policy, need)
             if not d.todo:
                 break
             for pid in d.todo:
@@ -373,3 +382,130 @@ def replay_search(result: dict[str, Any], policy: VerificationPolicy | None = No
         "stages": stages,
         "open_samples": open_samples,
     }
+
+
+# ----------------------------------------------------------------------------- labeling
+
+
+def meta_status(scores: list[float | None], threshold: float) -> str:
+    from . import majority_confirms, majority_rejects
+
+    if majority_confirms(scores, threshold):
+        return "confirmed"
+    if majority_rejects(scores, threshold):
+        return "rejected"
+    return "undecided"
+
+
+def meta_settled(scores: list[float | None], m: int, threshold: float) -> bool:
+    """Whether the status of an analysis (confirmed / rejected / undecided) is the same
+    whatever its remaining ``m - len(scores)`` meta-verifications say (each may confirm,
+    reject or be unparseable): then drawing them cannot change it (exact)."""
+    r = m - len(scores)
+    if r <= 0:
+        return True
+    seen = set()
+    for yes in range(r + 1):
+        for no in range(r - yes + 1):
+            rest = [1.0] * yes + [0.0] * no + [None] * (r - yes - no)
+            seen.add(meta_status(list(scores) + rest, threshold))
+            if len(seen) > 1:
+                return False
+    return True
+
+
+async def label_one(client: Any, item: Any, cfg: Any, templates: Any, report: Any,
+                    policy: VerificationPolicy) -> Any:
+    """``run_label`` with adaptive sampling. Every early decision here is exact: the label is
+    the one the fixed rule gives on all ``n`` analyses with all their ``m`` meta-verifications
+    (docs/pipelines.md lists them). Analyses whose meta-verification cannot change the label
+    are not meta-verified (status "unchecked")."""
+    import asyncio
+
+    from .. import roles
+    from ..records import Label, content_id
+    from . import gather_stages, usage_of_records
+    from .label import AnalysisEvidence, LabelItem, decide
+
+    problem, n, m, k, th = item.problem, cfg.n, cfg.m, cfg.k, cfg.meta_threshold
+    vs: list[Any] = []
+    tasks: dict[str, asyncio.Task] = {}
+
+    async def _meta(v: Any) -> list[Any]:
+        ms: list[Any] = []
+        first = m // 2 + 1  # the fewest that can settle a majority
+        while len(ms) < m and not meta_settled([x.score for x in ms], m, th):
+            want = first if not ms else min(policy.batch, m - len(ms))
+            ms += await roles.meta_verify(client, problem, item.proof, v, n=min(want, m - len(ms)),
+                                          start=len(ms), templates=templates)
+        return ms
+
+    def meta(v: Any) -> asyncio.Task:
+        key = content_id(v.raw)
+        if key not in tasks:  # identical analyses share one request
+            tasks[key] = asyncio.ensure_future(_meta(v))
+        return tasks[key]
+
+    metas: dict[str, list[Any]] = {}
+
+    async def check(todo: list[Any]) -> None:
+        todo = [v for v in todo if v.id not in metas]
+        for v, ms in zip(todo, await gather_stages(meta(v) for v in todo)):
+            metas[v.id] = ms
+
+    def confirmed(level: float) -> int:
+        return sum(1 for v in vs if v.score == level and v.id in metas
+                   and meta_status([x.score for x in metas[v.id]], th) == "confirmed")
+
+    stop = ""
+    while len(vs) < n:
+        report(problem.id, f"{item.proof_id}: analyses {len(vs)}/{n}")
+        vs += await roles.verify(client, problem, item.proof, n=min(policy.batch, n - len(vs)),
+                                 start=len(vs), templates=templates)
+        # score 0 is the lowest possible: these analyses are meta-verified by the fixed rule
+        # whatever the rest say, and k confirmed ones fix the label at 0 (rule c)
+        await check([v for v in vs if v.score == 0])
+        if confirmed(0.0) >= k:
+            stop = f"{k} confirmed score-0 analyses: label 0 whatever the other analyses say"
+            break
+    valid = [v for v in vs if v.score is not None]
+    if not stop:
+        lowest = min((v.score for v in valid), default=None)
+        if lowest is None or lowest >= 1:
+            stop = "all analyses drawn; no issue-reporting analysis to meta-verify"
+        else:
+            await check([v for v in valid if v.score == lowest])
+            low = [v for v in valid if v.score == lowest]
+            if confirmed(lowest) >= k:
+                stop = f"all analyses drawn; {k} confirmed at the lowest score"
+            elif all(meta_status([x.score for x in metas[v.id]], th) == "rejected" for v in low):
+                await check([v for v in valid if v.score < 1])  # rule d needs every issue rejected
+                stop = "all analyses drawn; every issue-reporting analysis meta-verified"
+            else:
+                stop = "all analyses drawn; the lowest level is neither confirmed (k) nor all rejected"
+    evidence = []
+    for v in vs:
+        ms = metas.get(v.id)
+        scores = [x.score for x in ms] if ms is not None else []
+        if v.score is None:
+            status = "invalid"
+        elif v.score >= 1:
+            status = "no-issue"
+        elif ms is None:
+            status = "unchecked"
+        else:
+            status = meta_status(scores, th)
+        evidence.append(AnalysisEvidence(id=v.id, score=v.score, format_error=v.format_error, status=status,
+                                         meta_ids=[x.id for x in ms or []], meta_scores=scores, text=v.raw))
+    status, value, reason, ev = decide(evidence, cfg)
+    meta_records = [x for ms in metas.values() for x in ms]
+    verification = {"policy": policy.to_json(), "samples": len(vs), "meta_samples": len(meta_records),
+                    "stop": stop}
+    label = Label(
+        proof_id=item.proof_id, problem_id=problem.id, status=status, label=value, reason=reason,  # type: ignore[arg-type]
+        evidence={**ev, "config": cfg.to_json(), "verification": verification,
+                  "analyses": [a.model_dump(mode="json", exclude={"text"}) for a in evidence]},
+    )
+    usage = usage_of_records(list(vs) + meta_records)
+    return LabelItem(id=item.proof_id, problem_id=problem.id, problem=problem.statement, proof=item.proof,
+                     label=label, analyses=evidence, usage=usage)

@@ -46,6 +46,8 @@ from ..llm.client import BudgetExceeded, LLMClient
 from ..prompts import Templates
 from ..records import VALID_SCORES, Label, Problem, Record, Usage, content_id
 from . import BudgetStop, Reporter, gather_stages, majority_confirms, majority_rejects, noop_report, usage_of_records
+from . import adaptive
+from .adaptive import VerificationPolicy
 
 
 @dataclass
@@ -83,7 +85,8 @@ class AnalysisEvidence(BaseModel):
     id: str
     score: float | None
     format_error: str | None = None
-    status: Literal["no-issue", "confirmed", "rejected", "undecided", "invalid"]
+    # unchecked: not meta-verified because no outcome could change the label (adaptive policy)
+    status: Literal["no-issue", "confirmed", "rejected", "undecided", "invalid", "unchecked"]
     meta_ids: list[str] = Field(default_factory=list)
     meta_scores: list[float | None] = Field(default_factory=list)
     text: str = ""
@@ -150,9 +153,14 @@ async def run_label(
     cfg: LabelConfig | None = None,
     templates: Templates | None = None,
     report: Reporter = noop_report,
+    policy: VerificationPolicy | None = None,
 ) -> LabelItem:
-    """Label one proof (raises BudgetExceeded/BudgetStop when the budget runs out)."""
+    """Label one proof (raises BudgetExceeded/BudgetStop when the budget runs out).
+    ``policy``: fixed (default, every analysis and meta-verification) or adaptive (the same
+    label with fewer samples, see pipelines.adaptive.label_one)."""
     cfg = cfg or LabelConfig()
+    if policy is not None and policy.adaptive:
+        return await adaptive.label_one(client, item, cfg, templates, report, policy)
     problem = item.problem
     report(problem.id, f"{item.proof_id}: {cfg.n} analyses")
     vs = await roles.verify(client, problem, item.proof, n=cfg.n, templates=templates)
@@ -202,19 +210,22 @@ async def run_label_many(
     cfg: LabelConfig | None = None,
     templates: Templates | None = None,
     report: Reporter = noop_report,
+    policy: VerificationPolicy | None = None,
 ) -> LabelRunResult:
     """Label many proofs concurrently on one client. Items already decided by a human in this
     run store are kept as they are (never overwritten by a re-run)."""
     cfg = cfg or LabelConfig()
     store = getattr(client, "store", None)
     if store is not None:
-        store.set_meta("pipeline", {"command": "label", "config": cfg.to_json(),
-                                    "proofs": [i.proof_id for i in items]})
+        meta = {"command": "label", "config": cfg.to_json(), "proofs": [i.proof_id for i in items]}
+        if policy is not None and policy.adaptive:
+            meta["verification_policy"] = policy.to_json()
+        store.set_meta("pipeline", meta)
     ids = [i.proof_id for i in items]
     if len(set(ids)) != len(ids):
         dup = next(x for x in ids if ids.count(x) > 1)
         raise UserError(f"proof id {dup!r} appears twice in the input; give each proof a unique id")
-    outs = await asyncio.gather(*(run_label(client, it, cfg, templates, report) for it in items),
+    outs = await asyncio.gather(*(run_label(client, it, cfg, templates, report, policy) for it in items),
                                 return_exceptions=True)
     result_items: list[LabelItem] = []
     unfinished: list[str] = []
