@@ -223,6 +223,44 @@ def compare(fixed: dict, ada: dict) -> dict[str, bool]:
     }
 
 
+def true_dist(proof: str) -> tuple[float, float, float]:
+    m = PROOF_RE.search(proof)
+    return tuple(float(x) for x in m.group(3, 4, 5))  # type: ignore[union-attr,return-value]
+
+
+def fixed_self_agreement(fixed: dict) -> dict[str, float]:
+    """How reproducible the fixed policy's own rank decisions are: for every stage that
+    refined (top ``refine_top`` of the pool), draw a fresh set of ``verifications`` samples
+    of every pool proof from its true distribution and rank again by the paper's rule; the
+    share of stages whose refined set is unchanged (``fixed_vs_fixed``), and the share where
+    the recorded set equals the top ``refine_top`` by *true* mean (``fixed_vs_truth``)."""
+    cfg = fixed["config"]
+    pool, iters = fixed["pool"], fixed["iterations"]
+    order = {p["id"]: i for i, p in enumerate(pool)}
+    same = truth = stages = 0
+    for t in range(len(iters) - 1):
+        members = [p for p in pool if p["iteration"] <= t]
+        k = cfg["refine_top"]
+        if k >= len(members):
+            continue
+        stages += 1
+        rec = set(iters[t + 1]["refined"])
+
+        def fresh(p: dict) -> tuple:
+            d = true_dist(p["proof"])
+            xs = [draw(d, rng_of("fresh", p["id"], t, i)) for i in range(cfg["verifications"])]
+            m = sum(xs) / len(xs)
+            return (-m, -(p["self_score"] or 0.0), order[p["id"]])
+
+        def true_key(p: dict) -> tuple:
+            d = true_dist(p["proof"])
+            return (-(0.5 * d[1] + d[2]), order[p["id"]])
+
+        same += {p["id"] for p in sorted(members, key=fresh)[:k]} == rec
+        truth += {p["id"] for p in sorted(members, key=true_key)[:k]} == rec
+    return {"rank_stages": stages, "fixed_vs_fixed": same, "fixed_vs_truth": truth}
+
+
 def split_replay(fixed: dict, policy: VerificationPolicy) -> dict[str, Any]:
     out = {}
     for name, need in (("a", {"pass"}), ("a+c", {"pass", "analyses"}), ("a+b+c", None)):
@@ -236,16 +274,18 @@ async def main() -> None:
     ap.add_argument("--problems", type=int, default=30)
     ap.add_argument("--delta", type=float, default=0.01)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--epsilon", type=float, default=0.0)
     ap.add_argument("--override", default="", help="preset overrides, e.g. max_iterations=4,refine_top=8")
     ap.add_argument("--replay", action="store_true", help="also replay each fixed run adaptively")
     ap.add_argument("--json", help="write per-problem results here")
+    ap.add_argument("--save-fixed", help="directory to keep the fixed runs' JSON (for more replays)")
     args = ap.parse_args()
     over = {}
     for kv in filter(None, args.override.split(",")):
         k, v = kv.split("=")
         over[k] = int(v)
     cfg = SearchConfig.preset(args.preset, **over)
-    policy = VerificationPolicy(kind="adaptive", delta=args.delta, batch=args.batch)
+    policy = VerificationPolicy(kind="adaptive", delta=args.delta, batch=args.batch, epsilon=args.epsilon)
     work = Path(tempfile.mkdtemp(prefix="adaptive-sim-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
     rows = []
     t0 = time.process_time()
@@ -259,6 +299,10 @@ async def main() -> None:
             row = {"problem": prob.id, "difficulty": diff, "fixed_samples": nf, "adaptive_samples": na,
                    "same": compare(fixed, ada), "iterations": len(fixed["iterations"]),
                    "stopped": fixed["stopped"]}
+            if args.save_fixed:
+                Path(args.save_fixed).mkdir(parents=True, exist_ok=True)
+                (Path(args.save_fixed) / f"{args.preset}-{prob.id}.json").write_text(json.dumps(fixed))
+            row["self_agreement"] = fixed_self_agreement(fixed)
             if args.replay:
                 rep = split_replay(fixed, policy)
                 row["replay"] = {k: {"samples": r["adaptive_samples"], "same": r["same_decisions"]}
@@ -272,7 +316,7 @@ async def main() -> None:
     n = len(rows)
     sf, sa = sum(r["fixed_samples"] for r in rows), sum(r["adaptive_samples"] for r in rows)
     summary = {
-        "preset": args.preset, "override": over, "problems": n, "delta": args.delta, "batch": args.batch,
+        "preset": args.preset, "override": over, "problems": n, "delta": args.delta, "batch": args.batch, "epsilon": args.epsilon,
         "fixed_samples": sf, "adaptive_samples": sa, "ratio": round(sf / sa, 2),
         "same_all": sum(all(r["same"].values()) for r in rows) / n,
         "same_refined": sum(r["same"]["refined"] for r in rows) / n,
@@ -284,6 +328,11 @@ async def main() -> None:
         sub = [r for r in rows if r["difficulty"] == d]
         if sub:
             summary[f"ratio_{d}"] = round(sum(r["fixed_samples"] for r in sub) / sum(r["adaptive_samples"] for r in sub), 2)
+    rs = sum(r["self_agreement"]["rank_stages"] for r in rows)
+    if rs:
+        summary["rank_stages"] = rs
+        summary["fixed_vs_fixed_rank"] = round(sum(r["self_agreement"]["fixed_vs_fixed"] for r in rows) / rs, 3)
+        summary["fixed_vs_truth_rank"] = round(sum(r["self_agreement"]["fixed_vs_truth"] for r in rows) / rs, 3)
     if args.replay:
         rf = sum(r["replay_fixed_samples"] for r in rows)
         for k in ("a", "a+c", "a+b+c"):

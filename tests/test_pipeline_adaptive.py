@@ -67,6 +67,8 @@ def test_bounds_and_classification_rules():
     assert got == {"a": "in", "b": "open", "c": "out", "d": "out", "e": "open"}
     assert classify_top({"x": (0.5, 0.5), "y": (0.5, 0.5)}, 1) == {"x": "open", "y": "open"}  # a tie
     assert classify_top(b, 5) == {k: "in" for k in b}
+    # an indifference zone: b cannot be beaten by more than 0.1 by anyone but a -> in
+    assert classify_top(b, 2, epsilon=0.1) == {"a": "in", "b": "in", "c": "out", "d": "out", "e": "out"}
     assert enough_analyses([0.0, 0.5, 1.0], CFG) and not enough_analyses([0.0, 1.0, 1.0], CFG)
     with pytest.raises(ValueError):
         VerificationPolicy(kind="sometimes")
@@ -249,7 +251,7 @@ def test_cli_verification_policy_options(servers, tmp_path):
                                         "--batch", "4", "--delta", "0.01"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout[r.stdout.index("{"):])
-    assert doc["verification_policy"] == {"kind": "adaptive", "delta": 0.01, "batch": 4}
+    assert doc["verification_policy"] == {"kind": "adaptive", "delta": 0.01, "batch": 4, "epsilon": 0.0}
     drawn = [p["verification_samples"] for p in doc["pool"]]
     assert sum(drawn) == verify_samples(srv) < 8 * 32 and all(p["verification_stop"] for p in doc["pool"])
     r = CliRunner().invoke(app, base + ["--run-dir", str(tmp_path / "bad"), "--verification-policy", "sometimes"])

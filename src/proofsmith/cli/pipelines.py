@@ -25,7 +25,7 @@ from .options import (
     budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, with_session,
 )
 from .output import err, fmt_score, out, print_json, print_usage
-from .verification import BatchOpt, DeltaOpt, PolicyOpt, policy_from_options
+from .verification import BatchOpt, DeltaOpt, EpsilonOpt, PolicyOpt, policy_from_options
 
 
 def _total(usages: list[Usage]) -> dict:
@@ -127,6 +127,7 @@ def search_cmd(
     verification_policy: PolicyOpt = "fixed",
     delta: DeltaOpt = 0.01,
     batch: BatchOpt = 8,
+    epsilon: EpsilonOpt = 0.0,
     max_tokens: MaxTokensOpt = None,
     max_cost: MaxCostOpt = None,
     opts: CommonArgs = None,  # type: ignore[assignment]
@@ -142,7 +143,7 @@ def search_cmd(
     if analyses_per_score is not None:
         overrides.update(analysis_selection="per_score_level", analyses_per_score=analyses_per_score)
     cfg = or_fail(lambda: SearchConfig.preset(preset, **overrides))
-    policy = policy_from_options(verification_policy, delta, batch)
+    policy = policy_from_options(verification_policy, delta, batch, epsilon)
     tpl = or_fail(load_templates, opts.templates)
     results, run_dir = _run_many("search", functools.partial(run_search_many, policy=policy), probs, cfg, tpl, opts,
                                  budget_from_options(max_tokens, max_cost))

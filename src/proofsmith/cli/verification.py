@@ -21,8 +21,13 @@ DeltaOpt = Annotated[float, typer.Option(
          "the pass and label decisions are exact.")]
 BatchOpt = Annotated[int, typer.Option(
     "--batch", min=1, help="adaptive: verifier samples per request (one n=BATCH request per proof and look).")]
+EpsilonOpt = Annotated[float, typer.Option(
+    "--epsilon", min=0.0, max=0.99,
+    help="adaptive search: indifference zone of the rank decisions; 0 (default) decides exactly as the fixed "
+         "policy would; > 0 admits a proof once no more than refine_top - 1 others can beat its mean by more "
+         "than EPSILON.")]
 
 
-def policy_from_options(kind: str, delta: float, batch: int) -> VerificationPolicy:
+def policy_from_options(kind: str, delta: float, batch: int, epsilon: float = 0.0) -> VerificationPolicy:
     """The policy, or a one-line error for a bad value."""
-    return or_fail(lambda: VerificationPolicy(kind=kind, delta=delta, batch=batch))  # type: ignore[arg-type]
+    return or_fail(lambda: VerificationPolicy(kind=kind, delta=delta, batch=batch, epsilon=epsilon))  # type: ignore[arg-type]

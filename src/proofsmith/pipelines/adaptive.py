@@ -51,11 +51,16 @@ class VerificationPolicy:
     delta: error budget of the probabilistic (rank) decisions of one verification stage.
     batch: verifier samples per request of the adaptive policy (and per meta-verification
         top-up in labeling).
+    epsilon: indifference zone of the rank decisions (0: decide exactly as the fixed policy,
+        with probability 1 - delta). With epsilon > 0 a proof is admitted once at most
+        ``k - 1`` others can beat its mean by more than epsilon: every admitted proof's
+        full-sample mean is then within epsilon of the k-th best (PAC top-k).
     """
 
     kind: Literal["fixed", "adaptive"] = "fixed"
     delta: float = 0.01
     batch: int = 8
+    epsilon: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in POLICIES:
@@ -64,6 +69,8 @@ class VerificationPolicy:
             raise ValueError(f"delta must be in (0, 1) (got {self.delta!r})")
         if not isinstance(self.batch, int) or isinstance(self.batch, bool) or self.batch < 1:
             raise ValueError(f"batch must be a positive integer (got {self.batch!r})")
+        if not (isinstance(self.epsilon, (int, float)) and 0 <= self.epsilon < 1):
+            raise ValueError(f"epsilon must be in [0, 1) (got {self.epsilon!r})")
 
     @property
     def adaptive(self) -> bool:
@@ -132,11 +139,13 @@ def counts_of(scores: Iterable[float | None]) -> tuple[int, int, int]:
     return k0, k5, k1
 
 
-def classify_top(bounds: dict[str, tuple[float, float]], k: int) -> dict[str, str]:
+def classify_top(bounds: dict[str, tuple[float, float]], k: int, epsilon: float = 0.0) -> dict[str, str]:
     """'in' (surely among the k best), 'out' (surely not) or 'open' for each proof, from
     bounds on their final means. A proof is surely in when fewer than k others can reach its
     lower bound (hi_j >= lo_i: a tie may go either way), surely out when at least k others
-    are strictly above its upper bound."""
+    are strictly above its upper bound. With ``epsilon`` > 0: in when fewer than k others can
+    exceed its lower bound by more than epsilon, out when at least k others are surely above
+    its upper bound minus epsilon (in wins when both hold)."""
     ids = list(bounds)
     if not ids:
         return {}
@@ -147,8 +156,12 @@ def classify_top(bounds: dict[str, tuple[float, float]], k: int) -> dict[str, st
     hs = np.sort(hi)
     ls = np.sort(lo)
     # number of proofs j with hi_j >= lo_i (including i itself when hi_i >= lo_i, always true)
-    might = len(ids) - np.searchsorted(hs, lo, side="left") - 1
-    surely = len(ids) - np.searchsorted(ls, hi, side="right")  # lo_j > hi_i (never i itself)
+    if epsilon > 0:
+        might = len(ids) - np.searchsorted(hs, lo + epsilon, side="right") - (hi > lo + epsilon)
+        surely = len(ids) - np.searchsorted(ls, hi - epsilon, side="right") - (lo > hi - epsilon)
+    else:
+        might = len(ids) - np.searchsorted(hs, lo, side="left") - 1
+        surely = len(ids) - np.searchsorted(ls, hi, side="right")  # lo_j > hi_i (never i itself)
     out: dict[str, str] = {}
     for n, i in enumerate(ids):
         out[i] = "in" if might[n] < k else "out" if surely[n] >= k else "open"
@@ -201,7 +214,7 @@ def decide_stage(states: dict[str, ProofState], n_max: int, k: int, refine_next:
     for pid, st in states.items():
         k0, k5, k1 = counts_of(st.scores)
         bounds[pid] = mean_bounds(k0, k5, k1, max(0, n_max - len(st.scores)), level)
-    cls = classify_top(bounds, k)
+    cls = classify_top(bounds, k, policy.epsilon)
     groups = {pid: GROUP[c] for pid, c in cls.items()}
     todo: list[str] = []
     open_for: dict[str, list[str]] = {}
