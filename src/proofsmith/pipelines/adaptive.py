@@ -242,12 +242,15 @@ def decide_stage(states: dict[str, ProofState], n_max: int, k: int, refine_next:
         if refine_next and rank != "out":
             parts.append("enough analyses")
         reasons[pid] = "; ".join(parts)
-    # Draws for pass and analyses are owed whatever the ranking says; rank-only draws wait
-    # until those are done (they often settle the ranking: a proof drawn to its end has an
-    # exact mean), so a look draws either the owed batches or the rank batches.
-    owed = [pid for pid in todo if open_for[pid] != ["rank"]]
-    if owed:
-        todo = owed
+    # Priorities: pass draws first (a proof that passes ends the search, and then no
+    # analyses or ranking are needed), then analyses (owed whatever the ranking says), then
+    # rank-only draws (a proof drawn to its end has an exact mean, which often settles the
+    # others). A look draws one tier.
+    for tier in ("pass", "analyses"):
+        first = [pid for pid in todo if tier in open_for[pid]]
+        if first:
+            todo = first
+            break
     return StageDecision(groups=groups, todo=todo, open_for=open_for, reasons=reasons)
 
 
@@ -351,7 +354,7 @@ def replay_search(result: dict[str, Any], policy: VerificationPolicy | None = No
     open_samples = {"pass": 0, "rank": 0, "analyses": 0}
     for t, info in enumerate(iters):
         members = [e["id"] for e in pool if e["iteration"] <= t]
-        refine_next = t < last  # recorded: another iteration followed this stage
+        refine_next = t < cfg.max_iterations  # as a live run sees it (it cannot know it will pass)
         k = cfg.refine_top if refine_next else 1
         while True:
             states = {}
@@ -379,7 +382,7 @@ def replay_search(result: dict[str, Any], policy: VerificationPolicy | None = No
                         and (vs := [x for x in scores[pid] if x is not None]) and all(x == 1 for x in vs))
         fixed_passed = sorted(pid for pid in members if by_id[pid]["passed"])
         st: dict[str, Any] = {"stage": t, "pool": len(members), "passed_same": passed == fixed_passed}
-        if refine_next:
+        if t < last:  # the recorded run refined after this stage
             st["refined_same"] = set(ranked[: cfg.refine_top]) == set(iters[t + 1]["refined"])
         else:
             fixed_best = next(e["id"] for e in pool if e["rank"] == 1)
