@@ -260,3 +260,22 @@ def test_cli_verification_policy_options(servers, tmp_path):
     assert "--verification-policy" in r.output and "--delta" in r.output and "--batch" in r.output
     r = CliRunner().invoke(app, ["label", "run", "--help"], env={"COLUMNS": "250"})
     assert "--verification-policy" in r.output
+
+
+async def test_eval_search_pipeline_takes_the_policy(servers, tmp_path):
+    from types import SimpleNamespace
+
+    from proofsmith.evaluate.run import run_eval
+    from proofsmith.store import RunStore
+
+    srv = servers(world())
+    async with client_for(srv, tmp_path / "run") as client:
+        session = SimpleNamespace(client=client, store=client.store)
+        doc = await run_eval(session, [PROBLEM], dataset="scripted", pipeline="search", k=1, reference=False,
+                             templates=TEMPLATES, search_preset="small", policy=ADAPTIVE)
+    assert len(doc["results"] if "results" in doc else doc["problems"]) == 1
+    store = RunStore(tmp_path / "run")
+    saved = store.get_meta(f"search/{PROBLEM.id}")
+    store.close()
+    assert saved["verification_policy"] == ADAPTIVE.to_json()
+    assert all(p["verification_stop"] != "fixed" for p in saved["pool"])
