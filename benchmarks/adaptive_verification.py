@@ -84,6 +84,10 @@ MIXES = {
     "medium": (0.50, 0.35, 0.15, 0.0),
     "easy": (0.20, 0.30, 0.40, 0.10),
 }
+# labeling: the grade a careful human would give each kind, and the meta-verifier's chance to
+# confirm an issue-reporting analysis of score v: 0.9 if v equals the grade, 0.7 if v is above
+# it (real issues, not all), 0.2 if below (invented or overstated issues)
+TRUE_GRADE = {0: 0.0, 1: 0.5, 2: 0.5, 3: 1.0}
 IMPROVE = {"hard": 0.04, "medium": 0.12, "easy": 0.25}
 LEVELS = (0.0, 0.5, 1.0)
 PROOF_RE = re.compile(r"P\[([0-9a-f]+)\] KIND=(\d) DIST=([0-9]\.[0-9]+),([0-9]\.[0-9]+),([0-9]\.[0-9]+)")
@@ -120,6 +124,7 @@ class SimModel:
         self.served: dict[str, int] = {}
         self.refined: dict[str, int] = {}
         self.verify_samples = 0
+        self.meta_samples = 0
 
     def _proof(self, tok: str, kind: int, rng: random.Random) -> str:
         d = jitter(kind, rng)
@@ -158,6 +163,18 @@ class SimModel:
                 out.append(f"Here is my evaluation of the solution: sample {i}.\n"
                            f"Based on my evaluation, the final overall score should be: \\boxed{{{s:g}}}")
             self.verify_samples += n
+        elif role == "META":
+            m = PROOF_RE.search(prompt)
+            tok = m.group(1)  # type: ignore[union-attr]
+            grade = TRUE_GRADE[int(m.group(2))]  # type: ignore[union-attr]
+            analysis = prompt.split("ANALYSIS:\n", 1)[1]
+            v = float(re.findall(r"\\boxed\{([0-9.]+)\}", analysis)[-1])
+            p_yes = 0.9 if v == grade else 0.2 if v < grade else 0.7
+            for i in range(base, base + n):
+                x = 1.0 if rng_of("meta", tok, analysis, i).random() < p_yes else 0.0
+                out.append('Here is my analysis of the "solution evaluation": checked.\n'
+                           f'Based on my analysis, I will rate the "solution evaluation" as: \\boxed{{{x:g}}}')
+            self.meta_samples += n
         else:
             raise ValueError(f"unexpected role {role!r}")
         return out
@@ -268,6 +285,44 @@ def split_replay(fixed: dict, policy: VerificationPolicy) -> dict[str, Any]:
     return out
 
 
+async def label_benchmark(n_proofs: int, policy: VerificationPolicy) -> dict[str, Any]:
+    """Label ``n_proofs`` simulated proofs (kinds in turn) with both policies (n=8, m=3, k=2)."""
+    from proofsmith.pipelines.label import LabelConfig, LabelInput, run_label_many
+
+    cfg = LabelConfig()
+    work = Path(tempfile.mkdtemp(prefix="adaptive-label-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+    prob = Problem(id="label", statement="Simulated labeling problem.")
+    items = []
+    for i in range(n_proofs):
+        kind = i % 4
+        text = SimModel("hard")._proof(hashlib.sha256(f"label/{i}".encode()).hexdigest()[:12], kind,
+                                       rng_of("label", i))
+        body = text.split("## Solution\n", 1)[1].split("\n\n## Self Evaluation", 1)[0]
+        items.append(LabelInput(problem=prob, proof_id=f"l{i:04d}", proof=body))
+    out: dict[str, Any] = {}
+    try:
+        for pol in (VerificationPolicy(), policy):
+            model = SimModel("hard")
+            store = RunStore(work / pol.kind)
+            client = LLMClient(Endpoint(base_url="http://sim.invalid/v1", model="sim", max_concurrency=4096),
+                               store=store, transport=lambda timeout, limit: SimTransport(model))
+            try:
+                res = await run_label_many(client, items, cfg, TEMPLATES, policy=pol)
+            finally:
+                await client.aclose()
+                store.close()
+            out[pol.kind] = {"labels": {it.id: (it.label.status, it.label.label) for it in res.items},
+                             "verify_samples": model.verify_samples, "meta_samples": model.meta_samples}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    f, a = out["fixed"], out["adaptive"]
+    return {"proofs": n_proofs, "same_labels": sum(f["labels"][k] == a["labels"][k] for k in f["labels"]) / n_proofs,
+            "fixed_verify": f["verify_samples"], "adaptive_verify": a["verify_samples"],
+            "fixed_meta": f["meta_samples"], "adaptive_meta": a["meta_samples"],
+            "counts": {str(k): sum(1 for v in f["labels"].values() if v == k)
+                       for k in sorted(set(f["labels"].values()), key=str)}}
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="small", help="search preset (small, paper, release)")
@@ -279,7 +334,12 @@ async def main() -> None:
     ap.add_argument("--replay", action="store_true", help="also replay each fixed run adaptively")
     ap.add_argument("--json", help="write per-problem results here")
     ap.add_argument("--save-fixed", help="directory to keep the fixed runs' JSON (for more replays)")
+    ap.add_argument("--label", type=int, default=0, help="instead: label this many simulated proofs")
     args = ap.parse_args()
+    if args.label:
+        pol = VerificationPolicy(kind="adaptive", delta=args.delta, batch=args.batch)
+        print("LABEL " + json.dumps(await label_benchmark(args.label, pol)), flush=True)
+        return
     over = {}
     for kv in filter(None, args.override.split(",")):
         k, v = kv.split("=")
