@@ -279,3 +279,18 @@ async def test_eval_search_pipeline_takes_the_policy(servers, tmp_path):
     store.close()
     assert saved["verification_policy"] == ADAPTIVE.to_json()
     assert all(p["verification_stop"] != "fixed" for p in saved["pool"])
+
+
+async def test_adaptive_meta_verifies_only_drawn_issue_analyses(servers, tmp_path):
+    from dataclasses import replace
+
+    srv = servers(world())
+    cfg = replace(CFG, meta_verify=True, meta_verifications=1)
+    async with client_for(srv, tmp_path / "run") as client:
+        res = await run_search(client, PROBLEM, cfg, TEMPLATES, policy=ADAPTIVE)
+    drawn_issues = [a for p in res.pool for a in p.verifications if a.score is not None and a.score < 1]
+    assert len(requests_by_role(srv)["META"]) == len(drawn_issues) > 0
+    assert all(a.meta_scores is not None for a in drawn_issues)
+    # the scripted meta-verifier rejects analyses whose score differs from the proof's quality
+    for p in res.pool:
+        assert p.rejected_analyses == [a.id for a in p.verifications if a.rejected]
