@@ -356,6 +356,7 @@ def replay_search(result: dict[str, Any], policy: VerificationPolicy | None = No
         members = [e["id"] for e in pool if e["iteration"] <= t]
         refine_next = t < cfg.max_iterations  # as a live run sees it (it cannot know it will pass)
         k = cfg.refine_top if refine_next else 1
+        looks = 0
         while True:
             states = {}
             for pid in members:
@@ -365,6 +366,7 @@ def replay_search(result: dict[str, Any], policy: VerificationPolicy | None = No
             d = decide_stage(states, n_max, k, refine_next, cfg, policy, need)
             if not d.todo:
                 break
+            looks += 1
             for pid in d.todo:
                 n = min(policy.batch, n_max - drawn[pid])
                 drawn[pid] += n
@@ -381,7 +383,8 @@ def replay_search(result: dict[str, Any], policy: VerificationPolicy | None = No
         passed = sorted(pid for pid in members if drawn[pid] >= n_max
                         and (vs := [x for x in scores[pid] if x is not None]) and all(x == 1 for x in vs))
         fixed_passed = sorted(pid for pid in members if by_id[pid]["passed"])
-        st: dict[str, Any] = {"stage": t, "pool": len(members), "passed_same": passed == fixed_passed}
+        st: dict[str, Any] = {"stage": t, "pool": len(members), "looks": looks,
+                              "passed_same": passed == fixed_passed}
         if t < last:  # the recorded run refined after this stage
             st["refined_same"] = set(ranked[: cfg.refine_top]) == set(iters[t + 1]["refined"])
         else:
