@@ -294,3 +294,52 @@ async def test_adaptive_meta_verifies_only_drawn_issue_analyses(servers, tmp_pat
     # the scripted meta-verifier rejects analyses whose score differs from the proof's quality
     for p in res.pool:
         assert p.rejected_analyses == [a.id for a in p.verifications if a.rejected]
+
+
+@pytest.mark.timeout(120)
+def test_killed_adaptive_search_resumes_to_same_result(tmp_path):
+    """SIGKILL in the middle of an adaptive search; the resumed run makes the same decisions
+    and sends only the requests the killed one had not stored."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    from pipeline_server import start_world
+    from test_pipeline_resume import ROOT, env, finished_calls, make_world, search_cmd
+
+    problem = tmp_path / "problem.md"
+    problem.write_text("Prove that the scripted world converges.\n")
+    tpl = TEMPLATES.save(tmp_path / "tpl")
+
+    def cmd(srv, run_dir):
+        return search_cmd(problem, srv.base_url, run_dir, tpl) + [
+            "--verifications", "6", "--verification-policy", "adaptive", "--batch", "2"]
+
+    ref_srv, srv = start_world(make_world()), start_world(make_world())
+    try:
+        ref = subprocess.run(cmd(ref_srv, tmp_path / "ref"), capture_output=True, text=True, env=env(),
+                             cwd=ROOT, timeout=90)
+        assert ref.returncode == 0, ref.stderr
+        ref_doc = json.loads(ref.stdout)
+        ref_calls = len(ref_srv.requests)
+        assert ref_doc["stopped"] == "passed"
+        assert all(r.n <= 2 for r in requests_by_role(ref_srv)["VERIFY"])
+        run = tmp_path / "run"
+        proc = subprocess.Popen(cmd(srv, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while finished_calls(run) < 8:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        stored, sent_before = finished_calls(run), len(srv.requests)
+        assert stored < ref_calls
+        resumed = subprocess.run(cmd(srv, run), capture_output=True, text=True, env=env(), cwd=ROOT, timeout=90)
+        assert resumed.returncode == 0, resumed.stderr
+        assert json.loads(resumed.stdout) == ref_doc  # same decisions, samples, usage
+        assert len(srv.requests) - sent_before == ref_calls - stored  # nothing paid twice
+    finally:
+        ref_srv.stop()
+        srv.stop()
