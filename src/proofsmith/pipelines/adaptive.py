@@ -34,11 +34,11 @@ makes the same decisions, and :func:`replay_search` re-decides a recorded fixed 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable, Literal
 
-import numpy as np
 
 POLICIES = ("fixed", "adaptive")
 
@@ -99,30 +99,34 @@ def mean_bounds(k0: int, k5: int, k1: int, remaining: int, level: float) -> tupl
     if remaining <= 0:
         return (s / v, s / v) if v else (-1.0, -1.0)
     r = remaining
-    a = np.array([k0 + PRIOR, k5 + PRIOR, k1 + PRIOR])
-    A = float(a.sum())
-    c = np.arange(r + 1)
-    lg = np.vectorize(math.lgamma)
-    lfact = lg(c + 1.0)
+    a = (k0 + PRIOR, k5 + PRIOR, k1 + PRIOR)
+    lg = math.lgamma
+    lfact = [lg(c + 1.0) for c in range(r + 1)]
     # log Gamma(a_j + c) - log Gamma(a_j) for each level j and count c
-    term = [lg(a[j] + c) - math.lgamma(a[j]) for j in range(3)]
-    c5, c1 = np.meshgrid(c, c, indexing="ij")
-    c0 = r - c5 - c1
-    ok = c0 >= 0
-    c0 = np.where(ok, c0, 0)
-    logp = (math.lgamma(r + 1.0) - lfact[c0] - lfact[c5] - lfact[c1]
-            + math.lgamma(A) - math.lgamma(A + r) + term[0][c0] + term[1][c5] + term[2][c1])
-    p = np.where(ok, np.exp(logp), 0.0).ravel()
-    x = (s + 0.5 * c5 + c1).ravel() / (v + r)
-    order = np.argsort(x, kind="stable")
-    xs, ps = x[order], p[order]
-    cdf = np.cumsum(ps)
-    total = cdf[-1]
-    lo = float(xs[np.searchsorted(cdf, level * total, side="right")])
-    sf = total - cdf + ps  # P(X >= xs[i])
-    idx = np.nonzero(sf > level * total)[0]
-    hi = float(xs[idx[-1]])
-    return lo, hi
+    term = [[lg(aj + c) - lg(aj) for c in range(r + 1)] for aj in a]
+    base = lg(r + 1.0) + lg(sum(a)) - lg(sum(a) + r)
+    # probability of each total X = c5/2 + c1 of the remaining samples, indexed by 2X
+    mass = [0.0] * (2 * r + 1)
+    for c5 in range(r + 1):
+        for c1 in range(r + 1 - c5):
+            c0 = r - c5 - c1
+            mass[c5 + 2 * c1] += math.exp(base - lfact[c0] - lfact[c5] - lfact[c1]
+                                          + term[0][c0] + term[1][c5] + term[2][c1])
+    total = sum(mass)
+    cut = level * total
+    acc, lo_i = 0.0, 0
+    for i, m in enumerate(mass):  # smallest value whose cumulative mass exceeds the level
+        acc += m
+        if acc > cut:
+            lo_i = i
+            break
+    acc, hi_i = 0.0, 2 * r
+    for i in range(2 * r, -1, -1):  # largest value whose upper tail mass exceeds the level
+        acc += mass[i]
+        if acc > cut:
+            hi_i = i
+            break
+    return (s + lo_i / 2) / (v + r), (s + hi_i / 2) / (v + r)
 
 
 def counts_of(scores: Iterable[float | None]) -> tuple[int, int, int]:
@@ -151,20 +155,19 @@ def classify_top(bounds: dict[str, tuple[float, float]], k: int, epsilon: float 
         return {}
     if k >= len(ids):
         return {i: "in" for i in ids}
-    lo = np.array([bounds[i][0] for i in ids])
-    hi = np.array([bounds[i][1] for i in ids])
-    hs = np.sort(hi)
-    ls = np.sort(lo)
-    # number of proofs j with hi_j >= lo_i (including i itself when hi_i >= lo_i, always true)
-    if epsilon > 0:
-        might = len(ids) - np.searchsorted(hs, lo + epsilon, side="right") - (hi > lo + epsilon)
-        surely = len(ids) - np.searchsorted(ls, hi - epsilon, side="right") - (lo > hi - epsilon)
-    else:
-        might = len(ids) - np.searchsorted(hs, lo, side="left") - 1
-        surely = len(ids) - np.searchsorted(ls, hi, side="right")  # lo_j > hi_i (never i itself)
+    hs = sorted(bounds[i][1] for i in ids)
+    ls = sorted(bounds[i][0] for i in ids)
+    n = len(ids)
     out: dict[str, str] = {}
-    for n, i in enumerate(ids):
-        out[i] = "in" if might[n] < k else "out" if surely[n] >= k else "open"
+    for i in ids:
+        lo, hi = bounds[i]
+        if epsilon > 0:  # others whose hi exceeds lo + eps / whose lo exceeds hi - eps
+            might = n - bisect_right(hs, lo + epsilon) - (hi > lo + epsilon)
+            surely = n - bisect_right(ls, hi - epsilon) - (lo > hi - epsilon)
+        else:  # others with hi_j >= lo_i (i itself always counts: minus 1) / with lo_j > hi_i
+            might = n - bisect_left(hs, lo) - 1
+            surely = n - bisect_right(ls, hi)
+        out[i] = "in" if might < k else "out" if surely >= k else "open"
     return out
 
 
