@@ -70,6 +70,9 @@ def test_bounds_and_classification_rules():
     # an indifference zone: b cannot be beaten by more than 0.1 by anyone but a -> in
     assert classify_top(b, 2, epsilon=0.1) == {"a": "in", "b": "in", "c": "out", "d": "out", "e": "out"}
     assert enough_analyses([0.0, 0.5, 1.0], CFG) and not enough_analyses([0.0, 1.0, 1.0], CFG)
+    release = SearchConfig.preset("release", analyses_per_score=2, analyses=6)  # 2 per level, 3 levels
+    assert enough_analyses([0.0, 0.0, 0.5, 0.5, 1.0, 1.0], release)
+    assert not enough_analyses([0.0] * 8 + [1.0] * 8, release)  # no 0.5 yet: one may still come
     with pytest.raises(ValueError):
         VerificationPolicy(kind="sometimes")
     with pytest.raises(ValueError):

@@ -7,7 +7,11 @@ Read top to bottom:
    earlier one is a duplicate and not added twice.
 2. **Verification.** Each new proof gets ``verifications`` analyses with one
    ``verify(n=verifications)`` call (one prompt, byte-identical for all samples, so servers hit
-   their prefix cache). Unparseable analyses are discarded (never counted as 0).
+   their prefix cache). Unparseable analyses are discarded (never counted as 0). With the
+   adaptive verification policy (``policy=VerificationPolicy(kind="adaptive")``, see
+   :mod:`.adaptive`) the samples are drawn in batches until the proof's pass, rank and
+   analyses decisions are settled, and the ranking of 4 puts the proofs surely inside the
+   cut first and those surely outside last.
 3. **Meta-verification** (``meta_verify=True``). Each issue-reporting analysis (valid score
    0 or 0.5) gets ``meta_verifications`` meta-verifications in one call. The analysis is
    *rejected* when strictly more than half of its valid meta scores are below
