@@ -104,14 +104,17 @@ async def verify(
     *,
     n: int = 1,
     templates: Templates | None = None,
+    start: int = 0,
     **params: Any,
 ) -> list[Verification]:
-    """Sample ``n`` verifier analyses of one proof (the proof body only)."""
+    """Sample ``n`` verifier analyses of one proof (the proof body only): samples
+    ``start .. start+n-1`` of this prompt (earlier ones come back from the run store; an
+    adaptive policy draws them in batches this way, see ``pipelines.adaptive``)."""
     body = proof_text(proof)
     prompt = _templates(templates).render("verify", problem=problem.statement, proof=body)
-    comps = await client.complete(
-        _messages(prompt), n=n, role="verify", prefix_key=content_id(body), **params
-    )
+    comps = (await client.complete(
+        _messages(prompt), n=start + n, role="verify", prefix_key=content_id(body), **params
+    ))[start:]
     out = []
     for c in comps:
         parsed = parse_verification(
@@ -138,9 +141,11 @@ async def meta_verify(
     *,
     n: int = 1,
     templates: Templates | None = None,
+    start: int = 0,
     **params: Any,
 ) -> list[MetaVerification]:
-    """Sample ``n`` meta-verifications: does the analysis name real issues that justify its score?"""
+    """Sample ``n`` meta-verifications (samples ``start .. start+n-1``): does the analysis name
+    real issues that justify its score?"""
     body = proof_text(proof)
     if isinstance(verification, Verification):
         analysis, vid = verification.raw, verification.id
@@ -149,9 +154,9 @@ async def meta_verify(
     prompt = _templates(templates).render(
         "meta_verify", problem=problem.statement, proof=body, analysis=analysis
     )
-    comps = await client.complete(
-        _messages(prompt), n=n, role="meta_verify", prefix_key=content_id(body), **params
-    )
+    comps = (await client.complete(
+        _messages(prompt), n=start + n, role="meta_verify", prefix_key=content_id(body), **params
+    ))[start:]
     out = []
     for c in comps:
         parsed = parse_meta_verification(

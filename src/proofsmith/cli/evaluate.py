@@ -12,6 +12,7 @@ from rich.table import Table
 from ..errors import UserError
 from .options import CommonArgs, JsonOpt, load_templates, model_options, or_fail, with_session
 from .output import exit_partial, fail, fmt_cell, out, print_json
+from .verification import BatchOpt, DeltaOpt, PolicyOpt, policy_from_options
 
 __all__ = ["register"]
 
@@ -197,6 +198,9 @@ def eval_cmd(
     attempts: Annotated[int, typer.Option("--attempts", min=1, help="refine: maximum attempts per problem.")] = 4,
     search_preset: Annotated[str, typer.Option("--search-preset", help="search: preset of the pool search (small, paper or release).")] = "small",
     samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="one-shot: proofs sampled per problem; the one with the highest self-score is graded.")] = 1,
+    verification_policy: PolicyOpt = "fixed",
+    delta: DeltaOpt = 0.01,
+    batch: BatchOpt = 8,
     grade_source: GradeSourceOpt = "auto",
     rating_scale: RatingScaleOpt = "auto",
     points_per_problem: PointsOpt = None,
@@ -221,6 +225,7 @@ def eval_cmd(
 
     problems = or_fail(lambda: _select(load_dataset(dataset), ids, limit))
     cfg = opts.config()
+    policy = policy_from_options(verification_policy, delta, batch)
     tpl = None
     if opts.templates is not None:
         tpl = or_fail(load_templates, opts.templates)
@@ -228,7 +233,7 @@ def eval_cmd(
     async def work(session: Any, progress: Any) -> dict:
         return await run_eval(session, problems, dataset=str(dataset), pipeline=pipeline, k=k,
                               reference=reference, attempts=attempts, templates=tpl, search_preset=search_preset,
-                              samples=samples, progress=progress)
+                              samples=samples, progress=progress, policy=policy)
 
     doc = with_session(cfg, opts.run_dir, "eval", work, f"eval {dataset} ({pipeline})")
     if output is not None:

@@ -14,6 +14,7 @@ free), so re-running the same command on the same ``--run-dir`` continues where 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -28,6 +29,7 @@ from .options import (
     budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, with_session,
 )
 from .output import err, exit_partial, fmt_score, out, print_json, print_usage
+from .verification import BatchOpt, DeltaOpt, EpsilonOpt, PolicyOpt, policy_from_options
 
 
 def _total(usages: list[Usage]) -> dict:
@@ -138,6 +140,10 @@ def search_cmd(
     analyses_per_score: Annotated[Optional[int], typer.Option("--analyses-per-score", min=1, help="Pick analyses per score level (lowest first), at most this many per level (the released code's rule).", show_default=False)] = None,
     meta_verify: Annotated[bool, typer.Option("--meta-verify/--no-meta-verify", help="Meta-verify issue-reporting analyses; analyses the majority rejects do not drive refinement.")] = False,
     meta_verifications: Annotated[Optional[int], typer.Option("--meta-verifications", min=1, help="Meta-verifications per issue-reporting analysis (m).", show_default=False)] = None,
+    verification_policy: PolicyOpt = "fixed",
+    delta: DeltaOpt = 0.01,
+    batch: BatchOpt = 8,
+    epsilon: EpsilonOpt = 0.0,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """High-compute pool search: verify a pool of proofs many times, refine the best with their analyses, stop when a proof passes all its verifications.
@@ -154,8 +160,10 @@ def search_cmd(
     if analyses_per_score is not None:
         overrides.update(analysis_selection="per_score_level", analyses_per_score=analyses_per_score)
     cfg = or_fail(lambda: SearchConfig.preset(preset, **overrides))
+    policy = policy_from_options(verification_policy, delta, batch, epsilon)
     tpl = or_fail(load_templates, opts.templates)
-    results, run_dir = _run_many("search", run_search_many, probs, cfg, tpl, opts, opts.budget())
+    results, run_dir = _run_many("search", functools.partial(run_search_many, policy=policy), probs, cfg, tpl, opts,
+                                 opts.budget())
 
     def print_one(r) -> None:
         out.print(f"# Pool search: {r.problem.id}  (stopped: {r.stopped})\n", markup=False)
@@ -164,6 +172,9 @@ def search_cmd(
                       f"best mean {fmt_score(it.best_mean_score)}" + (f"; passed: {len(it.passed)}" if it.passed else ""))
         if r.stopped == "failed":
             out.print(f"\n_failed: {r.message}_\n", markup=False)
+        if policy.adaptive:
+            drawn = sum(p.verification_samples for p in r.pool)
+            out.print(f"- verifier samples: {drawn} (adaptive; fixed would draw {len(r.pool) * cfg.verifications})")
         sel = r.selected
         if sel is None:
             if r.stopped != "failed":  # a failed problem's reason is printed above
@@ -200,6 +211,9 @@ def label_run(
     m: Annotated[int, typer.Option("--m", min=1, help="Meta-verifications per issue-reporting analysis.")] = 3,
     k: Annotated[int, typer.Option("--k", min=1, help="Confirmed lowest-score analyses needed to label a proof below 1.")] = 2,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Directory for the exported JSONL files (default: <run dir>/labels).", show_default=False)] = None,
+    verification_policy: PolicyOpt = "fixed",
+    delta: DeltaOpt = 0.01,
+    batch: BatchOpt = 8,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """Label proofs automatically (0 / 0.5 / 1 with evidence, or needs-human) and export datasets.
@@ -212,13 +226,14 @@ def label_run(
     probs = or_fail(problems_from_options, None, problems, dataset, None, False)
     items = or_fail(read_proofs_file, proofs_file, probs or None)
     cfg = or_fail(lambda: LabelConfig(n=verifications if n is None else n, m=m, k=k))
+    policy = policy_from_options(verification_policy, delta, batch)
     tpl = or_fail(load_templates, opts.templates)
 
     async def work(s: Session, progress):
         rep = StageProgress("label", sorted({i.problem.id for i in items}), progress)
         target = out_dir or (s.run_dir / "labels")
         try:
-            res = await run_label_many(s.client, items, cfg, tpl, rep)
+            res = await run_label_many(s.client, items, cfg, tpl, rep, policy=policy)
         except BaseException:
             # the run stopped (e.g. the run store cannot be written): still export every label
             # decided so far, then report the cause

@@ -102,7 +102,7 @@ def final_proof(problem: Problem, result: Any) -> Proof | None:
 
 
 async def _prove(client: Any, problem: Problem, pipeline: str, *, attempts: int, templates: Any,
-                 search_preset: str, samples: int) -> Proof | None:
+                 search_preset: str, samples: int, policy: Any = None) -> Proof | None:
     if pipeline == "one-shot":
         from .. import roles
 
@@ -118,17 +118,17 @@ async def _prove(client: Any, problem: Problem, pipeline: str, *, attempts: int,
         run_search = _pipeline("search", "run_search")
         from ..pipelines.search import SearchConfig
 
-        result = await run_search(client, problem, SearchConfig.preset(search_preset), templates)
+        result = await run_search(client, problem, SearchConfig.preset(search_preset), templates, policy=policy)
         return final_proof(problem, _finished(result))
     raise UserError(f"unknown pipeline {pipeline!r}: choose one-shot, refine or search")
 
 
 async def eval_problem(client: Any, problem: Problem, *, pipeline: str, k: int, reference: bool,
                        attempts: int = 4, templates: Any = None, search_preset: str = "small",
-                       samples: int = 1) -> dict[str, Any]:
+                       samples: int = 1, policy: Any = None) -> dict[str, Any]:
     max_points = float(problem.metadata.get("max_points", 7))
     proof = await _prove(client, problem, pipeline, attempts=attempts, templates=templates,
-                         search_preset=search_preset, samples=samples)
+                         search_preset=search_preset, samples=samples, policy=policy)
     entry: dict[str, Any] = {
         "problem_id": problem.id,
         "max_points": max_points,
@@ -158,9 +158,11 @@ async def eval_problem(client: Any, problem: Problem, *, pipeline: str, k: int, 
 
 async def run_eval(session: Any, problems: list[Problem], *, dataset: str, pipeline: str, k: int = 4,
                    reference: bool = True, attempts: int = 4, templates: Any = None,
-                   search_preset: str = "small", samples: int = 1, progress: Any = None) -> dict[str, Any]:
+                   search_preset: str = "small", samples: int = 1, progress: Any = None,
+                   policy: Any = None) -> dict[str, Any]:
     """Prove and grade every problem concurrently on one client; returns the results document
-    (the shape of ``eval --predictions --json`` plus per-problem grading details)."""
+    (the shape of ``eval --predictions --json`` plus per-problem grading details).
+    ``policy``: the search pipeline's verification policy (pipelines.adaptive; default fixed)."""
     client = session.client
     store = getattr(session, "store", None)
     if store is not None:
@@ -170,7 +172,7 @@ async def run_eval(session: Any, problems: list[Problem], *, dataset: str, pipel
 
     outs = await run_items(
         eval_problem(client, p, pipeline=pipeline, k=k, reference=reference, attempts=attempts,
-                     templates=templates, search_preset=search_preset, samples=samples) for p in problems
+                     templates=templates, search_preset=search_preset, samples=samples, policy=policy) for p in problems
     )
     entries = [o for o in outs if not isinstance(o, BaseException)]
     failed = [ItemFailure(id=p.id, error=error_line(o)).model_dump()

@@ -50,6 +50,8 @@ from . import (
     BudgetStop, ItemFailure, Reporter, SharedRequests, error_line, gather_stages, majority_confirms, majority_rejects,
     noop_report, record_pipeline, run_items, usage_of_records,
 )
+from . import adaptive
+from .adaptive import VerificationPolicy
 
 
 @dataclass
@@ -87,7 +89,8 @@ class AnalysisEvidence(BaseModel):
     id: str
     score: float | None
     format_error: str | None = None
-    status: Literal["no-issue", "confirmed", "rejected", "undecided", "invalid"]
+    # unchecked: not meta-verified because no outcome could change the label (adaptive policy)
+    status: Literal["no-issue", "confirmed", "rejected", "undecided", "invalid", "unchecked"]
     meta_ids: list[str] = Field(default_factory=list)
     meta_scores: list[float | None] = Field(default_factory=list)
     text: str = ""
@@ -155,9 +158,14 @@ async def run_label(
     cfg: LabelConfig | None = None,
     templates: Templates | None = None,
     report: Reporter = noop_report,
+    policy: VerificationPolicy | None = None,
 ) -> LabelItem:
-    """Label one proof (raises BudgetExceeded/BudgetStop when the budget runs out)."""
+    """Label one proof (raises BudgetExceeded/BudgetStop when the budget runs out).
+    ``policy``: fixed (default, every analysis and meta-verification) or adaptive (the same
+    label with fewer samples, see pipelines.adaptive.label_one)."""
     cfg = cfg or LabelConfig()
+    if policy is not None and policy.adaptive:
+        return await adaptive.label_one(client, item, cfg, templates, report, policy)
     problem = item.problem
     report(problem.id, f"{item.proof_id}: {cfg.n} analyses")
     vs = await roles.verify(client, problem, item.proof, n=cfg.n, templates=templates)
@@ -202,6 +210,7 @@ async def run_label_many(
     cfg: LabelConfig | None = None,
     templates: Templates | None = None,
     report: Reporter = noop_report,
+    policy: VerificationPolicy | None = None,
 ) -> LabelRunResult:
     """Label many proofs concurrently on one client. Items already decided by a human in this
     run store are kept as they are (never overwritten by a re-run). A proof whose calls fail
@@ -209,14 +218,15 @@ async def run_label_many(
     other proof is labeled and stored as soon as it is decided."""
     cfg = cfg or LabelConfig()
     store = getattr(client, "store", None)
-    record_pipeline(client, "label", cfg.to_json(), proofs=[i.proof_id for i in items])
+    meta = {"verification_policy": policy.to_json()} if policy is not None and policy.adaptive else {}
+    record_pipeline(client, "label", cfg.to_json(), proofs=[i.proof_id for i in items], **meta)
     ids = [i.proof_id for i in items]
     if len(set(ids)) != len(ids):
         dup = next(x for x in ids if ids.count(x) > 1)
         raise UserError(f"proof id {dup!r} appears twice in the input; give each proof a unique id")
 
     async def one(it: LabelInput) -> LabelItem:
-        o = await run_label(client, it, cfg, templates, report)
+        o = await run_label(client, it, cfg, templates, report, policy)
         if store is not None:  # stored as soon as decided: a later failure loses nothing
             prev = store.get("LabelItem", o.id)
             if isinstance(prev, dict) and isinstance(prev.get("label"), dict) and prev["label"].get("status") == "human":

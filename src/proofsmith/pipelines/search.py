@@ -7,7 +7,11 @@ Read top to bottom:
    earlier one is a duplicate and not added twice.
 2. **Verification.** Each new proof gets ``verifications`` analyses with one
    ``verify(n=verifications)`` call (one prompt, byte-identical for all samples, so servers hit
-   their prefix cache). Unparseable analyses are discarded (never counted as 0).
+   their prefix cache). Unparseable analyses are discarded (never counted as 0). With the
+   adaptive verification policy (``policy=VerificationPolicy(kind="adaptive")``, see
+   :mod:`.adaptive`) the samples are drawn in batches until the proof's pass, rank and
+   analyses decisions are settled, and the ranking of 4 puts the proofs surely inside the
+   cut first and those surely outside last.
 3. **Meta-verification** (``meta_verify=True``). Each issue-reporting analysis (valid score
    0 or 0.5) gets ``meta_verifications`` meta-verifications in one call. The analysis is
    *rejected* when strictly more than half of its valid meta scores are below
@@ -57,6 +61,8 @@ from . import (
     record_pipeline, run_items, seeded_rng,
     usage_of_records,
 )
+from . import adaptive
+from .adaptive import VerificationPolicy
 
 # ----------------------------------------------------------------------------- configuration
 
@@ -169,6 +175,8 @@ class PoolProof(BaseModel):
     rejected_analyses: list[str] = Field(default_factory=list)
     passed: bool = False
     rank: int | None = None  # final rank in the pool (1 = selected)
+    verification_samples: int = 0  # verifier samples drawn (valid or not)
+    verification_stop: str = "fixed"  # why no more were drawn (adaptive policy; see pipelines.adaptive)
 
 
 class Refinement(BaseModel):
@@ -207,6 +215,7 @@ class SearchResult(BaseModel):
     stopped: Literal["passed", "max_iterations", "budget", "no_valid_proofs", "running", "failed"]
     message: str = ""
     usage: Usage = Field(default_factory=Usage)
+    verification_policy: dict[str, Any] = Field(default_factory=lambda: VerificationPolicy().to_json())
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -255,8 +264,11 @@ def _budget_checked(outs: list) -> list:
 
 class _Search:
     def __init__(self, client: LLMClient, problem: Problem, cfg: SearchConfig,
-                 templates: Templates | None, report: Reporter):
+                 templates: Templates | None, report: Reporter, policy: VerificationPolicy | None = None):
         self.client, self.problem, self.cfg, self.tpl, self.report = client, problem, cfg, templates, report
+        self.policy = policy or VerificationPolicy()
+        self.groups: dict[str, int] = {}  # adaptive: rank group of the last stage (0 in, 1 open, 2 out)
+        self.stage_reasons: dict[str, str] = {}  # adaptive: why each proof stopped drawing
         self.store = getattr(client, "store", None)
         self.pool: list[PoolProof] = []
         self.proofs: dict[str, Proof] = {}  # pool proof id -> Proof
@@ -296,28 +308,45 @@ class _Search:
                 seen_here[p.proof] = p.id
                 new.append(p)
         self.report(self.problem.id, f"iteration {it}: verifying {len(new)} proofs")
-        outs = _budget_checked(await run_items(self._verify(p) for p in new))
-        errors = [o for o in outs if isinstance(o, BaseException)]
-        if errors and len(errors) == len(outs):
-            raise errors[0]  # nothing could be verified: the stage failed
-        kept: list[Proof] = []
-        vers: list[list[Verification]] = []
-        for p, o in zip(new, outs):
-            if isinstance(o, BaseException):  # this proof only (e.g. too long for the verifier)
-                self.discarded.append(Discarded(id=p.id, iteration=it, reason=f"verification failed: {error_line(o)}"))
-                info.discarded.append(p.id)
-            else:
-                kept.append(p)
-                vers.append(o)
-        new = kept
         metas: dict[str, list[MetaVerification]] = {}
-        if self.cfg.meta_verify:
+        stage = None
+        if self.policy.adaptive:  # batches until decided (pipelines.adaptive)
+            stage = await adaptive.search_stage(self, new, refine_next=it < self.cfg.max_iterations)
+            vers, metas = stage.new_vers, dict(stage.metas)
+        else:
+            outs = _budget_checked(await run_items(self._verify(p) for p in new))
+            errors = [o for o in outs if isinstance(o, BaseException)]
+            if errors and len(errors) == len(outs):
+                raise errors[0]  # nothing could be verified: the stage failed
+            kept: list[Proof] = []
+            vers: list[list[Verification]] = []
+            for p, o in zip(new, outs):
+                if isinstance(o, BaseException):  # this proof only (e.g. too long for the verifier)
+                    self.discarded.append(Discarded(id=p.id, iteration=it, reason=f"verification failed: {error_line(o)}"))
+                    info.discarded.append(p.id)
+                else:
+                    kept.append(p)
+                    vers.append(o)
+            new = kept
+        if self.cfg.meta_verify and stage is None:
             todo = [(p, v) for p, vs in zip(new, vers) for v in vs if v.score is not None and v.score < 1]
             self.report(self.problem.id, f"iteration {it}: meta-verifying {len(todo)} analyses")
             results = await gather_stages(self._meta(p, v) for p, v in todo)
             for (_, v), ms in zip(todo, results):
                 metas[v.id] = ms
         # the stage is complete: commit
+        if stage is not None:
+            for pid, vs in stage.grown.items():  # earlier proofs drawn further for the ranking
+                self.records.extend(vs[len(self.vers[pid]):])
+                for v in vs:
+                    if v.id in metas:
+                        self.metas[v.id] = metas[v.id]
+                        self.records.extend(metas[v.id])
+                self.vers[pid] = vs
+            self.groups, self.stage_reasons = stage.groups, stage.reasons
+            self.pool = [self._entry(self.proofs[e.id]) if e.id in stage.grown else
+                         e.model_copy(update={"verification_stop": stage.reasons.get(e.id, e.verification_stop)})
+                         for e in self.pool]
         for p, vs in zip(new, vers):
             self.records.extend(vs)
             for v in vs:
@@ -359,12 +388,16 @@ class _Search:
             self_score=p.self_score, self_evaluation=p.self_evaluation, parents=p.parents,
             analysis_ids=p.analysis_ids, verifications=infos, n_valid=len(valid),
             mean_score=mean_valid(valid), filtered_mean_score=mean_valid(kept), rejected_analyses=rejected,
-            passed=bool(valid) and all(s == 1 for s in valid),
+            passed=bool(valid) and all(s == 1 for s in valid)
+            and (not self.policy.adaptive or len(vs) >= self.cfg.verifications),
+            verification_samples=len(vs),
+            verification_stop=self.stage_reasons.get(p.id, "fixed") if self.policy.adaptive else "fixed",
         )
 
     def ranked(self) -> list[PoolProof]:
         order = {e.id: i for i, e in enumerate(self.pool)}
-        return sorted(self.pool, key=lambda e: rank_key(e, order[e.id]))
+        g = self.groups  # empty for the fixed policy: the paper's ranking
+        return sorted(self.pool, key=lambda e: (g.get(e.id, 1),) + rank_key(e, order[e.id]))
 
     def usable_analyses(self, proof_id: str) -> list[Verification]:
         rejected = set(next(e for e in self.pool if e.id == proof_id).rejected_analyses)
@@ -435,6 +468,7 @@ class _Search:
             problem=self.problem, config=self.cfg.to_json(), selected=selected, pool=pool_ranked,
             iterations=self.iterations, discarded=self.discarded, stopped=stopped,  # type: ignore[arg-type]
             message=message, usage=usage_of_records(self.records),
+            verification_policy=self.policy.to_json(),
         )
 
     def save(self, result: SearchResult) -> None:
@@ -448,10 +482,12 @@ async def run_search(
     cfg: SearchConfig | None = None,
     templates: Templates | None = None,
     report: Reporter = noop_report,
+    policy: VerificationPolicy | None = None,
 ) -> SearchResult:
-    """Run the pool search on one problem (see the module docstring for the algorithm)."""
+    """Run the pool search on one problem (see the module docstring for the algorithm;
+    ``policy``: fixed (paper, default) or adaptive verification, see pipelines.adaptive)."""
     cfg = cfg or SearchConfig()
-    s = _Search(client, problem, cfg, templates, report)
+    s = _Search(client, problem, cfg, templates, report, policy)
     stopped, message = "max_iterations", ""
     try:
         await s.initial()
@@ -485,13 +521,15 @@ async def run_search_many(
     cfg: SearchConfig | None = None,
     templates: Templates | None = None,
     report: Reporter = noop_report,
+    policy: VerificationPolicy | None = None,
 ) -> list[SearchResult]:
     """Search several problems concurrently on one client (one concurrency budget). A problem
     that fails gets ``stopped="failed"`` (reason in ``message``); the others complete."""
     cfg = cfg or SearchConfig()
     store = getattr(client, "store", None)
-    record_pipeline(client, "search", cfg.to_json(), problems=[p.id for p in problems])
-    outs = await run_items(run_search(client, p, cfg, templates, report) for p in problems)
+    meta = {"verification_policy": policy.to_json()} if policy is not None and policy.adaptive else {}
+    record_pipeline(client, "search", cfg.to_json(), problems=[p.id for p in problems], **meta)
+    outs = await run_items(run_search(client, p, cfg, templates, report, policy) for p in problems)
     results: list[SearchResult] = []
     for p, o in zip(problems, outs):
         if isinstance(o, BaseException):
