@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -194,8 +195,8 @@ def problems_from_rows(path: Path, rows: list[tuple[int, dict[str, Any]]], unit:
                 max_points = float(max_points)
             except (TypeError, ValueError):
                 raise UserError(f"{path}: {unit} {n}: column '{mp_col}': not a number: {max_points!r}") from None
-            if not max_points > 0:
-                raise UserError(f"{path}: {unit} {n}: column '{mp_col}': must be positive, got {max_points:g}")
+            if not 0 < max_points < math.inf:
+                raise UserError(f"{path}: {unit} {n}: column '{mp_col}': must be a positive finite number, got {max_points:g}")
             if max_points.is_integer():
                 max_points = int(max_points)
         else:

@@ -50,12 +50,18 @@ class ModelConfig(BaseModel):
     api_key: str | None = Field(
         None, description="API key for the servers. Env: PROOFSMITH_API_KEY or OPENAI_API_KEY."
     )
-    concurrency: int = Field(64, description="Maximum requests in flight per server.")
-    temperature: float = Field(DEFAULT_TEMPERATURE, description="Sampling temperature (default: the method's).")
-    top_p: float = Field(DEFAULT_TOP_P, description="Nucleus sampling top-p (default: the method's).")
+    concurrency: int = Field(64, ge=1, description="Maximum requests in flight per server (>= 1).")
+    temperature: float = Field(
+        DEFAULT_TEMPERATURE, ge=0, allow_inf_nan=False,
+        description="Sampling temperature, a finite number >= 0 (default: the method's).",
+    )
+    top_p: float = Field(
+        DEFAULT_TOP_P, gt=0, le=1, allow_inf_nan=False,
+        description="Nucleus sampling top-p, in (0, 1] (default: the method's).",
+    )
     max_output_tokens: int | None = Field(
-        None,
-        description="Completion token limit per request (default: server default; 1024 for the "
+        None, ge=1,
+        description="Completion token limit per request, >= 1 (default: server default; 1024 for the "
         "embedded model). Answers cut at the limit are marked truncated and discarded.",
     )
     prices: Prices | None = Field(None, description="Price table (per million tokens) for cost accounting.")
@@ -64,7 +70,7 @@ class ModelConfig(BaseModel):
     )
     timeout: float = Field(3600.0, description="Per-request timeout in seconds.")
     max_retries: int = Field(
-        8,
+        8, ge=0,
         description="Retries per request on connection errors, timeouts, HTTP 429 and 5xx "
         "(exponential backoff with jitter; 429 honours Retry-After).",
     )

@@ -66,6 +66,9 @@ class LabelConfig:
                 raise ValueError(f"label: {name} must be a positive integer (got {v!r})")
         if self.k > self.n:
             raise ValueError(f"label: k ({self.k}) cannot exceed n ({self.n})")
+        t = self.meta_threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1:
+            raise ValueError(f"label: meta_threshold must be a number in [0, 1] (got {t!r})")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

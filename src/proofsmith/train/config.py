@@ -297,7 +297,7 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
 
 _EXPECTED = {
     "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number", "bool_type": "true or false",
     "bool_parsing": "true or false", "string_type": "a string", "list_type": "a list",
     "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
 }
