@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from .llm.client import LLMClient
 from .llm.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, Budget, Endpoint, Prices, SamplingParams
+from .runlock import RunLock
 from .store import RunStore
 
 EMBEDDED = "embedded"
@@ -135,9 +136,20 @@ async def open_session(
     run_dir: str | Path,
     on_event: Callable[[str, dict], None] | None = None,
 ) -> AsyncIterator[Session]:
-    """Start the embedded server if needed, open the run store and the client; close all on exit."""
+    """Start the embedded server if needed, open the run store and the client; close all on exit.
+    The run directory is locked for this process while the session is open: another process
+    using it raises :class:`proofsmith.runlock.RunDirBusy` (one line naming that process)."""
     run_dir = Path(run_dir)
+    served = None if cfg.is_embedded else cfg.served_endpoints()  # a config error creates nothing
     with contextlib.ExitStack() as stack:
+        store = RunStore(run_dir)
+        try:  # one writer per run directory, taken before any model is started
+            lock = RunLock(run_dir).acquire()
+        except BaseException:
+            store.close()
+            raise
+        stack.callback(lock.release)
+        stack.callback(store.close)  # closed before the lock is released
         max_tokens = cfg.max_output_tokens
         if cfg.is_embedded:
             from .llm.embedded import EmbeddedServer
@@ -149,9 +161,7 @@ async def open_session(
                                   max_concurrency=min(cfg.concurrency, server.n_parallel))]
             max_tokens = max_tokens or EMBEDDED_MAX_TOKENS
         else:
-            endpoints = cfg.served_endpoints()
-        store = RunStore(run_dir)
-        stack.callback(store.close)
+            endpoints = served or []
         client = open_client(cfg, endpoints, store=store, on_event=on_event, max_tokens=max_tokens)
         try:
             yield Session(client=client, store=store, run_dir=run_dir, endpoints=endpoints)
