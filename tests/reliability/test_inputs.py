@@ -292,3 +292,13 @@ def test_import_human_duplicates_refused_null_skipped(labeled_run, tmp_path):
             import_human(store, f)
         f.write_text('{"proof_id": "a", "label": 0}\n{"proof_id": "b", "label": null}\n')
         assert import_human(store, f) == {"imported": 1, "skipped": 1}
+
+
+def test_training_config_file_follows_the_text_rule(tmp_path):
+    from proofsmith.errors import TrainError
+    from proofsmith.train.config import load_yaml
+
+    f = tmp_path / "c.yaml"
+    f.write_bytes("# réglages\nseed: 1\n".encode("latin-1"))
+    with pytest.raises(TrainError, match=r"c.yaml: not UTF-8 text \(byte 0xe9 at byte offset 3"):
+        load_yaml(f)
