@@ -53,7 +53,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
     problem = tmp_path / "problem.md"
     problem.write_text("Prove that the square of every odd integer is 1 mod 8.\n")
     proof = tmp_path / "proof.md"
-    proof.write_text(GEN_ANSWER)  # a full generator answer: only the Solution part is verified
+    proof.write_text(GEN_ANSWER)  # a full generator answer: verified with --solution-only
     analysis = tmp_path / "analysis.md"
     analysis.write_text(VER_ANSWER)
     empty = tmp_path / "empty.md"
@@ -92,7 +92,7 @@ def test_prove_verify_meta_verify_json_and_resume(files):
         assert [x["proof"] for x in json.loads(p2.stdout)["proofs"]] == [x["proof"] for x in doc["proofs"]]
         assert json.loads(p2.stdout)["usage"]["calls"] == 0
 
-        p = cli("verify", str(files["problem"]), str(files["proof"]), "-n", "4", "--run-dir", run, *common)
+        p = cli("verify", str(files["problem"]), str(files["proof"]), "-n", "4", "--solution-only", "--run-dir", run, *common)
         assert p.returncode == 0, p.stderr
         v = json.loads(p.stdout)["verifications"]
         assert [x["score"] for x in v] == [0.5] * 4
@@ -100,7 +100,7 @@ def test_prove_verify_meta_verify_json_and_resume(files):
         ver_prompts = [r.prompt for r in srv.requests if "Let n = 2k+1" in r.prompt and "solution evaluation" not in r.prompt]
         assert ver_prompts and all("final overall score should be:\n\\boxed{1}" not in t for t in ver_prompts)
 
-        p = cli("meta-verify", str(files["problem"]), str(files["proof"]), str(files["analysis"]), "--run-dir", run, *common)
+        p = cli("meta-verify", str(files["problem"]), str(files["proof"]), str(files["analysis"]), "--solution-only", "--run-dir", run, *common)
         assert p.returncode == 0, p.stderr
         m = json.loads(p.stdout)["meta_verifications"]
         assert len(m) == 1 and m[0]["score"] == 1.0
@@ -115,8 +115,8 @@ def test_prove_verify_meta_verify_json_and_resume(files):
 
 def test_format_failure_is_a_record_not_a_crash(files):
     with ScriptedServer(default="I think the proof is fine.") as srv:
-        p = cli("verify", str(files["problem"]), str(files["proof"]), "--model", "m", "--base-url",
-                srv.base_url, "--run-dir", str(files["dir"] / "r"), "--json")
+        p = cli("verify", str(files["problem"]), str(files["proof"]), "--solution-only", "--model", "m",
+                "--base-url", srv.base_url, "--run-dir", str(files["dir"] / "r"), "--json")
         assert p.returncode == 0, p.stderr
         v = json.loads(p.stdout)["verifications"][0]
         assert v["score"] is None and v["format_error"]

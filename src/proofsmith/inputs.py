@@ -10,12 +10,22 @@
 Every reader raises :class:`proofsmith.errors.UserError` (or the ``error`` class given) with
 one line naming the file, the row (JSONL: line number; CSV: data row, 1 = first row after the
 header) and the column. Bundled data sets are in :mod:`proofsmith.evaluate.datasets`.
+
+One rule for every text input (:func:`read_text`): the file's bytes are decoded as UTF-8 (a
+leading BOM is dropped), nothing else is changed — no newline translation, so a CRLF file is
+seen as it is — and a file that is not UTF-8 text (Latin-1, UTF-16, binary: an invalid byte or
+a NUL byte) is refused with one line naming the file and the byte offset; no replacement
+character ever reaches a model. JSON Lines are split at ``\n`` only (a raw U+2028 or form
+feed inside a JSON string is text, not a line break).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,11 +42,54 @@ __all__ = [
     "problems_from_rows",
     "read_problems_file",
     "read_problem",
+    "read_text",
+    "decode_text",
     "read_text_file",
     "read_proof",
 ]
 
 DEFAULT_MAX_POINTS = 7
+
+
+def decode_text(data: bytes, path: str | Path, *, error: type[Exception] = UserError) -> str:
+    """The text of a file's bytes: UTF-8, a leading BOM dropped, nothing else changed.
+    ``error`` (one line naming ``path`` and the byte offset) for anything that is not UTF-8 text."""
+    start = 0
+    if data.startswith(codecs.BOM_UTF8):
+        start = len(codecs.BOM_UTF8)
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise error(f"{path}: UTF-16 text (byte-order mark at byte 0); save the file as UTF-8")
+    try:
+        text = data[start:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = start + e.start
+        raise error(f"{path}: not UTF-8 text (byte 0x{data[at]:02x} at byte offset {at}; Latin-1 or binary?); "
+                    "save the file as UTF-8") from None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise error(f"{path}: not a text file (NUL byte at byte offset {nul}; binary or UTF-16?)")
+    return text
+
+
+def read_text(path: str | Path, what: str = "input", *, error: type[Exception] = UserError) -> str:
+    """The text of a file (see :func:`decode_text`); ``error`` with one line when the file is
+    missing, unreadable or not UTF-8 text. Empty files are returned as ``""``."""
+    p = Path(path)
+    if not p.exists():
+        raise error(f"{what} file not found: {p}")
+    if not p.is_file():
+        raise error(f"{what} path is not a file: {p}")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise error(f"cannot read {what} file {p}: {e.strerror or e}") from None
+    return decode_text(data, p, error=error)
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) split at ``\n`` only (``\r`` of CRLF removed)."""
+    for lineno, line in enumerate(text.split("\n"), 1):
+        yield lineno, line[:-1] if line.endswith("\r") else line
 
 
 def jsonl_rows(path: str | Path, text: str | None = None, *,
@@ -48,11 +101,8 @@ def jsonl_rows(path: str | Path, text: str | None = None, *,
     if text is None:
         if not p.is_file():
             raise error(f"{p}: no such file")
-        try:
-            text = p.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as e:
-            raise error(f"{p}: not UTF-8 text (byte {e.start})") from None
-    for lineno, line in enumerate(text.splitlines(), 1):
+        text = read_text(p, error=error)
+    for lineno, line in _lines(text):
         if not line.strip():
             continue
         try:
@@ -78,15 +128,8 @@ def read_rows(path: str | Path, what: str = "dataset") -> tuple[list[tuple[int, 
     Returns the rows and a word for the row numbering ("line" for JSONL, "row" otherwise).
     """
     p = Path(path)
-    if not p.exists():
-        raise UserError(f"{what} file not found: {p}")
-    if not p.is_file():
-        raise UserError(f"{what} path is not a file: {p}")
+    text = read_text(p, what)
     suffix = p.suffix.lower()
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{p}: not UTF-8 text (byte {e.start})") from None
     if not text.strip():
         raise UserError(f"{p}: the {what} file is empty")
     rows: list[tuple[int, dict[str, Any]]] = []
@@ -111,7 +154,7 @@ def read_rows(path: str | Path, what: str = "dataset") -> tuple[list[tuple[int, 
             rows.append((i, {norm_key(k): v for k, v in obj.items()}))
         return rows, "row"
     if suffix == ".csv":
-        reader = csv.reader(text.splitlines(keepends=True))
+        reader = csv.reader(io.StringIO(text, newline=""))
         try:
             header = next(reader)
         except StopIteration:
@@ -194,8 +237,8 @@ def problems_from_rows(path: Path, rows: list[tuple[int, dict[str, Any]]], unit:
                 max_points = float(max_points)
             except (TypeError, ValueError):
                 raise UserError(f"{path}: {unit} {n}: column '{mp_col}': not a number: {max_points!r}") from None
-            if not max_points > 0:
-                raise UserError(f"{path}: {unit} {n}: column '{mp_col}': must be positive, got {max_points:g}")
+            if not 0 < max_points < math.inf:
+                raise UserError(f"{path}: {unit} {n}: column '{mp_col}': must be a positive finite number, got {max_points:g}")
             if max_points.is_integer():
                 max_points = int(max_points)
         else:
@@ -233,22 +276,28 @@ def read_problems_file(path: str | Path) -> list[Problem]:
 def read_problem(path: str | Path) -> Problem:
     """A problem from a text/Markdown file (the statement) or a JSON file ({"id", "problem"})."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"problem file not found: {p}")
-    text = p.read_text(encoding="utf-8", errors="replace")
+    text = read_text(p, "problem")
     if not text.strip():
         raise UserError(f"problem file is empty: {p}")
-    if p.suffix == ".json":
+    if p.suffix.lower() == ".json":
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
             raise UserError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
-        statement = doc.get("problem") or doc.get("statement") or doc.get("question") if isinstance(doc, dict) else None
-        if not statement:
+        if not isinstance(doc, dict):
+            raise UserError(f"{p}: expected a JSON object with a 'problem' field")
+        col, statement = pick(doc, *_PROBLEM_COLS)
+        if col is None:
             raise UserError(f"{p}: JSON problem needs a non-empty 'problem' field")
+        for name in (col, *_SOLUTION_COLS, "grading_guidelines", "source"):
+            if doc.get(name) is not None and not isinstance(doc[name], str):
+                raise UserError(f"{p}: field '{name}': expected text, got {type(doc[name]).__name__}")
+        pid = doc.get("id")
+        if pid is not None and (isinstance(pid, bool) or not isinstance(pid, (str, int))):
+            raise UserError(f"{p}: field 'id': expected text or an integer, got {type(pid).__name__}")
         return Problem(
-            id=str(doc.get("id") or p.stem),
-            statement=statement,
+            id=str(pid).strip() if pid is not None and str(pid).strip() else p.stem,
+            statement=statement.strip(),
             reference_solution=doc.get("reference_solution") or doc.get("solution"),
             grading_guidelines=doc.get("grading_guidelines"),
             source=doc.get("source"),
@@ -257,30 +306,55 @@ def read_problem(path: str | Path) -> Problem:
 
 
 def read_text_file(path: str | Path, what: str) -> str:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{what} file not found: {p}")
-    text = p.read_text(encoding="utf-8", errors="replace")
+    """A non-empty text file, exactly as it is (see :func:`read_text`)."""
+    text = read_text(path, what)
     if not text.strip():
-        raise UserError(f"{what} file is empty: {p}")
+        raise UserError(f"{what} file is empty: {path}")
     return text
 
 
-def read_proof(path: str | Path) -> str:
-    """The proof body from a file: plain text, a generator answer (only the part under
-    ``## Solution`` is kept, so the verifier never sees a self-evaluation), or the JSON of
-    ``proofsmith prove --json`` (its first proof)."""
-    text = read_text_file(path, "proof")
-    if str(path).endswith(".json"):
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def read_proof(path: str | Path, *, solution_only: bool = False) -> str:
+    """The proof a verifier is shown, from a file:
+
+    * the JSON of ``proofsmith prove --json``: its first proof with a body;
+    * any other file: its text exactly as it is (no newline translation, no trimming), so
+      ``verify`` judges the same text — and gives the same ids — as ``label`` given the same
+      string;
+    * a generator answer (a ``## Solution`` section followed by a ``## Self Evaluation``
+      section) is refused unless ``solution_only`` (CLI ``--solution-only``): then its
+      Solution section is the proof and the rest (self-evaluation, reasoning) is left out.
+      Without the choice, part of the file would silently go unverified, or the verifier
+      would be shown the generator's own verdict.
+    """
+    p = Path(path)
+    text = read_text_file(p, "proof")
+    if p.suffix.lower() == ".json":
         try:
             doc = json.loads(text)
-            proofs = [p for p in doc.get("proofs", []) if p.get("proof")]
+            proofs = [x for x in doc.get("proofs", []) if isinstance(x, dict) and x.get("proof")]
         except (json.JSONDecodeError, AttributeError):
-            raise UserError(f"{path}: expected the JSON of `proofsmith prove --json`") from None
+            raise UserError(f"{p}: expected the JSON of `proofsmith prove --json`") from None
         if not proofs:
-            raise UserError(f"{path}: contains no proof with a body")
+            raise UserError(f"{p}: contains no proof with a body")
+        if not isinstance(proofs[0]["proof"], str):
+            raise UserError(f"{p}: proofs[0].proof: expected text")
         return proofs[0]["proof"]
     parsed = parse_generation(text)
-    if parsed.proof:
+    if solution_only:
+        if parsed.proof is None:
+            raise UserError(f"{p}: --solution-only needs a generator answer with '## Solution' and "
+                            f"'## Self Evaluation' sections ({parsed.format_error})")
         return parsed.proof
-    return text.strip()
+    if parsed.proof is not None:
+        at = text.find(parsed.proof)
+        where = f" (its proof ends at line {_line_of(text, at + len(parsed.proof))})" if at >= 0 else ""
+        raise UserError(
+            f"{p}: is a generator answer with '## Solution' and '## Self Evaluation' sections{where}; "
+            "the verifier must not see the self-evaluation and nothing is dropped silently: pass "
+            "--solution-only to verify only the '## Solution' section, or give the proof alone"
+        )
+    return text

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from .llm.client import LLMClient
 from .llm.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, Budget, Endpoint, Prices, SamplingParams
+from .runlock import RunLock
 from .store import RunStore
 
 EMBEDDED = "embedded"
@@ -50,12 +51,18 @@ class ModelConfig(BaseModel):
     api_key: str | None = Field(
         None, description="API key for the servers. Env: PROOFSMITH_API_KEY or OPENAI_API_KEY."
     )
-    concurrency: int = Field(64, description="Maximum requests in flight per server.")
-    temperature: float = Field(DEFAULT_TEMPERATURE, description="Sampling temperature (default: the method's).")
-    top_p: float = Field(DEFAULT_TOP_P, description="Nucleus sampling top-p (default: the method's).")
+    concurrency: int = Field(64, ge=1, description="Maximum requests in flight per server (>= 1).")
+    temperature: float = Field(
+        DEFAULT_TEMPERATURE, ge=0, allow_inf_nan=False,
+        description="Sampling temperature, a finite number >= 0 (default: the method's).",
+    )
+    top_p: float = Field(
+        DEFAULT_TOP_P, gt=0, le=1, allow_inf_nan=False,
+        description="Nucleus sampling top-p, in (0, 1] (default: the method's).",
+    )
     max_output_tokens: int | None = Field(
-        None,
-        description="Completion token limit per request (default: server default; 1024 for the "
+        None, ge=1,
+        description="Completion token limit per request, >= 1 (default: server default; 1024 for the "
         "embedded model). Answers cut at the limit are marked truncated and discarded.",
     )
     prices: Prices | None = Field(None, description="Price table (per million tokens) for cost accounting.")
@@ -72,7 +79,7 @@ class ModelConfig(BaseModel):
         "after a request waited 60 s. Finite and > 0.",
     )
     max_retries: int = Field(
-        8,
+        8, ge=0,
         description="Retries per request on connection errors, timeouts, malformed answers, HTTP "
         "408/429 and 5xx (exponential backoff with jitter; a Retry-After header is honoured up to "
         "120 s, an unusable one is ignored). With several --base-url, retries go to another server "
@@ -139,9 +146,20 @@ async def open_session(
     run_dir: str | Path,
     on_event: Callable[[str, dict], None] | None = None,
 ) -> AsyncIterator[Session]:
-    """Start the embedded server if needed, open the run store and the client; close all on exit."""
+    """Start the embedded server if needed, open the run store and the client; close all on exit.
+    The run directory is locked for this process while the session is open: another process
+    using it raises :class:`proofsmith.runlock.RunDirBusy` (one line naming that process)."""
     run_dir = Path(run_dir)
+    served = None if cfg.is_embedded else cfg.served_endpoints()  # a config error creates nothing
     with contextlib.ExitStack() as stack:
+        store = RunStore(run_dir)
+        try:  # one writer per run directory, taken before any model is started
+            lock = RunLock(run_dir).acquire()
+        except BaseException:
+            store.close()
+            raise
+        stack.callback(lock.release)
+        stack.callback(store.close)  # closed before the lock is released
         max_tokens = cfg.max_output_tokens
         if cfg.is_embedded:
             from .llm.embedded import EmbeddedServer
@@ -153,9 +171,7 @@ async def open_session(
                                   max_concurrency=min(cfg.concurrency, server.n_parallel))]
             max_tokens = max_tokens or EMBEDDED_MAX_TOKENS
         else:
-            endpoints = cfg.served_endpoints()
-        store = RunStore(run_dir)
-        stack.callback(store.close)
+            endpoints = served or []
         client = open_client(cfg, endpoints, store=store, on_event=on_event, max_tokens=max_tokens)
         try:
             yield Session(client=client, store=store, run_dir=run_dir, endpoints=endpoints)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Optional
 
 import typer
+from pydantic import ValidationError
 
 from ..errors import BudgetExceeded, ProofsmithError, UserError
 from ..redact import redact_url
@@ -91,6 +92,36 @@ _COMMON: dict[str, tuple[Any, Any]] = {
 }
 
 
+# ModelConfig / Prices field -> the CLI option that sets it (for one-line validation errors)
+_OPTION_OF = {
+    "temperature": "--temperature", "top_p": "--top-p", "max_output_tokens": "--max-output-tokens",
+    "concurrency": "--concurrency", "timeout": "--timeout", "max_retries": "--retries",
+    "prompt_per_million": "--price-prompt", "completion_per_million": "--price-completion",
+    "cached_prompt_per_million": "--price-cached",
+}
+
+
+def option_error(e: ValidationError, option_of: dict[str, str] | None = None) -> str:
+    """One line for a pydantic validation error of options: the first bad value, named by its
+    CLI option (``option_of``: field name -> option; default: the model options)."""
+    names = _OPTION_OF if option_of is None else option_of
+    first = e.errors(include_url=False)[0]
+    field = next((str(x) for x in reversed(first.get("loc", ())) if str(x) in names), None)
+    name = names.get(field, ".".join(str(x) for x in first.get("loc", ())) or "value")  # type: ignore[arg-type]
+    ctx = first.get("ctx") or {}
+    kind = first.get("type", "")
+    value = first.get("input")
+    if kind == "finite_number":
+        why = "must be a finite number"
+    elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        sym = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        bound = next(iter(ctx.values()))
+        why = f"must be {sym} {bound}"
+    else:
+        why = str(first.get("msg", "invalid value")).lower()
+    return f"{name} {why} (got {value!r})" if not isinstance(value, float) else f"{name} {why} (got {value:g})"
+
+
 @dataclass
 class CommonArgs:
     """The values of the shared options (see ``model_options``; defaults: ``_COMMON``)."""
@@ -117,10 +148,27 @@ class CommonArgs:
         """The budget of ``--max-tokens`` / ``--max-cost`` (None when neither is given)."""
         return budget_from_options(self.max_tokens, self.max_cost)
 
+    def check(self) -> None:
+        """Validate the numeric options with ModelConfig's and Prices' rules (NaN and inf never
+        pass); a bad value exits with one line naming the option. Runs before every command."""
+        try:
+            ModelConfig(temperature=self.temperature, top_p=self.top_p, max_output_tokens=self.max_output_tokens,
+                        concurrency=self.concurrency, timeout=self.timeout, max_retries=self.retries)
+            Prices(prompt_per_million=self.price_prompt, completion_per_million=self.price_completion,
+                   cached_prompt_per_million=self.price_cached)
+        except ValidationError as e:
+            fail(option_error(e))
+
     def config(self, budget: Budget | None = None) -> ModelConfig:
         """The ModelConfig of these options (model, base URLs and API key also from the
         environment); ``budget`` defaults to this command's budget options; an inconsistent
-        choice exits with one line."""
+        choice or a bad value exits with one line."""
+        try:
+            return self._config(budget)
+        except ValidationError as e:
+            fail(option_error(e))
+
+    def _config(self, budget: Budget | None) -> ModelConfig:
         urls = list(self.base_url or [])
         if not urls and (env := env_default("PROOFSMITH_BASE_URL")):
             urls = [u.strip() for u in env.split(",") if u.strip()]
@@ -188,6 +236,7 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         common = CommonArgs(**{n: kwargs.pop(n) for n in names if n in kwargs})
+        common.check()
         return fn(*args, opts=common, **kwargs)
 
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD else p for p in own]

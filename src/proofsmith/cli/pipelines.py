@@ -276,10 +276,16 @@ def label_import_human(
     """Merge human decisions into a label run and re-export the datasets."""
     from ..pipelines.label import export_labels, import_human, load_items
 
+    from ..runlock import RunLock
+
     store = open_run_store(run_dir)
     try:
-        counts = or_fail(import_human, store, file)
-        exported = or_fail(export_labels, load_items(store), out_dir or (run_dir / "labels"))
+        lock = or_fail(RunLock(run_dir).acquire)  # not while a `label` run writes this directory
+        try:
+            counts = or_fail(import_human, store, file)
+            exported = or_fail(export_labels, load_items(store), out_dir or (run_dir / "labels"))
+        finally:
+            lock.release()
     finally:
         store.close()
     if json_out:

@@ -15,6 +15,16 @@ from ..session import Session
 from .options import CommonArgs, SamplesOpt, load_templates, model_options, or_fail, with_session
 from .output import out, print_json, print_scored, print_usage, usage_fields
 
+SolutionOnlyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--solution-only",
+        help="PROOF_FILE is a generator answer ('## Solution' then '## Self Evaluation'): verify only "
+        "its Solution section. Without it such a file is refused, so no part of a file is left "
+        "unverified silently; any other proof file is verified exactly as it is (bytes as UTF-8).",
+    ),
+]
+
 
 @model_options
 def prove(
@@ -53,13 +63,14 @@ def prove(
 @model_options
 def verify(
     problem_file: Annotated[Path, typer.Argument(help="Problem statement file (text/Markdown or JSON).", show_default=False)],
-    proof_file: Annotated[Path, typer.Argument(help="Proof file: plain text, a generator answer (only the '## Solution' part is verified), or `prove --json` output.", show_default=False)],
+    proof_file: Annotated[Path, typer.Argument(help="Proof file: UTF-8 text verified exactly as it is, a generator answer with --solution-only, or `prove --json` output (its first proof).", show_default=False)],
     samples: SamplesOpt = 1,
+    solution_only: SolutionOnlyOpt = False,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """Verify a proof without a reference solution: analyses ending in a score in {0, 0.5, 1}."""
     problem = or_fail(read_problem, problem_file)
-    proof = or_fail(read_proof, proof_file)
+    proof = or_fail(read_proof, proof_file, solution_only=solution_only)
     tpl = or_fail(load_templates, opts.templates)
     cfg = opts.config()
 
@@ -82,13 +93,14 @@ def verify(
 def meta_verify(
     problem_file: Annotated[Path, typer.Argument(help="Problem statement file.", show_default=False)],
     proof_file: Annotated[Path, typer.Argument(help="Proof file (as for `verify`).", show_default=False)],
-    analysis_file: Annotated[Path, typer.Argument(help="A verifier's answer about the proof (text).", show_default=False)],
+    analysis_file: Annotated[Path, typer.Argument(help="A verifier's answer about the proof (UTF-8 text, used exactly as it is).", show_default=False)],
     samples: SamplesOpt = 1,
+    solution_only: SolutionOnlyOpt = False,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """Meta-verify an analysis: do the issues it names exist, and do they justify its score?"""
     problem = or_fail(read_problem, problem_file)
-    proof = or_fail(read_proof, proof_file)
+    proof = or_fail(read_proof, proof_file, solution_only=solution_only)
     analysis = or_fail(read_text_file, analysis_file, "analysis")
     tpl = or_fail(load_templates, opts.templates)
     cfg = opts.config()

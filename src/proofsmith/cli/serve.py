@@ -10,7 +10,7 @@ from .output import err, fail
 
 
 def serve(
-    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: a free port).")] = 8080,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: a free port).")] = 8080,
     slots: Annotated[int, typer.Option("--slots", min=1, help="Parallel slots (requests decoded together; also the largest useful n).")] = 8,
     ctx_per_slot: Annotated[int, typer.Option("--ctx-per-slot", min=512, help="Context tokens per slot.")] = 4096,
 ) -> None:

@@ -284,8 +284,8 @@ def resolve_scales(
     """Points scale of every row, human-rating scale of every contest group, and notes."""
     if rating_scale not in RATING_SCALES:
         raise UserError(f"unknown rating scale {rating_scale!r}; choose one of {', '.join(RATING_SCALES)}")
-    if points_per_problem is not None and not points_per_problem > 0:
-        raise UserError(f"--points-per-problem must be positive, got {points_per_problem:g}")
+    if points_per_problem is not None and not 0 < points_per_problem < math.inf:
+        raise UserError(f"--points-per-problem must be a positive finite number, got {points_per_problem:g}")
     notes: list[str] = []
     # 1. points scale per row
     scales: list[Scale] = []

@@ -26,9 +26,9 @@ class SamplingParams(BaseModel):
     """Sampling parameters of a request. ``extra`` is merged into the request body as-is
     (e.g. ``{"seed": 1, "chat_template_kwargs": {...}}``)."""
 
-    temperature: float = DEFAULT_TEMPERATURE
-    top_p: float = DEFAULT_TOP_P
-    max_tokens: int | None = None
+    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0, allow_inf_nan=False)
+    top_p: float = Field(DEFAULT_TOP_P, gt=0, le=1, allow_inf_nan=False)
+    max_tokens: int | None = Field(None, ge=1)
     extra: dict[str, Any] = Field(default_factory=dict)
 
     def merged(self, other: "SamplingParams | None" = None, **overrides: Any) -> "SamplingParams":
@@ -105,10 +105,15 @@ class Prices(BaseModel):
     """Prices in currency units per million tokens. Cached prompt tokens cost
     ``cached_prompt_per_million`` (the prompt price when None)."""
 
-    prompt_per_million: float = Field(0.0, description="Price per million prompt tokens, for cost accounting.")
-    completion_per_million: float = Field(0.0, description="Price per million completion tokens.")
+    prompt_per_million: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="Price per million prompt tokens (>= 0), for cost accounting."
+    )
+    completion_per_million: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="Price per million completion tokens (>= 0)."
+    )
     cached_prompt_per_million: float | None = Field(
-        None, description="Price per million cached prompt tokens (default: the prompt price)."
+        None, ge=0, allow_inf_nan=False,
+        description="Price per million cached prompt tokens, >= 0 (default: the prompt price).",
     )
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> float:

@@ -41,7 +41,7 @@ from pydantic import BaseModel, Field
 from .. import roles
 from ..errors import UserError
 from ..fileio import write_atomic
-from ..inputs import jsonl_rows
+from ..inputs import jsonl_rows, read_text
 from ..llm.client import BudgetExceeded, LLMClient
 from ..private import make_private_dir
 from ..prompts import Templates
@@ -72,6 +72,9 @@ class LabelConfig:
                 raise ValueError(f"label: {name} must be a positive integer (got {v!r})")
         if self.k > self.n:
             raise ValueError(f"label: k ({self.k}) cannot exceed n ({self.n})")
+        t = self.meta_threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1:
+            raise ValueError(f"label: meta_threshold must be a number in [0, 1] (got {t!r})")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,12 +221,18 @@ async def run_label_many(
     other proof is labeled and stored as soon as it is decided."""
     cfg = cfg or LabelConfig()
     store = getattr(client, "store", None)
-    meta = {"verification_policy": policy.to_json()} if policy is not None and policy.adaptive else {}
-    record_pipeline(client, "label", cfg.to_json(), proofs=[i.proof_id for i in items], **meta)
     ids = [i.proof_id for i in items]
     if len(set(ids)) != len(ids):
         dup = next(x for x in ids if ids.count(x) > 1)
         raise UserError(f"proof id {dup!r} appears twice in the input; give each proof a unique id")
+    if store is not None:
+        for it in items:  # an id labeled here before must name the same proof (else: two proofs, one label)
+            prev = store.get("LabelItem", it.proof_id)
+            if prev is not None and (prev.get("proof") != it.proof or prev.get("problem_id") != it.problem.id):
+                raise UserError(f"proof id {it.proof_id!r} is already labeled in {store.run_dir} for a different "
+                                "proof; give this proof another id or use another --run-dir")
+    meta = {"verification_policy": policy.to_json()} if policy is not None and policy.adaptive else {}
+    record_pipeline(client, "label", cfg.to_json(), proofs=[i.proof_id for i in items], **meta)
 
     async def one(it: LabelInput) -> LabelItem:
         o = await run_label(client, it, cfg, templates, report, policy)
@@ -266,21 +275,34 @@ async def run_label_many(
 # ----------------------------------------------------------------------------- inputs
 
 
+def _text_or_int(value: Any, what: str, where: str) -> str | None:
+    """An id given in a row: text or an integer (``1`` and ``"1"`` are the same id); None when
+    absent or blank."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise UserError(f"{where}: '{what}' must be text or an integer, got {json.dumps(value)}")
+    return str(value).strip()
+
+
 def _problem_from(value: Any, row: dict, where: str, problems: dict[str, Problem] | None) -> Problem:
-    pid = row.get("problem_id")
+    pid = _text_or_int(row.get("problem_id"), "problem_id", where)
     if isinstance(value, dict):
         stmt = value.get("statement") or value.get("problem") or value.get("question")
         if not isinstance(stmt, str) or not stmt.strip():
             raise UserError(f"{where}: the problem object has no statement")
-        return Problem(id=str(value.get("id") or pid or content_id(stmt, prefix="q-")), statement=stmt.strip())
+        own = _text_or_int(value.get("id"), "problem.id", where)
+        return Problem(id=own or pid or content_id(stmt.strip(), prefix="q-"), statement=stmt.strip())
     if isinstance(value, str) and value.strip():
-        return Problem(id=str(pid or content_id(value.strip(), prefix="q-")), statement=value.strip())
+        return Problem(id=pid or content_id(value.strip(), prefix="q-"), statement=value.strip())
+    if value is not None and not isinstance(value, str):
+        raise UserError(f"{where}: 'problem' must be text or an object, got {type(value).__name__}")
     if pid is not None:
         if problems is None:
             raise UserError(f"{where}: has problem_id {pid!r} but no problem text; pass --problems FILE or --dataset NAME")
-        if str(pid) not in problems:
+        if pid not in problems:
             raise UserError(f"{where}: unknown problem_id {pid!r} (not in the given problems)")
-        return problems[str(pid)]
+        return problems[pid]
     raise UserError(f"{where}: needs 'problem' (text) or 'problem_id'")
 
 
@@ -291,21 +313,44 @@ def _item(row: Any, where: str, problems: dict[str, Problem] | None) -> LabelInp
     proof = row.get("proof")
     if not isinstance(proof, str) or not proof.strip():
         raise UserError(f"{where}: missing or empty 'proof'")
-    pid = row.get("id") or row.get("proof_id") or content_id(problem.id, proof, prefix="p-")
-    return LabelInput(problem=problem, proof_id=str(pid), proof=proof)
+    pid = (_text_or_int(row.get("id"), "id", where) or _text_or_int(row.get("proof_id"), "proof_id", where)
+           or content_id(problem.id, proof, prefix="p-"))
+    return LabelInput(problem=problem, proof_id=pid, proof=proof)
+
+
+def _unique(path: Path, located: list[tuple[str, LabelInput]]) -> list[LabelInput]:
+    """The items, each proof once. The same proof listed twice (same id, problem and text, e.g.
+    prove + search output) is kept once; one id for two different proofs, or one problem id
+    for two different statements, is refused with both places (they would become one label)."""
+    by_id: dict[str, tuple[str, LabelInput]] = {}
+    problems: dict[str, tuple[str, str]] = {}
+    out: list[LabelInput] = []
+    for where, it in located:
+        seen = problems.setdefault(it.problem.id, (where, it.problem.statement))
+        if seen[1] != it.problem.statement:
+            raise UserError(f"{path}: problem id {it.problem.id!r} names two different problem statements "
+                            f"({seen[0]} and {where}); give each problem its own id")
+        first = by_id.get(it.proof_id)
+        if first is None:
+            by_id[it.proof_id] = (where, it)
+            out.append(it)
+        elif first[1].proof != it.proof or first[1].problem.id != it.problem.id:
+            raise UserError(f"{path}: proof id {it.proof_id!r} is used for two different proofs ({first[0]} and "
+                            f"{where}); give each proof its own id")
+    return out
 
 
 def read_proofs_file(path: str | Path, problems: list[Problem] | None = None) -> list[LabelInput]:
     """Proofs to label from a JSONL file ({problem | problem_id, proof, id?} per line), or the
-    JSON of ``proofsmith prove --json`` / ``search --json`` / ``refine --json``."""
+    JSON of ``proofsmith prove --json`` / ``search --json`` / ``refine --json``. The file is read
+    by the one text rule of :func:`proofsmith.inputs.read_text` (UTF-8, proofs kept exactly);
+    ids are text or integers, and duplicate ids are refused (see :func:`_unique`)."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"proofs file not found: {p}")
-    text = p.read_text(encoding="utf-8", errors="replace")
+    text = read_text(p, "proofs")
     if not text.strip():
         raise UserError(f"proofs file is empty: {p}")
     by_id = {q.id: q for q in problems} if problems else None
-    items: list[LabelInput] = []
+    located: list[tuple[str, LabelInput]] = []
     doc: Any = None
     if p.suffix.lower() != ".jsonl":
         try:
@@ -315,37 +360,40 @@ def read_proofs_file(path: str | Path, problems: list[Problem] | None = None) ->
                 raise UserError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
             doc = None  # read as JSON Lines
     if doc is not None and not (isinstance(doc, dict) and "proof" in doc):
-        docs = doc.get("problems") if isinstance(doc, dict) and isinstance(doc.get("problems"), list) else [doc]
-        for d in docs:
+        many = isinstance(doc, dict) and isinstance(doc.get("problems"), list)
+        docs = doc["problems"] if many else [doc]
+        for i, d in enumerate(docs):
+            at = f"problems[{i}]" if many else "the document"
             if isinstance(d, list):
-                items += [_item(r, f"{p}: item {i + 1}", by_id) for i, r in enumerate(d)]
+                located += [(f"item {j + 1}", _item(r, f"{p}: item {j + 1}", by_id)) for j, r in enumerate(d)]
                 continue
             if not isinstance(d, dict) or not isinstance(d.get("problem"), dict):
                 raise UserError(f"{p}: expected JSONL rows or the JSON of `proofsmith prove/search/refine --json`")
-            prob = Problem.model_validate(d["problem"])
+            try:
+                prob = Problem.model_validate(d["problem"])
+            except ValueError:
+                raise UserError(f"{p}: {at}: 'problem' is not a problem of `proofsmith prove --json`") from None
             found = False
+            entries: list[tuple[str, Any]] = []
             for key in ("proofs", "pool"):  # prove --json / search --json
-                for r in d.get(key) or []:
-                    found = True
-                    if r.get("proof"):
-                        items.append(LabelInput(problem=prob, proof_id=str(r["id"]), proof=r["proof"]))
-            for t in d.get("threads") or []:  # refine --json: every proof of every chain
-                for s in t.get("chain", []):
-                    found = True
-                    if s.get("proof"):
-                        items.append(LabelInput(problem=prob, proof_id=str(s["id"]), proof=s["proof"]))
+                entries += [(f"{at}.{key}[{j}]", r) for j, r in enumerate(d.get(key) or [])]
+            for t, th in enumerate(d.get("threads") or []):  # refine --json: every proof of every chain
+                entries += [(f"{at}.threads[{t}].chain[{j}]", r) for j, r in enumerate(th.get("chain", []))]
+            for where, r in entries:
+                found = True
+                if not isinstance(r, dict):
+                    raise UserError(f"{p}: {where}: expected an object")
+                if r.get("proof"):
+                    if not isinstance(r["proof"], str):
+                        raise UserError(f"{p}: {where}: 'proof' must be text")
+                    rid = _text_or_int(r.get("id"), "id", f"{p}: {where}") or content_id(prob.id, r["proof"], prefix="p-")
+                    located.append((where, LabelInput(problem=prob, proof_id=rid, proof=r["proof"])))
             if not found:
                 raise UserError(f"{p}: JSON has no 'proofs', 'pool' or 'threads' to label")
     else:
         for n, row in jsonl_rows(p, text):
-            items.append(_item(row, f"{p}: line {n}", by_id))
-    seen: dict[str, int] = {}
-    unique = []
-    for it in items:  # the same proof listed twice (e.g. prove + search output) is labeled once
-        if it.proof_id in seen:
-            continue
-        seen[it.proof_id] = 1
-        unique.append(it)
+            located.append((f"line {n}", _item(row, f"{p}: line {n}", by_id)))
+    unique = _unique(p, located)
     if not unique:
         raise UserError(f"{p}: no proof with a body to label")
     return unique
@@ -431,24 +479,27 @@ def import_human(store: Any, path: str | Path) -> dict[str, int]:
     if not known:
         raise UserError("this run directory has no labeled proofs; run `proofsmith label` on it first")
     decisions: list[tuple[LabelItem, float, dict]] = []
+    first_line: dict[str, int] = {}
     skipped = 0
     for n, row in jsonl_rows(p):
         if "proof_id" not in row:
             raise UserError(f"{p}: line {n}: needs 'proof_id' and 'label'")
-        pid = str(row["proof_id"])
-        if pid not in known:
-            raise UserError(f"{p}: line {n}: unknown proof_id {pid!r} (not labeled in this run directory)")
+        pid = _text_or_int(row["proof_id"], "proof_id", f"{p}: line {n}")
+        if pid is None or pid not in known:
+            raise UserError(f"{p}: line {n}: unknown proof_id {row['proof_id']!r} (not labeled in this run directory)")
+        if pid in first_line:
+            raise UserError(f"{p}: line {n}: proof_id {pid!r} already has a decision at line {first_line[pid]}; "
+                            "give one decision per proof")
+        first_line[pid] = n
         value = row.get("label")
-        if value is None or value == "":
+        if value is None:
             skipped += 1
             continue
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise UserError(f"{p}: line {n}: label must be 0, 0.5 or 1 (got {row.get('label')!r})") from None
-        if value not in VALID_SCORES:
-            raise UserError(f"{p}: line {n}: label must be 0, 0.5 or 1 (got {value:g})")
-        decisions.append((known[pid], value, row))
+        # only the JSON numbers 0, 0.5 and 1: true, "1", NaN, ... are mistakes, not decisions
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in VALID_SCORES:
+            raise UserError(f"{p}: line {n}: label must be 0, 0.5 or 1 (a JSON number; null skips the row), "
+                            f"got {json.dumps(value)}")
+        decisions.append((known[pid], float(value), row))
     for it, value, row in decisions:
         auto = it.label.evidence.get("automatic") or {
             "status": it.label.status, "label": it.label.label, "reason": it.label.reason}

@@ -31,10 +31,11 @@ from proofsmith.errors import TrainError  # noqa: E402,F401  (re-exported: ``fro
 
 class ConfigModel(BaseModel):
     """Base of the training configuration models (YAML sections): unknown keys and values of
-    the wrong type are errors (``proofsmith.train.config.from_dict`` words them as one line).
+    the wrong type (NaN and infinity included) are errors (``proofsmith.train.config.from_dict``
+    words them as one line).
     A number is accepted where text is expected, one string where a list of strings is."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

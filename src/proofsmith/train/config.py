@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from ..inputs import read_text
 from ..llm.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from . import ROLES, TrainError
 from . import ConfigModel
@@ -297,7 +298,7 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
 
 _EXPECTED = {
     "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number", "bool_type": "true or false",
     "bool_parsing": "true or false", "string_type": "a string", "list_type": "a list",
     "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
 }
@@ -343,7 +344,7 @@ def load_yaml(path: str | Path) -> dict:
     if not p.is_file():
         raise TrainError(f"{p}: no such config file")
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+        doc = yaml.safe_load(read_text(p, "config", error=TrainError))
     except yaml.YAMLError as e:
         raise TrainError(f"{p}: invalid YAML ({' '.join(str(e).split())})") from None
     if doc is None:

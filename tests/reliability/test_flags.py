@@ -1,0 +1,162 @@
+"""Numeric options: every bad value (negative, zero where it makes no sense, NaN, infinity) is
+refused with one line naming the option, on every command, before any work; the Python
+config models (ModelConfig, Prices, SamplingParams, LabelConfig, training configs) refuse
+the same values."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from proofsmith.cli import app
+from proofsmith.llm.config import Prices, SamplingParams
+from proofsmith.session import ModelConfig
+
+# command -> its positional arguments (files need not exist: options are checked first)
+COMMANDS = {
+    "prove": ["problem.md"],
+    "verify": ["problem.md", "proof.md"],
+    "meta-verify": ["problem.md", "proof.md", "analysis.md"],
+    "refine": ["problem.md"],
+    "search": ["problem.md"],
+    "label": ["proofs.jsonl"],
+    "eval": ["imo2025"],
+    "eval-verifier": ["graded.jsonl"],
+}
+
+BAD = [
+    ("--temperature", "-1", "--temperature must be >= 0"),
+    ("--temperature", "nan", "--temperature must be a finite number"),
+    ("--temperature", "inf", "--temperature must be a finite number"),
+    ("--top-p", "5", "--top-p must be <= 1"),
+    ("--top-p", "0", "--top-p must be > 0"),
+    ("--top-p", "nan", "--top-p must be a finite number"),
+    ("--max-output-tokens", "0", "--max-output-tokens must be >= 1"),
+    ("--max-output-tokens", "-1", "--max-output-tokens must be >= 1"),
+    ("--price-prompt", "-1", "--price-prompt must be >= 0"),
+    ("--price-prompt", "nan", "--price-prompt must be a finite number"),
+    ("--price-completion", "inf", "--price-completion must be a finite number"),
+    ("--price-cached", "-0.5", "--price-cached must be >= 0"),
+    ("--price-cached", "nan", "--price-cached must be a finite number"),
+]
+
+
+def one_error_line(r) -> str:
+    lines = [x for x in r.stderr.splitlines() if x.startswith("proofsmith: error:")]
+    assert len(lines) == 1, (r.stdout, r.stderr)
+    return lines[0]
+
+
+@pytest.mark.parametrize("option,value,message", BAD)
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_bad_model_option_is_one_line_on_every_command(tmp_path, command, option, value, message):
+    args = [command, *COMMANDS[command], "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
+            "--run-dir", str(tmp_path / "run"), option, value]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, r.output
+    assert message in one_error_line(r)
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("option,value", [("--concurrency", "0"), ("--retries", "-1"), ("-n", "0")])
+def test_integer_ranges_are_enforced_by_the_parser(option, value):
+    r = CliRunner().invoke(app, ["prove", "problem.md", option, value])
+    assert r.exit_code == 2 and "Invalid value" in r.output
+
+
+def test_good_values_pass_the_check(tmp_path):
+    # top_p = 1, temperature = 0 and zero prices are valid: the command gets past the check
+    # and fails only on the missing problem file
+    r = CliRunner().invoke(app, ["prove", str(tmp_path / "missing.md"), "--temperature", "0", "--top-p", "1",
+                                 "--price-prompt", "0", "--max-output-tokens", "1"])
+    assert r.exit_code == 1
+    assert "problem file not found" in one_error_line(r)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("temperature", -1.0), ("temperature", math.nan), ("temperature", math.inf),
+    ("top_p", 5.0), ("top_p", 0.0), ("top_p", math.nan),
+    ("max_output_tokens", 0), ("max_output_tokens", -1),
+    ("concurrency", 0), ("max_retries", -1),
+])
+def test_model_config_refuses(field, value):
+    with pytest.raises(ValidationError, match=field):
+        ModelConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["prompt_per_million", "completion_per_million", "cached_prompt_per_million"])
+@pytest.mark.parametrize("value", [-1.0, math.nan, math.inf])
+def test_prices_refuse(field, value):
+    with pytest.raises(ValidationError, match=field):
+        Prices(**{field: value})
+
+
+@pytest.mark.parametrize("kw", [{"temperature": math.nan}, {"top_p": 1.5}, {"max_tokens": 0}])
+def test_sampling_params_refuse(kw):
+    with pytest.raises(ValidationError):
+        SamplingParams(**kw)
+    with pytest.raises(ValidationError):  # per-call overrides too
+        SamplingParams().merged(**kw)
+
+
+def _predictions(tmp_path: Path) -> Path:
+    f = tmp_path / "preds.jsonl"
+    f.write_text(json.dumps({"problem_id": "IMO2025-1", "proof": "P.", "grade": 7}) + "\n")
+    return f
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "0", "-7"])
+def test_points_per_problem_must_be_positive_and_finite(tmp_path, value):
+    preds = _predictions(tmp_path)
+    r = CliRunner().invoke(app, ["eval", "--predictions", str(preds), "--points-per-problem", value])
+    assert r.exit_code == 1, r.output
+    assert "--points-per-problem must be a positive finite number" in one_error_line(r)
+    r = CliRunner().invoke(app, ["eval", "--predictions", str(preds), "--points-per-problem", "7", "--json"])
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "1.5"])
+def test_eval_verifier_threshold(tmp_path, value):
+    r = CliRunner().invoke(app, ["eval-verifier", str(tmp_path / "x.jsonl"), "--threshold", value])
+    assert r.exit_code == 1 and "--threshold" in one_error_line(r)
+
+
+@pytest.mark.parametrize("value", ["-1", "65536"])
+def test_serve_port_range(value):
+    r = CliRunner().invoke(app, ["serve", "--port", value])
+    assert r.exit_code == 2 and "Invalid value" in r.output
+
+
+@pytest.mark.parametrize("column_value", ["inf", "nan", "0", "-1"])
+def test_dataset_max_points_must_be_positive_and_finite(tmp_path, column_value):
+    from proofsmith.errors import UserError
+    from proofsmith.inputs import read_problems_file
+
+    f = tmp_path / "p.csv"
+    f.write_text(f"id,problem,max_points\na,Prove it.,{column_value}\n")
+    with pytest.raises(UserError, match=r"p.csv: row 1: column 'max_points': must be a positive finite number"):
+        read_problems_file(f)
+
+
+def test_label_config_meta_threshold():
+    from proofsmith.pipelines.label import LabelConfig
+
+    for bad in (math.nan, -0.1, 1.5):
+        with pytest.raises(ValueError, match="meta_threshold"):
+            LabelConfig(meta_threshold=bad)
+
+
+@pytest.mark.parametrize("text", ["learning_rate: .nan", "learning_rate: .inf", "temperature: -.inf"])
+def test_training_config_refuses_nan_and_inf(text):
+    from proofsmith.errors import TrainError
+    from proofsmith.train.config import GRPOSpec, from_dict
+    import yaml
+
+    key, _ = text.split(":")
+    with pytest.raises(TrainError, match=f"grpo.{key}: expected a finite number"):
+        from_dict(GRPOSpec, yaml.safe_load(text), "grpo")
