@@ -18,7 +18,7 @@ from typing import Any
 from .llm.client import LLMClient
 from .parse import parse_generation, parse_meta_verification, parse_verification
 from .prompts import Templates, render_candidates
-from .records import Completion, MetaVerification, Problem, Proof, Verification, content_id
+from .records import Completion, MetaVerification, Problem, Proof, SubmittedProof, Verification, content_id
 
 
 def _messages(prompt: str) -> list[dict[str, str]]:
@@ -47,9 +47,15 @@ def _common(c: Completion, problem: Problem, prefix: str, parsed: Any, about: st
     )
 
 
-def _save(client: LLMClient, records: list) -> None:
+def _save(client: LLMClient, records: list, problem: Problem | None = None, proof: Proof | str | None = None) -> None:
+    """Store the answer records, with what a report needs to show them: the problem (its
+    statement) and, for a proof given as text (``verify`` of a file, ``label``), its body."""
     store = getattr(client, "store", None)
     if store is not None:
+        if problem is not None:
+            store.put(problem)
+        if isinstance(proof, str):
+            store.put(SubmittedProof(id=_proof_id(proof), problem_id=problem.id if problem else "", proof=proof))
         for r in records:
             store.put(r)
 
@@ -93,7 +99,7 @@ async def generate(
     prompt = _templates(templates).render("generate", problem=problem.statement)
     comps = await client.complete(_messages(prompt), n=n, role="generate", **params)
     out = [_to_proof(problem, c) for c in comps]
-    _save(client, out)
+    _save(client, out, problem)
     return out
 
 
@@ -129,7 +135,7 @@ async def verify(
                 format_error=parsed.format_error,
             )
         )
-    _save(client, out)
+    _save(client, out, problem, proof)
     return out
 
 
@@ -172,7 +178,7 @@ async def meta_verify(
                 format_error=parsed.format_error,
             )
         )
-    _save(client, out)
+    _save(client, out, problem, proof)
     return out
 
 
@@ -206,7 +212,7 @@ async def refine(
         iteration=iteration,
     )
     out = [_to_proof(problem, c, **lineage) for c in comps]
-    _save(client, out)
+    _save(client, out, problem)
     return out
 
 
@@ -228,5 +234,5 @@ async def refine_from_self(
     prompt = _templates(templates).render("refine", problem=problem.statement, previous=block)
     comps = (await client.complete(_messages(prompt), n=start + n, role="refine", **params))[start:]
     out = [_to_proof(problem, c, parents=[previous.id], attempt=attempt) for c in comps]
-    _save(client, out)
+    _save(client, out, problem)
     return out
