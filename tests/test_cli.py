@@ -241,3 +241,28 @@ def test_old_flag_names_are_hidden_aliases(cmd, old):
     assert "--verifications" in help_text and f"{old} " not in help_text
     r = CliRunner().invoke(app, [*cmd, "x.md", old, "-1"])
     assert r.exit_code == 2 and "No such option" not in r.output and old in r.output
+
+
+# model text that rich would alter: an emoji code, tabs, something that looks like markup
+ODD = "Ratio (a:b:c) = (1:2:3), :smile: and [bold]x[/bold]\tcol\t\tend"
+
+
+@pytest.mark.parametrize("cmd", ["prove", "verify", "meta-verify"])
+def test_markdown_output_shows_model_text_verbatim(files, cmd):
+    gen = GEN_ANSWER.replace("The argument is complete.", ODD).replace("Then n^2", ODD + "\nThen n^2")
+    ver = VER_ANSWER.replace("The proof is correct", ODD + "\nThe proof is correct")
+    meta = META_ANSWER.replace("The issue named", ODD + "\nThe issue named")
+    srv = ScriptedServer(default="unscripted")
+    srv.route("solution evaluation", meta)
+    srv.route(lambda r: "## Self Evaluation" in r.prompt and "Let n = 2k+1" not in r.prompt, gen)
+    srv.route("Let n = 2k+1", ver)
+    srv.start()
+    try:
+        args = {"prove": [str(files["problem"])], "verify": [str(files["problem"]), str(files["proof"])],
+                "meta-verify": [str(files["problem"]), str(files["proof"]), str(files["analysis"])]}[cmd]
+        p = cli(cmd, *args, "--model", "m", "--base-url", srv.base_url, "--run-dir", str(files["dir"] / "r"))
+        assert p.returncode == 0, p.stderr
+        assert ODD in p.stdout, p.stdout
+        assert p.stdout.count(ODD) == (2 if cmd == "prove" else 1)
+    finally:
+        srv.stop()

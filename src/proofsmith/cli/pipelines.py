@@ -28,7 +28,7 @@ from .options import (
     CommonArgs, DatasetOpt, JsonOpt, LimitOpt, ProblemArg, ProblemsOpt,
     budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, with_session,
 )
-from .output import err, exit_partial, fmt_score, out, print_json, print_usage
+from .output import err, exit_partial, fmt_score, out, print_json, print_usage, print_verbatim
 from .verification import BatchOpt, DeltaOpt, EpsilonOpt, PolicyOpt, policy_from_options
 
 
@@ -110,7 +110,7 @@ def refine_cmd(
             out.print(f"- thread {t.index}: self-scores {scores} ({t.stopped}{g})")
         if r.selected is not None:
             out.print(f"\n## Selected (best@K by self-score): thread {r.selected_thread}, self-score {fmt_score(r.selected.self_score)}\n")
-            out.print((r.selected.proof or "") + "\n", markup=False)
+            print_verbatim((r.selected.proof or "") + "\n")
         else:
             out.print("\n_no thread produced a proof with a body_\n")
         if r.pass_at_1 is not None:
@@ -183,7 +183,7 @@ def search_cmd(
             extra = f", without rejected analyses {fmt_score(sel.filtered_mean_score)}" if cfg.meta_verify else ""
             out.print(f"\n## Selected proof (mean score {fmt_score(sel.mean_score)} over {sel.n_valid} valid "
                       f"verifications{extra}; self-score {fmt_score(sel.self_score)})\n")
-            out.print(sel.proof + "\n", markup=False)
+            print_verbatim(sel.proof + "\n")
 
     _show_results(results, opts, run_dir, print_one)
 

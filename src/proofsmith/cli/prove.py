@@ -13,7 +13,7 @@ from ..inputs import read_problem, read_proof, read_text_file
 from ..records import mean_valid
 from ..session import Session
 from .options import CommonArgs, SamplesOpt, load_templates, model_options, or_fail, with_session
-from .output import out, print_json, print_scored, print_usage, usage_fields
+from .output import out, print_json, print_scored, print_usage, print_verbatim, usage_fields
 
 
 @model_options
@@ -40,13 +40,13 @@ def prove(
         out.print(f"## Proof {i}  (self-score: {score})\n")
         if p.proof is None:
             out.print(f"_discarded: {escape(p.format_error)}. The model answered:_\n")
-            out.print("> " + (p.raw or "").strip().replace("\n", "\n> ") + "\n", markup=False)
+            print_verbatim("> " + (p.raw or "").strip().replace("\n", "\n> ") + "\n")
             continue
         if p.format_error:
             out.print(f"_note: {escape(p.format_error)}_\n")
-        out.print(p.proof + "\n", markup=False)
+        print_verbatim(p.proof + "\n")
         out.print("### Self evaluation\n")
-        out.print((p.self_evaluation or "") + "\n", markup=False)
+        print_verbatim((p.self_evaluation or "") + "\n")
     print_usage(proofs, spent)
 
 
