@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..errors import UserError
 from .options import CommonArgs, JsonOpt, load_templates, model_options, or_fail, with_session
-from .output import exit_partial, fail, fmt_cell, out, print_json
+from .output import err, exit_partial, fail, fmt_cell, out, print_json
 from .verification import BatchOpt, DeltaOpt, PolicyOpt, policy_from_options
 
 __all__ = ["register"]
@@ -278,6 +278,7 @@ def _print_verifier(doc: dict[str, Any]) -> None:
     for label, counts in zip(c["row_labels"], c["counts"]):
         ct.add_row(fmt_cell(label), *[str(x) for x in counts])
     out.print(ct)
+    out.print(f"automatic 1.0 with human 0 (the paper's count): {m.get('auto_1_human_0', 0)} of {m['n']} proofs")
     out.print("published reference points (their own data sets; for orientation):")
     names = {"mae_7": "MAE on 0-7", "pearson": "Pearson", "accuracy": "accuracy"}
     for r in REFERENCE_POINTS:
@@ -303,7 +304,7 @@ def eval_verifier_cmd(
     """
     from ..evaluate.metrics import DEFAULT_THRESHOLDS
     from ..evaluate.predictions import load_predictions
-    from ..evaluate.verifier_eval import evaluate_verifier, rate_with_verifier
+    from ..evaluate.verifier_eval import evaluate_verifier, graded_rows, rate_with_verifier
 
     ths = tuple(thresholds) if thresholds else DEFAULT_THRESHOLDS
     for t in ths:
@@ -312,15 +313,20 @@ def eval_verifier_cmd(
     preds = or_fail(load_predictions, file)
     source = "read from the file"
     if run_verifier:
+        # only rows with a human grade are compared: check them before paying for any call
+        to_rate, ungraded = or_fail(graded_rows, preds, points_per_problem=points_per_problem,
+                                    rating_scale=rating_scale, source=str(file))
+        if ungraded:
+            err.print(f"[dim]{ungraded} row(s) without a human grade are not verified[/dim]")
         cfg = opts.config()
         tpl = None
         if opts.templates is not None:
                 tpl = or_fail(load_templates, opts.templates)
 
         async def work(session: Any, progress: Any) -> Any:
-            return await rate_with_verifier(session.client, preds, k=k, templates=tpl)
+            return await rate_with_verifier(session.client, to_rate, k=k, templates=tpl, source=str(file))
 
-        failed = with_session(cfg, opts.run_dir, "eval-verifier", work, f"verifying {len(preds)} proofs x{k}")
+        failed = with_session(cfg, opts.run_dir, "eval-verifier", work, f"verifying {len(to_rate)} proofs x{k}")
         source = f"mean of {k} verifications by {cfg.model}"
     else:
         failed = []
