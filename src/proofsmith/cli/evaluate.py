@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UserError
-from .options import CommonArgs, JsonOpt, load_templates, model_options, or_fail, with_session
+from .options import ColumnOpt, CommonArgs, JsonOpt, load_templates, model_options, or_fail, with_session
 from .output import err, exit_partial, fail, fmt_cell, out, print_json
 from .verification import BatchOpt, DeltaOpt, PolicyOpt, policy_from_options
 
@@ -184,7 +184,7 @@ def _select(problems: list, ids: list[str] | None, limit: int | None) -> list:
 def eval_cmd(
     dataset: Annotated[
         Optional[str],
-        typer.Argument(help="Bundled dataset name (see `proofsmith datasets list`) or a .jsonl/.csv/.json file of problems. Omit with --predictions.", show_default=False),
+        typer.Argument(help="Bundled dataset name (see `proofsmith datasets list`), a .jsonl/.csv/.json/.parquet file of problems, a save_to_disk directory, or hf:NAME[:CONFIG][:SPLIT] (docs/data-formats.md). Omit with --predictions.", show_default=False),
     ] = None,
     predictions: Annotated[
         Optional[Path],
@@ -193,6 +193,7 @@ def eval_cmd(
     pipeline: Annotated[str, typer.Option("--pipeline", help="How to prove each problem: one-shot, refine (sequential self-refinement) or search (pool search).")] = "one-shot",
     ids: Annotated[Optional[list[str]], typer.Option("--id", help="Only these problem ids (repeat, or comma-separated).", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N problems.", show_default=False)] = None,
+    column: ColumnOpt = None,
     k: Annotated[int, typer.Option("--verifications", "-k", min=1, help="Verifications of each final proof (grade = their majority; their mean is reported too).")] = 4,
     reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Also grade with the reference solution and guidelines when the dataset has them (0-7 grade; used as the points).")] = True,
     attempts: Annotated[int, typer.Option("--attempts", min=1, help="refine: maximum attempts per problem.")] = 4,
@@ -223,7 +224,9 @@ def eval_cmd(
     from ..evaluate.datasets import load_dataset
     from ..evaluate.run import run_eval
 
-    problems = or_fail(lambda: _select(load_dataset(dataset), ids, limit))
+    from ..evaluate.external import parse_columns
+
+    problems = or_fail(lambda: _select(load_dataset(dataset, parse_columns(column)), ids, limit))
     cfg = opts.config()
     policy = policy_from_options(verification_policy, delta, batch)
     tpl = None
