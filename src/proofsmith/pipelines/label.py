@@ -295,9 +295,38 @@ def _item(row: Any, where: str, problems: dict[str, Problem] | None) -> LabelInp
     return LabelInput(problem=problem, proof_id=str(pid), proof=proof)
 
 
+def _attempt_rows(row: Any, where: str) -> list[tuple[Any, str]]:
+    """A proof-corpus row with several model proofs of one problem (Open Proof Corpus-like:
+    ``{problem, problem_id?, attempts: [{solution | proof, model_id?, id?}]}``) as one
+    (problem, proof, id) row per attempt; id = ``<problem id>/<model id>/<n>`` unless the
+    attempt has its own. Any other row is returned as it is."""
+    if not isinstance(row, dict) or "attempts" not in row or "proof" in row:
+        return [(row, where)]
+    attempts = row["attempts"]
+    if not isinstance(attempts, list):
+        raise UserError(f"{where}: 'attempts' must be a list of {{solution, model_id}} objects")
+    base = {k: v for k, v in row.items() if k not in ("attempts", "id")}
+    if base.get("problem_id") is None and row.get("id") is not None:
+        base["problem_id"] = row["id"]
+    stmt = base.get("problem")
+    prob_key = str(base.get("problem_id") or (content_id(stmt.strip(), prefix="q-") if isinstance(stmt, str) and stmt.strip() else "problem"))
+    out = []
+    for i, a in enumerate(attempts, 1):
+        w = f"{where}: attempt {i}"
+        if not isinstance(a, dict):
+            raise UserError(f"{w}: expected a JSON object")
+        proof = a.get("solution", a.get("proof"))
+        model = a.get("model_id") or a.get("model") or "model"
+        out.append(({**base, "proof": proof, "id": a.get("id") or f"{prob_key}/{model}/{i}"}, w))
+    return out
+
+
 def read_proofs_file(path: str | Path, problems: list[Problem] | None = None) -> list[LabelInput]:
-    """Proofs to label from a JSONL file ({problem | problem_id, proof, id?} per line), or the
-    JSON of ``proofsmith prove --json`` / ``search --json`` / ``refine --json``."""
+    """Proofs to label (or verify) from a JSONL file ({problem | problem_id, proof, id?} per
+    line), a JSON list of such rows, proof-corpus rows with several model proofs per problem
+    ({problem, problem_id?, attempts: [{solution, model_id}]}, JSON or JSONL; see
+    docs/data-formats.md), or the JSON of ``proofsmith prove --json`` / ``search --json`` /
+    ``refine --json``."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"proofs file not found: {p}")
@@ -318,7 +347,10 @@ def read_proofs_file(path: str | Path, problems: list[Problem] | None = None) ->
         docs = doc.get("problems") if isinstance(doc, dict) and isinstance(doc.get("problems"), list) else [doc]
         for d in docs:
             if isinstance(d, list):
-                items += [_item(r, f"{p}: item {i + 1}", by_id) for i, r in enumerate(d)]
+                items += [_item(r, w, by_id) for i, row in enumerate(d) for r, w in _attempt_rows(row, f"{p}: item {i + 1}")]
+                continue
+            if isinstance(d, dict) and "attempts" in d:  # one proof-corpus problem
+                items += [_item(r, w, by_id) for r, w in _attempt_rows(d, str(p))]
                 continue
             if not isinstance(d, dict) or not isinstance(d.get("problem"), dict):
                 raise UserError(f"{p}: expected JSONL rows or the JSON of `proofsmith prove/search/refine --json`")
@@ -338,7 +370,7 @@ def read_proofs_file(path: str | Path, problems: list[Problem] | None = None) ->
                 raise UserError(f"{p}: JSON has no 'proofs', 'pool' or 'threads' to label")
     else:
         for n, row in jsonl_rows(p, text):
-            items.append(_item(row, f"{p}: line {n}", by_id))
+            items += [_item(r, w, by_id) for r, w in _attempt_rows(row, f"{p}: line {n}")]
     seen: dict[str, int] = {}
     unique = []
     for it in items:  # the same proof listed twice (e.g. prove + search output) is labeled once
