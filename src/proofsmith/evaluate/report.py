@@ -13,12 +13,14 @@ Report document::
                    "grade_source"?, "human_rating"?, "automatic_rating"?, "final_proof_id"?,
                    "proofs": [{"id", "proof", "self_evaluation"?, "self_score"?, "parents": [],
                                "iteration"?, "attempt"?, "usage"?: {...},
+                               "label"?: {"status", "label", "reason"}, "duplicate"?: bool,
                                "verifications": [{"id", "score", "analysis"?, "format_error"?,
-                                                  "meta": [{"id", "score", "analysis"?}]}]}]}],
+                                                  "status"?, "meta": [{"id", "score", "analysis"?}]}]}]}],
      "usage_by_role": {role: {"prompt_tokens", "completion_tokens", "cost", "calls"}},
      "notes": [str]}
 
-The HTML inlines KaTeX 0.16 (JS, CSS and woff2 fonts as data URIs, bundled under
+Proofs, analyses and statements are Markdown with math (:mod:`.markdown`: raw HTML off, math
+elements typeset by KaTeX with trust off). The HTML inlines KaTeX 0.16 (JS, CSS and woff2 fonts as data URIs, bundled under
 ``proofsmith/report/assets/katex``), the matplotlib plots as PNG data URIs, and a small script
 for the problem / score filters and math rendering. Nothing is fetched from the network.
 """
