@@ -294,6 +294,12 @@ def test_verify_batch_input_jsonl_isolates_failures(files):
         assert lines[2]["summary"]["mean_score"] == 0.5
         assert [json.loads(x) for x in out.read_text().splitlines()] == lines
         assert "1 of 3 proofs failed" in p.stderr and "failed: b:" in p.stderr
+        # the run directory makes a complete report: every proof's body and statement
+        from proofsmith.evaluate.report import load_report_input
+
+        doc = load_report_input(files["dir"] / "r")
+        assert sorted(c["proof"] for pr in doc["problems"] for c in pr["proofs"]) == sorted(r["proof"] for r in rows)
+        assert sorted(pr["statement"] for pr in doc["problems"]) == ["Prove A.", "Prove B.", "Prove C."]
         # one run: the same run directory resumes, nothing is asked again for the finished ones
         n_before = len(srv.requests)
         p2 = cli("verify", "--input", str(inp), "-n", "2", "--model", "m", "--base-url", srv.base_url,

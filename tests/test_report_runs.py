@@ -66,6 +66,7 @@ async def test_verify_run_report_has_body_and_statement(make_server, tmp_path):
     problem = Problem(id="beta", statement="Prove the **scripted** claim.")
     body = "Proof P[0123456789] QUALITY=1. A proof given as text."
     async with pipeline_server.client_for(srv, tmp_path / "run", None, max_concurrency=4) as client:
+        roles.remember_proof(client, problem, body)  # as `verify` and `verify --input` do
         vs = await roles.verify(client, problem, body, n=2, templates=TEMPLATES)
     assert len(vs) == 2
     doc = load_report_input(tmp_path / "run")

@@ -47,17 +47,29 @@ def _common(c: Completion, problem: Problem, prefix: str, parsed: Any, about: st
     )
 
 
-def _save(client: LLMClient, records: list, problem: Problem | None = None, proof: Proof | str | None = None) -> None:
-    """Store the answer records, with what a report needs to show them: the problem (its
-    statement) and, for a proof given as text (``verify`` of a file, ``label``), its body."""
+def _save(client: LLMClient, records: list, problem: Problem | None = None) -> None:
+    """Store the answer records, and the problem once (its statement, for reports)."""
     store = getattr(client, "store", None)
     if store is not None:
-        if problem is not None:
+        if problem is not None and store.get("Problem", problem.id) is None:
             store.put(problem)
-        if isinstance(proof, str):
-            store.put(SubmittedProof(id=_proof_id(proof), problem_id=problem.id if problem else "", proof=proof))
         for r in records:
             store.put(r)
+
+
+def remember_proof(client: LLMClient, problem: Problem, proof: str) -> str:
+    """Store a proof given as text (``verify`` of a proof file or ``--input`` rows) as a
+    :class:`SubmittedProof`, so that a report of the run shows its body next to its
+    verifications; returns its id (the verifications' ``proof_id``). ``label`` keeps its
+    proofs in its LabelItem records instead."""
+    pid = _proof_id(proof)
+    store = getattr(client, "store", None)
+    if store is not None:
+        if store.get("Problem", problem.id) is None:
+            store.put(problem)
+        if store.get("SubmittedProof", pid) is None:
+            store.put(SubmittedProof(id=pid, problem_id=problem.id, proof=proof))
+    return pid
 
 
 def proof_text(proof: Proof | str) -> str:
@@ -135,7 +147,7 @@ async def verify(
                 format_error=parsed.format_error,
             )
         )
-    _save(client, out, problem, proof)
+    _save(client, out, problem)
     return out
 
 
@@ -178,7 +190,7 @@ async def meta_verify(
                 format_error=parsed.format_error,
             )
         )
-    _save(client, out, problem, proof)
+    _save(client, out, problem)
     return out
 
 

@@ -82,6 +82,7 @@ def verify(
     cfg = opts.config()
 
     async def work(s: Session, progress) -> list:
+        roles.remember_proof(s.client, problem, proof)
         return await roles.verify(s.client, problem, proof, n=samples, templates=tpl), s.client.usage
 
     vs, spent = with_session(cfg, opts.run_dir, "verify", work, f"verifying a proof of {problem.id}")
@@ -111,6 +112,7 @@ def _verify_batch(input_file: Path, output: Optional[Path], samples: int, opts: 
 
         async def one(it) -> list:
             nonlocal done
+            roles.remember_proof(s.client, it.problem, it.proof)
             vs = await roles.verify(s.client, it.problem, it.proof, n=samples, templates=tpl)
             done += 1
             progress.items(done, len(items))
