@@ -241,3 +241,83 @@ def test_old_flag_names_are_hidden_aliases(cmd, old):
     assert "--verifications" in help_text and f"{old} " not in help_text
     r = CliRunner().invoke(app, [*cmd, "x.md", old, "-1"])
     assert r.exit_code == 2 and "No such option" not in r.output and old in r.output
+
+
+# model text that rich would alter: an emoji code, tabs, something that looks like markup
+ODD = "Ratio (a:b:c) = (1:2:3), :smile: and [bold]x[/bold]\tcol\t\tend"
+
+
+@pytest.mark.parametrize("cmd", ["prove", "verify", "meta-verify"])
+def test_markdown_output_shows_model_text_verbatim(files, cmd):
+    gen = GEN_ANSWER.replace("The argument is complete.", ODD).replace("Then n^2", ODD + "\nThen n^2")
+    ver = VER_ANSWER.replace("The proof is correct", ODD + "\nThe proof is correct")
+    meta = META_ANSWER.replace("The issue named", ODD + "\nThe issue named")
+    srv = ScriptedServer(default="unscripted")
+    srv.route("solution evaluation", meta)
+    srv.route(lambda r: "## Self Evaluation" in r.prompt and "Let n = 2k+1" not in r.prompt, gen)
+    srv.route("Let n = 2k+1", ver)
+    srv.start()
+    try:
+        args = {"prove": [str(files["problem"])],
+                "verify": [str(files["problem"]), str(files["proof"]), "--solution-only"],
+                "meta-verify": [str(files["problem"]), str(files["proof"]), str(files["analysis"]), "--solution-only"]}[cmd]
+        p = cli(cmd, *args, "--model", "m", "--base-url", srv.base_url, "--run-dir", str(files["dir"] / "r"))
+        assert p.returncode == 0, p.stderr
+        assert ODD in p.stdout, p.stdout
+        assert p.stdout.count(ODD) == (2 if cmd == "prove" else 1)
+    finally:
+        srv.stop()
+
+
+def test_verify_batch_input_jsonl_isolates_failures(files):
+    from scripted_server import Reply
+
+    rows = [
+        {"problem": "Prove A.", "proof": "Let n = 2k+1. Proof of A.", "id": "a"},
+        {"problem": "Prove B.", "proof": "Let n = 2k+1. Proof of B (too long).", "id": "b"},
+        {"problem_id": "C", "problem": "Prove C.", "proof": "Let n = 2k+1. Proof of C."},
+    ]
+    inp = files["dir"] / "proofs.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    srv = ScriptedServer(default="unscripted")
+    srv.route("too long", Reply.err(400, "prompt too long for the context"))
+    srv.route("Let n = 2k+1", VER_ANSWER)
+    srv.start()
+    try:
+        out = files["dir"] / "out.jsonl"
+        p = cli("verify", "--input", str(inp), "-n", "2", "--model", "m", "--base-url", srv.base_url,
+                "--run-dir", str(files["dir"] / "r"), "--output", str(out))
+        assert p.returncode == 3, p.stderr
+        lines = [json.loads(x) for x in p.stdout.splitlines()]
+        assert [r["id"] for r in lines] == ["a", "b", lines[2]["id"]] and lines[2]["problem_id"] == "C"
+        assert lines[0]["summary"] == {"valid": 2, "mean_score": 0.5} and len(lines[0]["verifications"]) == 2
+        assert "error" in lines[1] and "too long" in lines[1]["error"] and "verifications" not in lines[1]
+        assert lines[2]["summary"]["mean_score"] == 0.5
+        assert [json.loads(x) for x in out.read_text().splitlines()] == lines
+        assert "1 of 3 proofs failed" in p.stderr and "failed: b:" in p.stderr
+        # the run directory makes a complete report: every proof's body and statement
+        from proofsmith.evaluate.report import load_report_input
+
+        doc = load_report_input(files["dir"] / "r")
+        assert sorted(c["proof"] for pr in doc["problems"] for c in pr["proofs"]) == sorted(r["proof"] for r in rows)
+        assert sorted(pr["statement"] for pr in doc["problems"]) == ["Prove A.", "Prove B.", "Prove C."]
+        # one run: the same run directory resumes, nothing is asked again for the finished ones
+        n_before = len(srv.requests)
+        p2 = cli("verify", "--input", str(inp), "-n", "2", "--model", "m", "--base-url", srv.base_url,
+                 "--run-dir", str(files["dir"] / "r"))
+        assert p2.returncode == 3
+        assert [json.loads(x) for x in p2.stdout.splitlines()][0]["verifications"] == lines[0]["verifications"]
+        assert len(srv.requests) - n_before <= 2  # only the failed proof was asked again (+ a retry at most)
+    finally:
+        srv.stop()
+
+
+def test_verify_batch_bad_input_is_one_line(files):
+    bad = files["dir"] / "bad.jsonl"
+    bad.write_text('{"problem": "x", "proof": "y"}\n{"problem": "x"}\n')
+    p = cli("verify", "--input", str(bad), "--model", "m", "--base-url", "http://127.0.0.1:9/v1")
+    assert_one_line_error(p, "line 2", "proof")
+    p = cli("verify", str(files["problem"]), "--input", str(bad), "--model", "m", "--base-url", "http://127.0.0.1:9/v1")
+    assert_one_line_error(p, "not both")
+    p = cli("verify", str(files["problem"]), "--model", "m", "--base-url", "http://127.0.0.1:9/v1")
+    assert_one_line_error(p, "--input")

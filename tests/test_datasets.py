@@ -149,3 +149,17 @@ def test_cli_datasets_list_and_show():
     r = runner.invoke(app, ["datasets", "show", "imo2025", "9"])
     assert r.exit_code == 1
     assert "no problem '9' in imo2025" in r.stderr
+
+
+def test_json_problem_files_use_their_own_id(tmp_path):
+    from proofsmith.inputs import read_problem
+
+    for folder, pid in (("USAMO", "USAMO-2016-3"), ("BMOSL", "BMOSL-2016-3")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "2016_3.json").write_text(json.dumps({"problem_id": pid, "problem": "Show it."}))
+    ids = {read_problem(tmp_path / f / "2016_3.json").id for f in ("USAMO", "BMOSL")}
+    assert ids == {"USAMO-2016-3", "BMOSL-2016-3"}
+    (tmp_path / "a.json").write_text(json.dumps({"id": 17, "problem": "x"}))
+    assert read_problem(tmp_path / "a.json").id == "17"
+    (tmp_path / "b.json").write_text(json.dumps({"problem": "x", "problem_id": ""}))
+    assert read_problem(tmp_path / "b.json").id == "b"

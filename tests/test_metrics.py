@@ -161,11 +161,13 @@ def test_eval_verifier_on_released_format_fixture():
     t = {x["threshold"]: x for x in m["thresholds"]}
     assert (t[1.0]["tp"], t[1.0]["fp"], t[1.0]["tn"], t[1.0]["fn"]) == (16, 2, 12, 0)
     assert t[1.0]["false_positive_rate"] == pytest.approx(2 / 14)
+    assert m["auto_1_human_0"] == 2  # the paper's count: automatic 1.0 with human 0
     assert m["mae"] == pytest.approx((3 * abs(0.75 - 6 / 7) + 2 * 1.0) / 30)
     assert {p["metric"] for p in doc["reference_points"]} >= {"pearson", "accuracy", "mae_7"}
     r = CliRunner().invoke(_app(), ["eval-verifier", str(DATA / "released-ProofBench-Advanced.jsonl")])
     assert r.exit_code == 0
     assert "ProofAutoGrader: Pearson 0.87 (IMO-ProofBench advanced)" in r.stdout
+    assert "automatic 1.0 with human 0 (the paper's count): 2 of 30 proofs" in r.stdout
     assert "ProofGrader: MAE on 0-7 0.926" in r.stdout and "human agreement: accuracy 0.904" in r.stdout
     assert "OPC-R1-8B: accuracy 0.881" in r.stdout and "Gemini 2.5 Pro (maj@5): accuracy 0.881" in r.stdout
 
@@ -194,3 +196,34 @@ def test_eval_verifier_needs_automatic_ratings(tmp_path):
     r = CliRunner().invoke(_app(), ["eval-verifier", str(f)])
     assert r.exit_code == 1
     assert "no automatic rating" in r.stderr and "--run-verifier" in r.stderr
+
+
+def test_auto_1_human_0_counts_only_exact_ones():
+    m = verifier_metrics([1.0, 0.75, 1.0, 1.0, 0.0], [0.0, 0.0, 1 / 7, 0.0, 0.0])
+    assert m["auto_1_human_0"] == 2
+
+
+def test_run_verifier_checks_human_grades_before_any_call(tmp_path):
+    from scripted_server import ScriptedServer
+
+    VER = "Here is my evaluation of the solution:\nFine.\n\nBased on my evaluation, the final overall score should be: \\boxed{1}"
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"problem_id": "A", "problem": "Show A.", "proof": "proof of A"}) + "\n")
+    with ScriptedServer(default=VER) as srv:
+        args = ["--run-verifier", "-k", "2", "--model", "m", "--base-url", srv.base_url, "--run-dir", str(tmp_path / "r")]
+        r = CliRunner().invoke(_app(), ["eval-verifier", str(f), *args])
+        assert r.exit_code == 1 and "no row has a human grade" in r.stderr and str(f) in r.stderr
+        assert [q for q in srv.requests if "proof of" in json.dumps(q.body)] == []  # nothing paid for
+        # a graded row without a problem statement: the error names the file and the row, before any call
+        f.write_text(json.dumps({"problem_id": "B", "proof": "proof of B", "human_grade": 7}) + "\n")
+        r = CliRunner().invoke(_app(), ["eval-verifier", str(f), *args])
+        assert r.exit_code == 1 and f"{f}: row 1 (B): no problem statement" in r.stderr, r.stderr
+        assert [q for q in srv.requests if "proof of" in json.dumps(q.body)] == []
+        # ungraded rows are not verified (they would be skipped anyway)
+        f.write_text(json.dumps({"problem_id": "A", "problem": "Show A.", "proof": "proof of A", "human_grade": 7}) + "\n"
+                     + json.dumps({"problem_id": "C", "problem": "Show C.", "proof": "proof of C"}) + "\n")
+        r = CliRunner().invoke(_app(), ["eval-verifier", str(f), *args, "--json"])
+        assert r.exit_code == 0, r.output
+        sent = [json.dumps(q.body) for q in srv.requests]
+        assert any("proof of A" in b for b in sent) and not any("proof of C" in b for b in sent)
+        assert json.loads(r.stdout[r.stdout.index("{"):])["metrics"]["n"] == 1

@@ -224,3 +224,35 @@ def test_label_cli_dispatch_and_import(server, tmp_path, flag):
     # nothing was changed: the whole file is checked first
     labels = [json.loads(x) for x in (run / "labels" / "labels.jsonl").read_text().splitlines()]
     assert {x["proof_id"]: x["label"] for x in labels}["lonely"] == 0.5
+
+
+def test_read_proof_corpus_shapes(tmp_path):
+    """Open Proof Corpus-like files (a problem with several model proofs) are label / verify
+    input as they are: one item per attempt, ids <problem id>/<model>/<n>."""
+    corpus = [
+        {"problem_id": "USAMO-2016-3", "problem": "Prove X.", "attempts": [
+            {"solution": "First proof.", "model_id": "m-a", "grade": 1},
+            {"solution": "Second proof.", "model_id": "m-b"}]},
+        {"id": "BMOSL-2016-3", "problem": "Prove Y.", "attempts": [{"solution": "Third proof.", "model_id": "m-a"}]},
+    ]
+    f = tmp_path / "opc.json"
+    f.write_text(json.dumps(corpus))
+    items = read_proofs_file(f)
+    assert [(i.proof_id, i.problem.id, i.problem.statement, i.proof) for i in items] == [
+        ("USAMO-2016-3/m-a/1", "USAMO-2016-3", "Prove X.", "First proof."),
+        ("USAMO-2016-3/m-b/2", "USAMO-2016-3", "Prove X.", "Second proof."),
+        ("BMOSL-2016-3/m-a/1", "BMOSL-2016-3", "Prove Y.", "Third proof."),
+    ]
+    g = tmp_path / "opc.jsonl"
+    g.write_text("".join(json.dumps(r) + "\n" for r in corpus))
+    assert [i.proof_id for i in read_proofs_file(g)] == [i.proof_id for i in items]
+    h = tmp_path / "one.json"
+    h.write_text(json.dumps(corpus[0]))
+    assert len(read_proofs_file(h)) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"problem": "P", "attempts": [{"model_id": "x"}]}) + "\n")
+    with pytest.raises(UserError, match="bad.jsonl: line 1: attempt 1: missing or empty 'proof'"):
+        read_proofs_file(bad)
+    bad.write_text(json.dumps({"problem": "P", "attempts": "nope"}) + "\n")
+    with pytest.raises(UserError, match="line 1: 'attempts' must be a list"):
+        read_proofs_file(bad)

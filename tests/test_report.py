@@ -82,7 +82,7 @@ def test_report_from_run_dir(tmp_path):
     html = out.read_text()
     assert "Refinement lineage" in html and 'href="#proof-p-gc"' in html and "also from p-root" in html
     assert "Score by iteration" in html and "Tokens per stage" in html and html.count("data:image/png;base64,") >= 3
-    assert "renderMathInElement" in html and "data:font/woff2;base64," in html
+    assert "katex.render(" in html and "data:font/woff2;base64," in html
     # offline: no external fetches (links to docs are fine, sources are not)
     assert 'src="http' not in html and "href=\"http" not in html and "@import" not in html
 

@@ -274,7 +274,8 @@ def read_problems_file(path: str | Path) -> list[Problem]:
 
 
 def read_problem(path: str | Path) -> Problem:
-    """A problem from a text/Markdown file (the statement) or a JSON file ({"id", "problem"})."""
+    """A problem from a text/Markdown file (the statement; id = the file name) or a JSON file
+    ({"problem", "problem_id" | "id"}; id = its own field, else the file name)."""
     p = Path(path)
     text = read_text(p, "problem")
     if not text.strip():
@@ -296,13 +297,23 @@ def read_problem(path: str | Path) -> Problem:
         if pid is not None and (isinstance(pid, bool) or not isinstance(pid, (str, int))):
             raise UserError(f"{p}: field 'id': expected text or an integer, got {type(pid).__name__}")
         return Problem(
-            id=str(pid).strip() if pid is not None and str(pid).strip() else p.stem,
+            id=_json_problem_id(doc, p),
             statement=statement.strip(),
             reference_solution=doc.get("reference_solution") or doc.get("solution"),
             grading_guidelines=doc.get("grading_guidelines"),
             source=doc.get("source"),
         )
     return Problem(id=p.stem, statement=text.strip())
+
+
+def _json_problem_id(doc: dict, p: Path) -> str:
+    """A JSON problem file's own id (``problem_id``, else ``id``), else the file name: files
+    from different folders (``USAMO/2016_3.json``, ``BMOSL/2016_3.json``) keep distinct ids."""
+    for key in ("problem_id", "id"):
+        v = doc.get(key)
+        if v is not None and not isinstance(v, (dict, list, bool)) and str(v).strip():
+            return _to_text(v)
+    return p.stem
 
 
 def read_text_file(path: str | Path, what: str) -> str:

@@ -131,6 +131,15 @@ class _Answer(Record):
     usage: Usage = Field(default_factory=Usage)
 
 
+class SubmittedProof(Record):
+    """A proof given as text (``verify`` of a proof file, ``label`` input), stored so that a
+    report shows its body next to its verifications (id = the verifications' ``proof_id``)."""
+
+    id: str
+    problem_id: str
+    proof: str
+
+
 class Proof(_Answer):
     """A generator answer: the proof body and its self-evaluation.
 

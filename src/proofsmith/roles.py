@@ -18,7 +18,7 @@ from typing import Any
 from .llm.client import LLMClient
 from .parse import parse_generation, parse_meta_verification, parse_verification
 from .prompts import Templates, render_candidates
-from .records import Completion, MetaVerification, Problem, Proof, Verification, content_id
+from .records import Completion, MetaVerification, Problem, Proof, SubmittedProof, Verification, content_id
 
 
 def _messages(prompt: str) -> list[dict[str, str]]:
@@ -47,11 +47,29 @@ def _common(c: Completion, problem: Problem, prefix: str, parsed: Any, about: st
     )
 
 
-def _save(client: LLMClient, records: list) -> None:
+def _save(client: LLMClient, records: list, problem: Problem | None = None) -> None:
+    """Store the answer records, and the problem once (its statement, for reports)."""
     store = getattr(client, "store", None)
     if store is not None:
+        if problem is not None and store.get("Problem", problem.id) is None:
+            store.put(problem)
         for r in records:
             store.put(r)
+
+
+def remember_proof(client: LLMClient, problem: Problem, proof: str) -> str:
+    """Store a proof given as text (``verify`` of a proof file or ``--input`` rows) as a
+    :class:`SubmittedProof`, so that a report of the run shows its body next to its
+    verifications; returns its id (the verifications' ``proof_id``). ``label`` keeps its
+    proofs in its LabelItem records instead."""
+    pid = _proof_id(proof)
+    store = getattr(client, "store", None)
+    if store is not None:
+        if store.get("Problem", problem.id) is None:
+            store.put(problem)
+        if store.get("SubmittedProof", pid) is None:
+            store.put(SubmittedProof(id=pid, problem_id=problem.id, proof=proof))
+    return pid
 
 
 def proof_text(proof: Proof | str) -> str:
@@ -93,7 +111,7 @@ async def generate(
     prompt = _templates(templates).render("generate", problem=problem.statement)
     comps = await client.complete(_messages(prompt), n=n, role="generate", **params)
     out = [_to_proof(problem, c) for c in comps]
-    _save(client, out)
+    _save(client, out, problem)
     return out
 
 
@@ -129,7 +147,7 @@ async def verify(
                 format_error=parsed.format_error,
             )
         )
-    _save(client, out)
+    _save(client, out, problem)
     return out
 
 
@@ -172,7 +190,7 @@ async def meta_verify(
                 format_error=parsed.format_error,
             )
         )
-    _save(client, out)
+    _save(client, out, problem)
     return out
 
 
@@ -206,7 +224,7 @@ async def refine(
         iteration=iteration,
     )
     out = [_to_proof(problem, c, **lineage) for c in comps]
-    _save(client, out)
+    _save(client, out, problem)
     return out
 
 
@@ -228,5 +246,5 @@ async def refine_from_self(
     prompt = _templates(templates).render("refine", problem=problem.statement, previous=block)
     comps = (await client.complete(_messages(prompt), n=start + n, role="refine", **params))[start:]
     out = [_to_proof(problem, c, parents=[previous.id], attempt=attempt) for c in comps]
-    _save(client, out)
+    _save(client, out, problem)
     return out

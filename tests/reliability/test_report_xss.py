@@ -145,12 +145,14 @@ class _Collect(HTMLParser):
 
 ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "script", "body", "header", "h1", "h2", "h4", "div",
                 "main", "ul", "li", "figure", "img", "figcaption", "label", "input", "span", "table", "thead",
-                "tr", "th", "tbody", "td", "a", "section", "code", "b", "details", "summary"}
+                "tr", "th", "tbody", "td", "a", "section", "code", "b", "details", "summary",
+                # Markdown of model / data text (raw HTML off in the parser)
+                "p", "strong", "em", "u", "h3", "h5", "h6", "blockquote", "hr", "pre", "ol", "br", "s"}
 
 
 def assert_inert(html: str) -> None:
     """No element or attribute from data: only the page's own tags, no event handlers, no
-    script but the page's own (3, no src), images only data:image/png, links only #anchors,
+    script but the page's own (2, no src), images only data:image/png, links only #anchors,
     and the CSP meta is the first element after the charset."""
     c = _Collect()
     c.feed(html)
@@ -162,7 +164,7 @@ def assert_inert(html: str) -> None:
                 assert (value or "").startswith(("#", "data:image/png;base64,")), (tag, attrs)
         if tag == "meta" and "http-equiv" in attrs:
             assert attrs["http-equiv"] == "Content-Security-Policy", attrs
-    assert [t for t, _ in c.tags].count("script") == 3
+    assert [t for t, _ in c.tags].count("script") == 2  # KaTeX and the page script
     assert all("src" not in a for t, a in c.tags if t == "script")
     assert [t for t, _ in c.tags[:4]] == ["html", "head", "meta", "meta"] and "charset" in c.tags[2][1]
     assert c.tags[3][1].get("http-equiv") == "Content-Security-Policy"
@@ -365,3 +367,85 @@ def test_csp_blocks_markup_that_would_slip_through(tmp_path):
         assert driver.execute_script("return window.__xss") == 1
     finally:
         driver.quit()
+
+
+MD_PROOF = """### Solution
+
+**Step 1.** By \\textbf{AM-GM}, \\emph{for all} $a_1 * b_2 \\ge 0$ and \\(x_i * y_j\\).\\medskip
+
+$$\\sum_{i=1}^n a_i^2 \\ge 0$$
+
+---
+
+> A quoted remark with \\[ f(2x) = 2f(x) \\]
+
+[a](javascript:window.__xss=11) [b](jav&#x61;script:window.__xss=12) [c](<javascript:window.__xss=13>)
+<javascript:window.__xss=14> [d][ref] [e](JAVASCRIPT:window.__xss=16) [f](vbscript:x) [g](data:text/html,<script>window.__xss=17</script>)
+<img src=x onerror="window.__xss=18"> ![svg](data:image/svg+xml;base64,PHN2ZyBvbmxvYWQ9IndpbmRvdy5fX3hzcz0xOSI+)
+![remote](REMOTE/remote.png) [ok](https://example.org/x)
+
+[ref]: javascript:window.__xss=15
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                    reason="chromium/chromedriver not installed (run scripts/install_browser.sh)")
+def test_markdown_renders_and_markdown_payloads_do_not_run(tmp_path):
+    """Markdown and math render; links to javascript:/vbscript:/data: pages are not links; an
+    image from the data never loads from the network (a loopback server sees no request)."""
+    pytest.importorskip("selenium", reason="pip install selenium==4.51.0")
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    doc = report_document()
+    text = MD_PROOF.replace("REMOTE", f"http://127.0.0.1:{srv.server_address[1]}")
+    doc["problems"][0]["proofs"][0]["proof"] = text
+    doc["problems"][0]["statement"] = "Show that **this** holds for $n \\ge 1$."
+    out = tmp_path / "md.html"
+    out.write_text(render_html(doc, plots=[]))
+    driver = _driver(tmp_path)
+    try:
+        driver.get(out.as_uri())
+        deadline = time.time() + 30
+        while driver.execute_script("return document.body.getAttribute('data-math')") != "done":
+            assert time.time() < deadline, "the page's own script did not run"
+            time.sleep(0.1)
+        _settle(driver)
+        q = "return document.querySelectorAll(arguments[0]).length"
+        pt = ".proof-card.final .proof-text "
+        assert driver.execute_script(q, pt + "h3") == 1
+        assert driver.execute_script(q, pt + "strong") == 2  # **Step 1.** and \textbf{AM-GM}
+        assert driver.execute_script(q, pt + "em") == 1
+        assert driver.execute_script(q, pt + "hr") == 1 and driver.execute_script(q, pt + "blockquote") == 1
+        assert driver.execute_script(q, pt + ".katex") == 4 and driver.execute_script(q, pt + ".katex-display") == 2
+        assert driver.execute_script(q, ".statement strong") == 1 and driver.execute_script(q, ".statement .katex") == 1
+        assert driver.execute_script(q, ".katex-error") == 0
+        text_shown = driver.execute_script("return document.querySelector(arguments[0]).innerText", pt.strip())
+        for raw in ("**", "###", "\\textbf", "\\emph", "\\medskip", "$$", "\\("):
+            assert raw not in text_shown, raw
+        hrefs = driver.execute_script("return Array.from(document.querySelectorAll('.md a')).map(a => a.getAttribute('href'))")
+        assert hrefs == ["https://example.org/x"], hrefs
+        srcs = driver.execute_script("return Array.from(document.querySelectorAll('.md img')).map(i => i.getAttribute('src'))")
+        assert len(srcs) == 1 and srcs[0].startswith("http://127.0.0.1"), srcs  # only the remote one is an image ...
+        assert driver.execute_script("return Array.from(document.querySelectorAll('.md img')).every(i => i.naturalWidth === 0)")
+        assert hits == []  # ... and the policy kept it from loading
+        logs = " ".join(e["message"] for e in driver.get_log("browser"))
+        assert 'remote.png\' violates the following Content Security Policy directive: "img-src data:"' in logs
+        assert driver.execute_script("return window.__xss === undefined")
+    finally:
+        driver.quit()
+        srv.shutdown()

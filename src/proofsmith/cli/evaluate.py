@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from ..errors import UserError
-from .options import CommonArgs, JsonOpt, load_templates, model_options, or_fail, with_session
-from .output import exit_partial, fail, fmt_cell, out, print_json
+from .options import ColumnOpt, CommonArgs, JsonOpt, load_templates, model_options, or_fail, with_session
+from .output import err, exit_partial, fail, fmt_cell, out, print_json
 from .verification import BatchOpt, DeltaOpt, PolicyOpt, policy_from_options
 
 __all__ = ["register"]
@@ -184,7 +184,7 @@ def _select(problems: list, ids: list[str] | None, limit: int | None) -> list:
 def eval_cmd(
     dataset: Annotated[
         Optional[str],
-        typer.Argument(help="Bundled dataset name (see `proofsmith datasets list`) or a .jsonl/.csv/.json file of problems. Omit with --predictions.", show_default=False),
+        typer.Argument(help="Bundled dataset name (see `proofsmith datasets list`), a .jsonl/.csv/.json/.parquet file of problems, a save_to_disk directory, or hf:NAME[:CONFIG][:SPLIT] (docs/data-formats.md). Omit with --predictions.", show_default=False),
     ] = None,
     predictions: Annotated[
         Optional[Path],
@@ -193,6 +193,7 @@ def eval_cmd(
     pipeline: Annotated[str, typer.Option("--pipeline", help="How to prove each problem: one-shot, refine (sequential self-refinement) or search (pool search).")] = "one-shot",
     ids: Annotated[Optional[list[str]], typer.Option("--id", help="Only these problem ids (repeat, or comma-separated).", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N problems.", show_default=False)] = None,
+    column: ColumnOpt = None,
     k: Annotated[int, typer.Option("--verifications", "-k", min=1, help="Verifications of each final proof (grade = their majority; their mean is reported too).")] = 4,
     reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Also grade with the reference solution and guidelines when the dataset has them (0-7 grade; used as the points).")] = True,
     attempts: Annotated[int, typer.Option("--attempts", min=1, help="refine: maximum attempts per problem.")] = 4,
@@ -223,7 +224,9 @@ def eval_cmd(
     from ..evaluate.datasets import load_dataset
     from ..evaluate.run import run_eval
 
-    problems = or_fail(lambda: _select(load_dataset(dataset), ids, limit))
+    from ..evaluate.external import parse_columns
+
+    problems = or_fail(lambda: _select(load_dataset(dataset, parse_columns(column)), ids, limit))
     cfg = opts.config()
     policy = policy_from_options(verification_policy, delta, batch)
     tpl = None
@@ -278,6 +281,7 @@ def _print_verifier(doc: dict[str, Any]) -> None:
     for label, counts in zip(c["row_labels"], c["counts"]):
         ct.add_row(fmt_cell(label), *[str(x) for x in counts])
     out.print(ct)
+    out.print(f"automatic 1.0 with human 0 (the paper's count): {m.get('auto_1_human_0', 0)} of {m['n']} proofs")
     out.print("published reference points (their own data sets; for orientation):")
     names = {"mae_7": "MAE on 0-7", "pearson": "Pearson", "accuracy": "accuracy"}
     for r in REFERENCE_POINTS:
@@ -303,7 +307,7 @@ def eval_verifier_cmd(
     """
     from ..evaluate.metrics import DEFAULT_THRESHOLDS
     from ..evaluate.predictions import load_predictions
-    from ..evaluate.verifier_eval import evaluate_verifier, rate_with_verifier
+    from ..evaluate.verifier_eval import evaluate_verifier, graded_rows, rate_with_verifier
 
     ths = tuple(thresholds) if thresholds else DEFAULT_THRESHOLDS
     for t in ths:
@@ -312,15 +316,20 @@ def eval_verifier_cmd(
     preds = or_fail(load_predictions, file)
     source = "read from the file"
     if run_verifier:
+        # only rows with a human grade are compared: check them before paying for any call
+        to_rate, ungraded = or_fail(graded_rows, preds, points_per_problem=points_per_problem,
+                                    rating_scale=rating_scale, source=str(file))
+        if ungraded:
+            err.print(f"[dim]{ungraded} row(s) without a human grade are not verified[/dim]")
         cfg = opts.config()
         tpl = None
         if opts.templates is not None:
                 tpl = or_fail(load_templates, opts.templates)
 
         async def work(session: Any, progress: Any) -> Any:
-            return await rate_with_verifier(session.client, preds, k=k, templates=tpl)
+            return await rate_with_verifier(session.client, to_rate, k=k, templates=tpl, source=str(file))
 
-        failed = with_session(cfg, opts.run_dir, "eval-verifier", work, f"verifying {len(preds)} proofs x{k}")
+        failed = with_session(cfg, opts.run_dir, "eval-verifier", work, f"verifying {len(to_rate)} proofs x{k}")
         source = f"mean of {k} verifications by {cfg.model}"
     else:
         failed = []

@@ -319,7 +319,15 @@ ProblemsOpt = Annotated[
 ]
 DatasetOpt = Annotated[
     Optional[str],
-    typer.Option("--dataset", help="A bundled benchmark by name (see `proofsmith datasets`), or a data set file.", show_default=False),
+    typer.Option("--dataset", help="A bundled benchmark by name (see `proofsmith datasets`), a data set file (.jsonl/.json/.csv/.parquet), "
+                                   "a directory saved with `datasets` save_to_disk, or a Hugging Face data set hf:NAME[:CONFIG][:SPLIT] "
+                                   "(needs the `datasets` package). See docs/data-formats.md.", show_default=False),
+]
+ColumnOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--column", help="Column mapping for --problems / --dataset: FIELD=COLUMN, FIELD one of problem, id, "
+                                  "reference_solution, grading_guidelines (repeat, or comma-separated; e.g. "
+                                  "--column problem=question --column id=uid).", show_default=False),
 ]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N problems.", show_default=False)]
 
@@ -330,11 +338,13 @@ def problems_from_options(
     dataset: str | None = None,
     limit: int | None = None,
     required: bool = True,
+    columns: list[str] | None = None,
 ) -> list[Problem]:
     """The problems of a command: exactly one of PROBLEM_FILE, --problems, --dataset (none at
     all is an error when ``required``, else no problems). :class:`UserError` otherwise."""
     from ..evaluate.datasets import load_dataset
-    from ..inputs import read_problem, read_problems_file
+    from ..evaluate.external import apply_columns, parse_columns
+    from ..inputs import problems_from_rows, read_problem, read_problems_file, read_rows
 
     given = [x for x in (problem_file, problems, dataset) if x is not None]
     if len(given) > 1:
@@ -346,9 +356,15 @@ def problems_from_options(
     if problem_file is not None:
         out = [read_problem(problem_file)]
     elif problems is not None:
-        out = read_problems_file(problems)
+        mapping = parse_columns(columns)
+        if mapping:
+            p = Path(problems)
+            rows, unit = read_rows(p, "problems")
+            out = problems_from_rows(p, apply_columns(rows, mapping, str(p)), unit, dataset=p.stem, default_ids=True)
+        else:
+            out = read_problems_file(problems)
     else:
-        out = list(load_dataset(dataset))  # type: ignore[arg-type]
+        out = list(load_dataset(dataset, parse_columns(columns)))  # type: ignore[arg-type]
     if limit is not None:
         if limit < 1:
             raise UserError("--limit must be a positive integer")

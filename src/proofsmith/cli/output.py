@@ -12,8 +12,16 @@ from rich.markup import escape
 
 from ..records import Usage
 
-out = Console(highlight=False, soft_wrap=True)  # stdout: results (Markdown / tables)
-err = Console(stderr=True, highlight=False)  # stderr: progress, warnings, errors
+out = Console(highlight=False, soft_wrap=True, emoji=False)  # stdout: results (Markdown / tables)
+err = Console(stderr=True, highlight=False, emoji=False)  # stderr: progress, warnings, errors
+
+
+def print_verbatim(text: str) -> None:
+    """Model or user text on stdout exactly as it is: not through rich, which would turn
+    ``(a:b:c)`` into an emoji code, expand tabs, or read ``[b]`` as markup."""
+    out.file.flush()
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
 
 
 EXIT_PARTIAL = 3
@@ -67,7 +75,7 @@ def print_scored(title: str, items: list) -> None:
         out.print(f"## {title} {i}  (score: {score})\n")
         if v.format_error:
             out.print(f"_format error: {escape(v.format_error)}_\n")
-        out.print((v.raw or "").strip() + "\n", markup=False)
+        print_verbatim((v.raw or "").strip() + "\n")
 
 
 def print_usage(records: list, spent: Usage | None = None) -> None:

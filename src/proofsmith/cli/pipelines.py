@@ -25,10 +25,10 @@ from ..llm.config import Budget
 from ..records import Usage
 from ..session import Session
 from .options import (
-    CommonArgs, DatasetOpt, JsonOpt, LimitOpt, ProblemArg, ProblemsOpt,
+    ColumnOpt, CommonArgs, DatasetOpt, JsonOpt, LimitOpt, ProblemArg, ProblemsOpt,
     budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, with_session,
 )
-from .output import err, exit_partial, fmt_score, out, print_json, print_usage
+from .output import err, exit_partial, fmt_score, out, print_json, print_usage, print_verbatim
 from .verification import BatchOpt, DeltaOpt, EpsilonOpt, PolicyOpt, policy_from_options
 
 
@@ -81,6 +81,7 @@ def refine_cmd(
     problems: ProblemsOpt = None,
     dataset: DatasetOpt = None,
     limit: LimitOpt = None,
+    column: ColumnOpt = None,
     threads: Annotated[int, typer.Option("--threads", "-k", min=1, help="Independent threads K per problem.")] = 4,
     max_attempts: Annotated[int, typer.Option("--max-attempts", "-t", min=1, help="Answers per thread T, the first generation included.")] = 4,
     verifications: Annotated[int, typer.Option("--verifications", min=0, help="Verifications N of each final proof (majority grade) for pass@1 and best@K; 0 = do not grade.")] = 0,
@@ -93,7 +94,7 @@ def refine_cmd(
     """
     from ..pipelines.refine import RefineConfig, run_refine_many
 
-    probs = or_fail(problems_from_options, problem_file, problems, dataset, limit)
+    probs = or_fail(problems_from_options, problem_file, problems, dataset, limit, columns=column)
     n_verifications = verifications if grade_samples is None else grade_samples
     cfg = or_fail(lambda: RefineConfig(threads=threads, max_attempts=max_attempts, grade_samples=n_verifications))
     tpl = or_fail(load_templates, opts.templates)
@@ -110,7 +111,7 @@ def refine_cmd(
             out.print(f"- thread {t.index}: self-scores {scores} ({t.stopped}{g})")
         if r.selected is not None:
             out.print(f"\n## Selected (best@K by self-score): thread {r.selected_thread}, self-score {fmt_score(r.selected.self_score)}\n")
-            out.print((r.selected.proof or "") + "\n", markup=False)
+            print_verbatim((r.selected.proof or "") + "\n")
         else:
             out.print("\n_no thread produced a proof with a body_\n")
         if r.pass_at_1 is not None:
@@ -130,6 +131,7 @@ def search_cmd(
     problems: ProblemsOpt = None,
     dataset: DatasetOpt = None,
     limit: LimitOpt = None,
+    column: ColumnOpt = None,
     preset: Annotated[str, typer.Option("--preset", help="small (minutes on the embedded model), paper (64x64, top 64 x 8 analyses, 16 iterations) or release (128 initial, top 32 x 4, <= 4 analyses per score level).")] = "small",
     initial_proofs: Annotated[Optional[int], typer.Option("--initial-proofs", min=1, help="Proofs in the initial pool.", show_default=False)] = None,
     verifications: Annotated[Optional[int], typer.Option("--verifications", min=1, help="Verifications per proof.", show_default=False)] = None,
@@ -152,7 +154,7 @@ def search_cmd(
     """
     from ..pipelines.search import SearchConfig, run_search_many
 
-    probs = or_fail(problems_from_options, problem_file, problems, dataset, limit)
+    probs = or_fail(problems_from_options, problem_file, problems, dataset, limit, columns=column)
     overrides = dict(initial_proofs=initial_proofs, verifications=verifications, refine_top=refine_top,
                      analyses=analyses, refinements_per_proof=refinements_per_proof,
                      max_iterations=max_iterations, meta_verify=meta_verify or None,
@@ -183,7 +185,7 @@ def search_cmd(
             extra = f", without rejected analyses {fmt_score(sel.filtered_mean_score)}" if cfg.meta_verify else ""
             out.print(f"\n## Selected proof (mean score {fmt_score(sel.mean_score)} over {sel.n_valid} valid "
                       f"verifications{extra}; self-score {fmt_score(sel.self_score)})\n")
-            out.print(sel.proof + "\n", markup=False)
+            print_verbatim(sel.proof + "\n")
 
     _show_results(results, opts, run_dir, print_one)
 
@@ -206,6 +208,7 @@ def label_run(
     proofs_file: Annotated[Path, typer.Argument(help="JSONL of {problem | problem_id, proof, id?}, or the JSON of `proofsmith prove/search/refine --json`.", show_default=False)],
     problems: ProblemsOpt = None,
     dataset: DatasetOpt = None,
+    column: ColumnOpt = None,
     verifications: Annotated[int, typer.Option("--verifications", min=1, help="Verifier analyses per proof (n).")] = 8,
     n: Annotated[Optional[int], typer.Option("--n", min=1, hidden=True, help="Old name of --verifications (kept for one release).")] = None,
     m: Annotated[int, typer.Option("--m", min=1, help="Meta-verifications per issue-reporting analysis.")] = 3,
@@ -223,7 +226,7 @@ def label_run(
     from ..pipelines import StageProgress
     from ..pipelines.label import LabelConfig, export_labels, load_items, read_proofs_file, run_label_many
 
-    probs = or_fail(problems_from_options, None, problems, dataset, None, False)
+    probs = or_fail(problems_from_options, None, problems, dataset, None, False, columns=column)
     items = or_fail(read_proofs_file, proofs_file, probs or None)
     cfg = or_fail(lambda: LabelConfig(n=verifications if n is None else n, m=m, k=k))
     policy = policy_from_options(verification_policy, delta, batch)

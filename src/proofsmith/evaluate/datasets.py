@@ -185,18 +185,26 @@ def _load_builtin(name: str) -> tuple[Problem, ...]:
     return tuple(out)
 
 
-def load_dataset(name_or_path: str | Path) -> list[Problem]:
-    """Problems of a bundled data set (by name) or of a user file (by path)."""
+def load_dataset(name_or_path: str | Path, columns: dict[str, str] | None = None) -> list[Problem]:
+    """Problems of a bundled data set (by name), of a user file (by path: .jsonl / .json /
+    .csv / .parquet), of a ``save_to_disk`` directory, or of a Hugging Face data set
+    (``hf:NAME[:CONFIG][:SPLIT]``). ``columns`` maps proofsmith's fields (problem, id,
+    reference_solution, grading_guidelines) to the data set's column names."""
+    from .external import apply_columns, is_external, load_external
+
     key = _canonical(str(name_or_path)) if isinstance(name_or_path, str) else None
     if key is not None:
         return [p.model_copy(deep=True) for p in _load_builtin(key)]
+    if is_external(str(name_or_path)):
+        return load_external(str(name_or_path), columns)
     p = Path(name_or_path)
     if not p.exists() and p.suffix.lower() not in (".jsonl", ".json", ".csv"):
         raise UserError(
             f"unknown dataset {str(name_or_path)!r}; known: {', '.join(DATASETS)} "
-            "(or a path to a .jsonl/.csv/.json file)"
+            "(or a path to a .jsonl/.csv/.json/.parquet file, a save_to_disk directory, or hf:NAME[:CONFIG][:SPLIT])"
         )
     rows, unit = read_rows(p)
+    rows = apply_columns(rows, columns or {}, str(p))
     return problems_from_rows(p, rows, unit, dataset=p.stem)
 
 

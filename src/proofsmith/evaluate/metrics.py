@@ -155,6 +155,9 @@ def verifier_metrics(
             "column_labels": cols,
             "counts": matrix,
         },
+        # the count the DeepSeekMath-V2 paper reports: proofs the verifier rates fully correct
+        # (automatic rating exactly 1) that the human graders gave 0 points
+        "auto_1_human_0": sum(1 for a, h in zip(auto, human) if a >= 1 - 1e-9 and h <= 1e-9),
         "mean_automatic": sum(auto) / len(auto),
         "mean_human": sum(human) / len(human),
     }

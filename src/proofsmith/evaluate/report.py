@@ -13,12 +13,14 @@ Report document::
                    "grade_source"?, "human_rating"?, "automatic_rating"?, "final_proof_id"?,
                    "proofs": [{"id", "proof", "self_evaluation"?, "self_score"?, "parents": [],
                                "iteration"?, "attempt"?, "usage"?: {...},
+                               "label"?: {"status", "label", "reason"}, "duplicate"?: bool,
                                "verifications": [{"id", "score", "analysis"?, "format_error"?,
-                                                  "meta": [{"id", "score", "analysis"?}]}]}]}],
+                                                  "status"?, "meta": [{"id", "score", "analysis"?}]}]}]}],
      "usage_by_role": {role: {"prompt_tokens", "completion_tokens", "cost", "calls"}},
      "notes": [str]}
 
-The HTML inlines KaTeX 0.16 (JS, CSS and woff2 fonts as data URIs, bundled under
+Proofs, analyses and statements are Markdown with math (:mod:`.markdown`: raw HTML off, math
+elements typeset by KaTeX with trust off). The HTML inlines KaTeX 0.16 (JS, CSS and woff2 fonts as data URIs, bundled under
 ``proofsmith/report/assets/katex``), the matplotlib plots as PNG data URIs, and a small script
 for the problem / score filters and math rendering. Nothing is fetched from the network.
 """
@@ -40,6 +42,7 @@ from typing import Any
 from ..errors import UserError
 from ..fileio import write_atomic
 from ..redact import redact_text
+from .markdown import markdown_html
 
 __all__ = ["load_report_input", "build_report", "render_html", "document_from_store", "document_from_predictions"]
 
@@ -122,9 +125,52 @@ def _proof_entry(p: dict[str, Any], verifs: list[dict], metas: dict[str, list[di
 def document_from_records(
     proofs: list[dict], verifications: list[dict], metas: list[dict], problems: list[dict],
     eval_doc: dict | None = None, summary: dict | None = None, source: str = "",
+    *, submitted: list[dict] | None = None, label_items: list[dict] | None = None,
+    labels: list[dict] | None = None, runs: list[dict] | None = None,
 ) -> dict[str, Any]:
     """A report document from run records (dicts of Proof / Verification / MetaVerification /
-    Problem), an optional eval results document and an optional store summary."""
+    Problem), an optional eval results document and an optional store summary; and, so that
+    every pipeline's run makes a complete report: ``submitted`` (SubmittedProof: bodies of
+    proofs given as text), ``label_items`` / ``labels`` (LabelItem / Label: the label runs'
+    texts and decisions) and ``runs`` (the search / refine results stored as run metadata:
+    the problem and the refinements rejected as duplicates)."""
+    bodies: dict[str, dict] = {}
+    for r in submitted or []:
+        bodies[r.get("id", "")] = {"problem_id": r.get("problem_id"), "proof": r.get("proof")}
+    items = {r.get("id", ""): r for r in label_items or []}
+    for pid_, r in items.items():
+        bodies.setdefault(pid_, {"problem_id": r.get("problem_id"), "proof": r.get("proof")})
+    decisions = {r.get("proof_id", ""): r for r in labels or []}
+    for r in items.values():
+        if isinstance(r.get("label"), dict):
+            decisions.setdefault(r.get("id", ""), r["label"])
+    analysis_status = {a.get("id"): a.get("status") for r in items.values() for a in r.get("analyses") or [] if isinstance(a, dict)}
+    duplicates: set[str] = set()
+    problems = list(problems)
+    known_problems = {p.get("id") for p in problems}
+    for run in runs or []:
+        for it in run.get("iterations") or []:
+            duplicates.update(it.get("duplicates") or [])
+        prob = run.get("problem")
+        if isinstance(prob, dict) and prob.get("id") not in known_problems:
+            problems.append(prob)
+            known_problems.add(prob.get("id"))
+    for r in items.values():
+        if r.get("problem_id") not in known_problems:
+            problems.append({"id": r.get("problem_id"), "statement": r.get("problem")})
+            known_problems.add(r.get("problem_id"))
+    # label runs verify the proof text (verification proof_id = a content id); the LabelItem
+    # (id = the input's proof id) lists its analyses: show them under the item's id
+    alias: dict[str, str] = {}
+    v_ids = {v.get("id"): v.get("proof_id") for v in verifications}
+    for item_id, r in ((r.get("id", ""), r) for r in label_items or []):
+        for a in r.get("analyses") or []:
+            if isinstance(a, dict) and v_ids.get(a.get("id")) not in (None, item_id):
+                alias[v_ids[a.get("id")]] = item_id
+    if alias:
+        verifications = [{**v, "proof_id": alias.get(v.get("proof_id"), v.get("proof_id"))} for v in verifications]
+        for k in alias:
+            bodies.pop(k, None)
     v_by_proof: dict[str, list[dict]] = {}
     for v in verifications:
         v_by_proof.setdefault(v.get("proof_id", ""), []).append(v)
@@ -134,7 +180,8 @@ def document_from_records(
     statements = {p["id"]: p for p in problems}
     ev = {e["problem_id"]: e for e in (eval_doc or {}).get("problems", [])}
     pids: list[str] = []
-    for pid in list(ev) + [p["problem_id"] for p in proofs] + [v["problem_id"] for v in verifications] + list(statements):
+    for pid in (list(ev) + [p["problem_id"] for p in proofs] + [v["problem_id"] for v in verifications]
+                + [b["problem_id"] for b in bodies.values()] + list(statements)):
         if pid not in pids:
             pids.append(pid)
     out_problems = []
@@ -145,7 +192,21 @@ def document_from_records(
         # verifications of proofs that are not Proof records (e.g. verify of a proof text)
         for proof_id, vs in v_by_proof.items():
             if proof_id not in known and vs and vs[0].get("problem_id") == pid:
-                ps.append(_proof_entry({"id": proof_id, "proof": None}, vs, m_by_v))
+                ps.append(_proof_entry({"id": proof_id, "proof": (bodies.get(proof_id) or {}).get("proof")}, vs, m_by_v))
+                known.add(proof_id)
+        for proof_id, b in bodies.items():  # a labeled / submitted proof whose verifications all failed
+            if proof_id not in known and b.get("problem_id") == pid:
+                ps.append(_proof_entry({"id": proof_id, "proof": b.get("proof")}, [], m_by_v))
+                known.add(proof_id)
+        for pe in ps:
+            d = decisions.get(pe["id"])
+            if d:
+                pe["label"] = {k: d.get(k) for k in ("status", "label", "reason")}
+            if pe["id"] in duplicates:
+                pe["duplicate"] = True
+            for v in pe["verifications"]:
+                if analysis_status.get(v["id"]):
+                    v["status"] = analysis_status[v["id"]]
         prob = statements.get(pid, {})
         entry = {
             "problem_id": pid,
@@ -206,9 +267,15 @@ def document_from_store(run_dir: str | Path) -> dict[str, Any]:
     except StoreError as e:
         raise UserError(str(e)) from None
     try:
+        proofs = store.records("Proof")
+        pids = dict.fromkeys([p.get("problem_id") for p in proofs])
+        runs = [r for pid in pids for key in (f"search/{pid}", f"refine/{pid}")
+                if isinstance(r := store.get_meta(key), dict)]
         return document_from_records(
-            store.records("Proof"), store.records("Verification"), store.records("MetaVerification"),
+            proofs, store.records("Verification"), store.records("MetaVerification"),
             store.records("Problem"), store.get_meta("eval"), store.summary(), source=str(run_dir),
+            submitted=store.records("SubmittedProof"), label_items=store.records("LabelItem"),
+            labels=store.records("Label"), runs=runs,
         )
     finally:
         store.close()
@@ -415,6 +482,12 @@ def katex_assets() -> tuple[str, str, str]:
 # images: an injected handler or script would not run even if a value slipped through.
 
 
+def _md(s: Any) -> str:
+    """Model / data text as HTML: Markdown (raw HTML off, safe links) with math elements whose
+    TeX is escaped; see :mod:`proofsmith.evaluate.markdown`."""
+    return markdown_html("" if s is None else str(s))
+
+
 def _e(s: Any) -> str:
     """The one escaping helper: any value as HTML text / a quoted attribute value."""
     return html.escape("" if s is None else str(s), quote=True)
@@ -487,6 +560,8 @@ def _tree(proofs: list[dict], final_id: Any) -> str:
         )
         if final_id is not None and pid == _id(final_id):
             label += ' <span class="badge s-good">final</span>'
+        if p.get("duplicate"):
+            label += ' <span class="badge s-none">duplicate (rejected)</span>'
         if extra:
             label += f' <span class="meta">(also from {", ".join(_e(x) for x in extra)})</span>'
         kids = [c for c in children.get(pid, []) if id(c) not in seen] if depth < 50 else []
@@ -504,6 +579,19 @@ def _badge(value: Any, prefix: str = "", cls: Any = ...) -> str:
     return f'<span class="badge {klass}">{_e(prefix)}{_num(value)}</span>'
 
 
+def _badge_text(text: Any, cls: str = "s-none") -> str:
+    return f'<span class="badge {cls}">{_e(text)}</span>'
+
+
+def _label_badge(lab: dict) -> str:
+    """The label decision: ``label 0 / 0.5 / 1`` (automatic), ``human label …``, ``needs human``."""
+    status = lab.get("status")
+    if status == "needs-human" or lab.get("label") is None:
+        return _badge_text("label: needs human" if status == "needs-human" else f"label: {status}", "s-mid")
+    prefix = "human label " if status == "human" else "label "
+    return _badge(lab.get("label"), prefix)
+
+
 def _proof_html(p: dict, final: bool) -> str:
     pid = _id(p.get("id"))
     parts = [f'<div class="proof-card{" final" if final else ""}" id="proof-{_e(pid)}">']
@@ -516,15 +604,22 @@ def _proof_html(p: dict, final: bool) -> str:
         head += " " + _badge(p["automatic_rating"], "automatic ")
     if p.get("human_rating") is not None:
         head += " " + _badge(p["human_rating"], "human ", "")
+    lab = p.get("label") if isinstance(p.get("label"), dict) else None
+    if lab:
+        head += " " + _label_badge(lab)
+    if p.get("duplicate"):
+        head += ' <span class="badge s-none">duplicate: rejected, not added to the pool</span>'
     if _list(p.get("parents")):
         head += f' <span class="meta">from {", ".join(_e(x) for x in _list(p["parents"]))}</span>'
     parts.append(head + "</div>")
+    if lab and lab.get("reason"):
+        parts.append(f'<div class="meta label-reason">label decision: {_e(lab.get("reason"))}</div>')
     if p.get("proof"):
-        parts.append(f'<div class="math proof-text">{_e(p["proof"])}</div>')
+        parts.append(f'<div class="md proof-text">{_md(p["proof"])}</div>')
     else:
         parts.append(f'<div class="meta">no proof body{": " + _e(p.get("format_error")) if p.get("format_error") else ""}</div>')
     if p.get("self_evaluation"):
-        parts.append(f'<details><summary>Self-evaluation</summary><div class="math analysis">{_e(p["self_evaluation"])}</div></details>')
+        parts.append(f'<details><summary>Self-evaluation</summary><div class="md analysis">{_md(p["self_evaluation"])}</div></details>')
     vs = _dicts(p.get("verifications"))
     if vs:
         items = []
@@ -532,13 +627,14 @@ def _proof_html(p: dict, final: bool) -> str:
             ms = _dicts(v.get("meta"))
             metas = "".join(
                 f'<details class="meta-v"><summary>meta-verification {_badge(m.get("score"))}</summary>'
-                f'<div class="math analysis">{_e(m.get("analysis") or m.get("format_error") or "")}</div></details>'
+                f'<div class="md analysis">{_md(m.get("analysis") or m.get("format_error") or "")}</div></details>'
                 for m in ms
             )
             body = v.get("analysis") or v.get("format_error") or ""
-            inner = f'<div class="math analysis">{_e(body)}</div>' if body else ""
+            inner = f'<div class="md analysis">{_md(body)}</div>' if body else ""
             items.append(
                 f'<details><summary>Verification {i} {_badge(v.get("score"))}'
+                f'{" " + _badge_text(v["status"]) if v.get("status") else ""}'
                 f'{" · " + str(len(ms)) + " meta" if ms else ""}</summary>{inner}{metas}</details>'
             )
         scores = " ".join(_badge(v.get("score")) for v in vs)
@@ -567,10 +663,13 @@ table.results{border-collapse:collapse;background:#fff;width:100%;margin:8px 0 1
 table.results td,table.results th{border-bottom:1px solid #eceff2;padding:5px 8px;text-align:left;font-size:14px}
 section.problem{background:#fff;border:1px solid #e2e5e9;border-radius:8px;padding:12px 18px;margin:14px 0}
 section.problem h2{font-size:18px;margin:4px 0 8px 0}
-.statement{background:#f3f6fb;border-left:3px solid #4c72b0;padding:8px 12px;margin:8px 0;white-space:pre-wrap}
+.statement{background:#f3f6fb;border-left:3px solid #4c72b0;padding:8px 12px;margin:8px 0}
 .proof-card{border:1px solid #e2e5e9;border-radius:6px;padding:10px 12px;margin:10px 0}
 .proof-card.final{border-color:#55a868;box-shadow:0 0 0 1px #55a86833}
-.proof-text,.analysis{white-space:pre-wrap;line-height:1.5;overflow-x:auto}
+.proof-text,.analysis{line-height:1.5;overflow-x:auto}
+.md p{margin:6px 0}.md h1,.md h2,.md h3,.md h4{margin:10px 0 6px 0;font-size:16px}
+.md blockquote{border-left:3px solid #c8cdd3;margin:6px 0;padding:0 10px;color:#374151}
+.md pre{background:#f3f4f6;padding:6px;overflow-x:auto}.md .math.display,.md div.math{display:block;overflow-x:auto}
 .badge{display:inline-block;border-radius:10px;padding:1px 8px;font-size:12px;background:#e5e7eb;color:#111;margin-left:4px}
 .s-good{background:#d1f0dc}.s-mid{background:#fbe7c6}.s-bad{background:#f8d3d3}.s-none{background:#e5e7eb}
 .meta{color:#6b7280;font-size:13px}
@@ -585,9 +684,10 @@ details{margin:4px 0}details summary{cursor:pointer}
 # KaTeX runs with trust off (no \\href/\\url to javascript:, no \\htmlData ...): never enable it.
 _JS = """
 function psRender(){
-  var opts={delimiters:[{left:'$$',right:'$$',display:true},{left:'\\\\[',right:'\\\\]',display:true},
-    {left:'\\\\(',right:'\\\\)',display:false},{left:'$',right:'$',display:false}],throwOnError:false,strict:'ignore',trust:false};
-  document.querySelectorAll('.math').forEach(function(el){ if(window.renderMathInElement){renderMathInElement(el,opts);} });
+  document.querySelectorAll('.md .math').forEach(function(el){
+    var tex=el.textContent, display=el.tagName==='DIV'||el.classList.contains('display');
+    if(window.katex){katex.render(tex,el,{displayMode:display,throwOnError:false,strict:'ignore',trust:false});}
+  });
   document.body.setAttribute('data-math','done');
 }
 function psFilter(){
@@ -630,7 +730,7 @@ def _csp(scripts: list[str], styles: list[str]) -> str:
 
 
 def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = None) -> str:
-    css, katex_js, auto_js = katex_assets()
+    css, katex_js, _auto_js = katex_assets()
     plots = make_plots(doc) if plots is None else plots
     title = doc.get("title") or "proofsmith report"
     s = doc.get("summary") if isinstance(doc.get("summary"), dict) else {}
@@ -683,7 +783,7 @@ def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = Non
         if detail:
             sec.append(f'<div class="meta">{" · ".join(detail)}</div>')
         if pr.get("statement"):
-            sec.append(f'<div class="math statement">{_e(pr["statement"])}</div>')
+            sec.append(f'<div class="md statement">{_md(pr["statement"])}</div>')
         sec.append(_tree(proofs, final_id))
         for p in final:
             sec.append(_proof_html(p, True))
@@ -702,14 +802,14 @@ def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = Non
         for p in plots if str(p.get("src", "")).startswith("data:image/png;base64,")
     )
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    csp = _csp([katex_js, auto_js, _JS], [css, _CSS])
+    csp = _csp([katex_js, _JS], [css, _CSS])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{_e(csp)}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="proofsmith"><title>{_e(title)}</title>
 <style>{css}</style><style>{_CSS}</style>
-<script>{katex_js}</script><script>{auto_js}</script>
+<script>{katex_js}</script>
 </head><body>
 <header><h1>{_e(title)}</h1><div class="meta">source: {_e(redact_text(str(doc.get("source", ""))))} · generated {generated} · math by KaTeX (bundled, offline)</div></header>
 <main>

@@ -15,7 +15,27 @@ from ..records import Problem
 from .metrics import DEFAULT_THRESHOLDS, REFERENCE_POINTS, verifier_metrics
 from .predictions import Prediction, human_points, resolve_scales
 
-__all__ = ["evaluate_verifier", "rate_with_verifier"]
+__all__ = ["evaluate_verifier", "rate_with_verifier", "graded_rows"]
+
+
+def graded_rows(
+    predictions: list[Prediction],
+    *,
+    points_per_problem: float | None = None,
+    rating_scale: str = "auto",
+    source: str | None = None,
+) -> tuple[list[Prediction], int]:
+    """The rows that have a human grade (only those are worth verifying) and how many do not.
+
+    Checked before ``--run-verifier`` pays for any call: a grade above the scale, or no
+    graded row at all, is a :class:`UserError` naming the file."""
+    where = f"{source}: " if source else ""
+    scales, group_rating, _ = resolve_scales(predictions, rating_scale=rating_scale, points_per_problem=points_per_problem)
+    keep = [pr for pr, sc in zip(predictions, scales) if human_points(pr, sc, group_rating[sc.group], where) is not None]
+    if not keep:
+        raise UserError(f"{where}no row has a human grade (column 'human_grade' / 'points' / 'grade'); "
+                        "nothing to compare the verifier with")
+    return keep, len(predictions) - len(keep)
 
 
 def evaluate_verifier(
@@ -84,7 +104,7 @@ def evaluate_verifier(
 
 
 async def rate_with_verifier(client: Any, predictions: list[Prediction], *, k: int = 4,
-                             templates: Any = None) -> list[dict[str, Any]]:
+                             templates: Any = None, source: str | None = None) -> list[dict[str, Any]]:
     """Verify every proof ``k`` times; set its ``auto_score`` to the mean valid score.
 
     A proof whose k analyses are all unparseable gets no automatic rating (and is reported as
@@ -95,11 +115,12 @@ async def rate_with_verifier(client: Any, predictions: list[Prediction], *, k: i
 
     from .grading import grade_by_verification
 
+    where = f"{source}: " if source else ""
     for pr in predictions:
         if not pr.proof:
-            raise UserError(f"row {pr.row} ({pr.problem_id}): no proof text to verify")
+            raise UserError(f"{where}row {pr.row} ({pr.problem_id}): no proof text to verify")
         if not pr.problem:
-            raise UserError(f"row {pr.row} ({pr.problem_id}): no problem statement (column 'problem' / 'question')")
+            raise UserError(f"{where}row {pr.row} ({pr.problem_id}): no problem statement (column 'problem' / 'question')")
 
     async def one(pr: Prediction) -> None:
         problem = Problem(id=pr.problem_id, statement=pr.problem or "")

@@ -229,6 +229,11 @@ class StageProgress:
             return
         done = sum(1 for s in self.states.values() if s.startswith("done"))
         active = [f"{pid}: {s}" for pid, s in self.states.items() if not s.startswith(("done", "waiting"))]
+        if hasattr(self.progress, "items"):  # the ETA of the plain progress lines
+            try:
+                self.progress.items(done, self.total)
+            except Exception:
+                pass
         line = f"{self.command}: {done}/{self.total} problems done"
         if active:
             line += " | " + "; ".join(active[:3]) + (" …" if len(active) > 3 else "")

@@ -340,11 +340,40 @@ def _unique(path: Path, located: list[tuple[str, LabelInput]]) -> list[LabelInpu
     return out
 
 
+def _attempt_rows(row: Any, where: str) -> list[tuple[Any, str]]:
+    """A proof-corpus row with several model proofs of one problem (Open Proof Corpus-like:
+    ``{problem, problem_id?, attempts: [{solution | proof, model_id?, id?}]}``) as one
+    (problem, proof, id) row per attempt; id = ``<problem id>/<model id>/<n>`` unless the
+    attempt has its own. Any other row is returned as it is."""
+    if not isinstance(row, dict) or "attempts" not in row or "proof" in row:
+        return [(row, where)]
+    attempts = row["attempts"]
+    if not isinstance(attempts, list):
+        raise UserError(f"{where}: 'attempts' must be a list of {{solution, model_id}} objects")
+    base = {k: v for k, v in row.items() if k not in ("attempts", "id")}
+    if base.get("problem_id") is None and row.get("id") is not None:
+        base["problem_id"] = row["id"]
+    stmt = base.get("problem")
+    prob_key = str(base.get("problem_id") or (content_id(stmt.strip(), prefix="q-") if isinstance(stmt, str) and stmt.strip() else "problem"))
+    out = []
+    for i, a in enumerate(attempts, 1):
+        w = f"{where}: attempt {i}"
+        if not isinstance(a, dict):
+            raise UserError(f"{w}: expected a JSON object")
+        proof = a.get("solution", a.get("proof"))
+        model = a.get("model_id") or a.get("model") or "model"
+        out.append(({**base, "proof": proof, "id": a.get("id") or f"{prob_key}/{model}/{i}"}, w))
+    return out
+
+
 def read_proofs_file(path: str | Path, problems: list[Problem] | None = None) -> list[LabelInput]:
-    """Proofs to label from a JSONL file ({problem | problem_id, proof, id?} per line), or the
-    JSON of ``proofsmith prove --json`` / ``search --json`` / ``refine --json``. The file is read
-    by the one text rule of :func:`proofsmith.inputs.read_text` (UTF-8, proofs kept exactly);
-    ids are text or integers, and duplicate ids are refused (see :func:`_unique`)."""
+    """Proofs to label (or verify) from a JSONL file ({problem | problem_id, proof, id?} per
+    line), a JSON list of such rows, proof-corpus rows with several model proofs per problem
+    ({problem, problem_id?, attempts: [{solution, model_id}]}, JSON or JSONL; see
+    docs/data-formats.md), or the JSON of ``proofsmith prove --json`` / ``search --json`` /
+    ``refine --json``. The file is read by the one text rule of
+    :func:`proofsmith.inputs.read_text` (UTF-8, proofs kept exactly); ids are text or integers,
+    and duplicate ids are refused (see :func:`_unique`)."""
     p = Path(path)
     text = read_text(p, "proofs")
     if not text.strip():
@@ -365,7 +394,11 @@ def read_proofs_file(path: str | Path, problems: list[Problem] | None = None) ->
         for i, d in enumerate(docs):
             at = f"problems[{i}]" if many else "the document"
             if isinstance(d, list):
-                located += [(f"item {j + 1}", _item(r, f"{p}: item {j + 1}", by_id)) for j, r in enumerate(d)]
+                located += [(w.removeprefix(f"{p}: "), _item(r, w, by_id))
+                            for j, row in enumerate(d) for r, w in _attempt_rows(row, f"{p}: item {j + 1}")]
+                continue
+            if isinstance(d, dict) and "attempts" in d:  # one proof-corpus problem
+                located += [(w.removeprefix(f"{p}: "), _item(r, w, by_id)) for r, w in _attempt_rows(d, f"{p}: {at}")]
                 continue
             if not isinstance(d, dict) or not isinstance(d.get("problem"), dict):
                 raise UserError(f"{p}: expected JSONL rows or the JSON of `proofsmith prove/search/refine --json`")
@@ -392,7 +425,7 @@ def read_proofs_file(path: str | Path, problems: list[Problem] | None = None) ->
                 raise UserError(f"{p}: JSON has no 'proofs', 'pool' or 'threads' to label")
     else:
         for n, row in jsonl_rows(p, text):
-            located.append((f"line {n}", _item(row, f"{p}: line {n}", by_id)))
+            located += [(w.removeprefix(f"{p}: "), _item(r, w, by_id)) for r, w in _attempt_rows(row, f"{p}: line {n}")]
     unique = _unique(p, located)
     if not unique:
         raise UserError(f"{p}: no proof with a body to label")
