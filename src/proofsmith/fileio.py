@@ -11,6 +11,12 @@ a ``kill -9`` — the target keeps its previous content; the temporary file is r
 
 A write error becomes one :class:`~proofsmith.errors.UserError` line naming the path, e.g.
 ``cannot write out/labels.jsonl: no space left on device``.
+
+Permissions: output files hold proofs, prompts and answers, so a **new** file is created with
+``mode`` (default :data:`proofsmith.private.FILE_MODE`, 0600) less the user's umask — the OS
+applies the umask when the temporary file is created, so a stricter umask is kept and no
+process-wide umask is touched. A file that already exists keeps its mode (the user may have
+chosen to share it).
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import UserError
+from .private import FILE_MODE
 
 __all__ = ["write_atomic", "atomic_target", "write_error"]
 
@@ -38,14 +45,26 @@ def write_error(path: str | Path, e: OSError) -> UserError:
     return UserError(f"cannot write {path}: {why}")
 
 
-def _mode_for(path: Path) -> int:
-    """Permissions of the new file: those of the file it replaces, else 0666 minus the umask."""
+def _existing_mode(path: Path) -> int | None:
+    """Permissions of the file ``path`` replaces, or None when there is none."""
     try:
         return path.stat().st_mode & 0o7777
     except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
+        return None
+
+
+def _create_temp(directory: Path, name: str, mode: int) -> Path:
+    """A new empty ``.<name>.<random>.tmp`` in ``directory``, created with ``mode`` (the OS
+    removes the umask's bits)."""
+    for _ in range(100):
+        tmp = directory / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(directory))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -62,23 +81,24 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_target(path: str | Path) -> Iterator[Path]:
+def atomic_target(path: str | Path, *, mode: int = FILE_MODE) -> Iterator[Path]:
     """``with atomic_target(p) as tmp: write(tmp)``: the file written to ``tmp`` replaces ``p``
     when the block ends without an exception (else ``tmp`` is removed and ``p`` is unchanged).
-    The parent directory is created if needed."""
+    The parent directory is created if needed. A new ``p`` gets ``mode & ~umask`` (also when
+    the writer recreated ``tmp`` with a mode of its own); an existing ``p`` keeps its mode."""
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
+        tmp = _create_temp(target.parent, target.name, mode)
+        new_mode = tmp.stat().st_mode & 0o7777  # mode less the umask, as the OS applied it
     except OSError as e:
         raise write_error(target, e) from None
-    tmp = Path(tmp_name)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, _mode_for(target))
+        final = _existing_mode(target)
+        os.chmod(tmp, new_mode if final is None else final)
         os.replace(tmp, target)
     except OSError as e:
         _unlink(tmp)
@@ -96,11 +116,14 @@ def _unlink(p: Path) -> None:
         pass
 
 
-def write_atomic(path: str | Path, data: str | bytes | Iterable[str], *, encoding: str = "utf-8") -> Path:
+def write_atomic(
+    path: str | Path, data: str | bytes | Iterable[str], *, encoding: str = "utf-8", mode: int = FILE_MODE
+) -> Path:
     """Write ``data`` (text, bytes, or an iterable of text chunks such as JSONL lines, consumed
-    lazily) to ``path`` atomically; returns the path. See the module docstring."""
+    lazily) to ``path`` atomically; returns the path. A new file gets ``mode`` (default 0600)
+    less the umask; an existing one keeps its mode. See the module docstring."""
     target = Path(path)
-    with atomic_target(target) as tmp:
+    with atomic_target(target, mode=mode) as tmp:
         if isinstance(data, bytes):
             with open(tmp, "wb") as f:
                 f.write(data)

@@ -20,7 +20,14 @@ Format rules (R_format = 1 only when all hold), taken from the parsers in
   {0, 0.5, 1}. With ``self_eval_phrases=True`` (the default) the self-evaluation must also carry
   the verifier's two phrases, since the method asks for it "in the verifier's format".
 
-Any reasoning before the last ``</think>`` is dropped first (as the parsers do at inference).
+Answers are parsed by the spoof-resistant role parsers of :mod:`proofsmith.parse` (see
+docs/parsing.md), given the message content **uncut** and the **untrusted texts** of the call:
+``problem`` for a generator answer, ``proof`` for a verifier answer, ``proof`` and ``analysis``
+(the verifier answer under review) for a meta-verifier answer. Quotations of them (phrases,
+boxed scores, ``</think>``, fake verdict blocks, verbatim or reformatted) never move a reward
+nor turn an honest answer into a format failure. ``reasoning_separate=True`` says the framework
+gave the reasoning in its own field: the content is then never cut at a ``</think>``;
+otherwise inline reasoning (``<think>…</think>``) is split off by the parsers' rule.
 """
 
 from __future__ import annotations
@@ -76,12 +83,45 @@ def _check_score(score: float | None) -> str | None:
     return None
 
 
-def _clean(answer: str) -> str:
-    from .parse import strip_reasoning
+def _text(name: str, x: Any) -> Any:
+    if not isinstance(x, str):
+        raise ValueError(f"{name} must be a string, got {type(x).__name__}")
+    return x
 
-    if not isinstance(answer, str):
-        raise ValueError(f"answer must be a string, got {type(answer).__name__}")
-    return strip_reasoning(answer)[0]
+
+def _untrusted(name: str, x: Any) -> str | None:
+    return None if x is None else _text(name, x)
+
+
+def parse_answer(
+    answer: str,
+    role: str,
+    *,
+    truncated: bool = False,
+    problem: str | None = None,
+    proof: str | None = None,
+    analysis: str | None = None,
+    reasoning_separate: bool = False,
+):
+    """The parsed answer of a policy completion (``role``: verify | meta_verify | generate),
+    by the role's spoof-resistant parser with the call's untrusted texts (the module doc).
+    Returns :class:`~proofsmith.parse.ParsedScore` / :class:`~proofsmith.parse.ParsedGeneration`;
+    ``.answer`` is the answer proper (its inline reasoning split off, the content otherwise
+    uncut): what a judge is shown."""
+    from .parse import parse_generation, parse_meta_verification, parse_verification
+
+    _text("answer", answer)
+    problem, proof, analysis = (_untrusted("problem", problem), _untrusted("proof", proof),
+                                _untrusted("analysis", analysis))
+    sep = bool(reasoning_separate)
+    if role == "verify":
+        return parse_verification(answer, truncated=truncated, proof=proof, reasoning_separate=sep)
+    if role == "meta_verify":
+        return parse_meta_verification(answer, truncated=truncated, proof=proof, analysis=analysis,
+                                       reasoning_separate=sep)
+    if role == "generate":
+        return parse_generation(answer, truncated=truncated, problem=problem, reasoning_separate=sep)
+    raise ValueError(f"unknown role {role!r} (expected verify, meta_verify or generate)")
 
 
 def verifier_reward(
@@ -91,21 +131,26 @@ def verifier_reward(
     *,
     meta: bool = False,
     truncated: bool = False,
+    proof: str | None = None,
+    analysis: str | None = None,
+    reasoning_separate: bool = False,
 ) -> RewardResult:
     """``R_format · R_score(s', target)``, times ``R_meta = meta_score`` when one is given.
 
-    answer: the verifier's answer (or the meta-verifier's with ``meta=True``).
+    answer: the verifier's answer (or the meta-verifier's with ``meta=True``): the message
+        content as the policy wrote it, uncut.
     target: the expert / label score of the proof (of the analysis, for meta-verifiers).
     meta_score: the meta-verifier's quality score of this analysis (verifier with
         meta-verification, ``R_V = R_format · R_score · R_meta``); None leaves it out.
     truncated: the answer was cut off by the token limit (always a format failure).
+    proof: the proof under review (untrusted: quotations of it are not the answer's own words).
+    analysis: with ``meta=True``, the verifier analysis under review (untrusted too).
+    reasoning_separate: the reasoning came in its own field; the content is never cut.
     """
-    from .parse import parse_meta_verification, parse_verification
-
     t = _unit("target score", target)
     m = _unit("meta score", meta_score, allow_none=True)
-    text = _clean(answer)
-    parsed = (parse_meta_verification if meta else parse_verification)(text, truncated=truncated)
+    parsed = parse_answer(answer, "meta_verify" if meta else "verify", truncated=truncated, proof=proof,
+                          analysis=analysis if meta else None, reasoning_separate=reasoning_separate)
     reason = parsed.format_error or _check_score(parsed.score)
     base = {"target": t, "meta": m}
     if truncated and reason is None:
@@ -131,6 +176,8 @@ def generator_reward(
     *,
     truncated: bool = False,
     self_eval_phrases: bool = True,
+    problem: str | None = None,
+    reasoning_separate: bool = False,
 ) -> RewardResult:
     """``R_format(Y, Z) · (α · R_Y + β · R_score(s', R_Y) · R_meta(Z))``.
 
@@ -142,16 +189,18 @@ def generator_reward(
     alpha, beta: the weights (method: 0.76, 0.24).
     truncated: the answer was cut off by the token limit (always a format failure).
     self_eval_phrases: require the verifier's phrases in the self-evaluation.
+    problem: the problem statement (untrusted: quotations of it are not the answer's own words).
+    reasoning_separate: the reasoning came in its own field; the content is never cut.
     """
-    from .parse import parse_generation, parse_verification
+    from .parse import parse_verification
 
     r_y = _unit("proof score", proof_score)
     m = _unit("meta score", meta_score, allow_none=True)
     for name, w in (("alpha", alpha), ("beta", beta)):
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w or math.isnan(w):
             raise ValueError(f"{name} must be a non-negative number, got {w!r}")
-    text = _clean(answer)
-    parsed = parse_generation(text, truncated=truncated)
+    parsed = parse_answer(answer, "generate", truncated=truncated, problem=problem,
+                          reasoning_separate=reasoning_separate)
     base = {"proof_score": r_y, "meta": m, "alpha": float(alpha), "beta": float(beta)}
     reason = parsed.format_error
     if reason is None and truncated:
@@ -159,7 +208,9 @@ def generator_reward(
     if reason is None and not (parsed.proof or "").strip():
         reason = "empty proof section"
     if reason is None and self_eval_phrases:
-        reason = parse_verification(parsed.self_evaluation or "").format_error
+        # the self-evaluation is already split from the reasoning (never cut again); the phrases
+        # must be its own words, not a quotation of the problem
+        reason = parse_verification(parsed.self_evaluation or "", proof=problem, reasoning_separate=True).format_error
         if reason is not None:
             reason = f"self-evaluation: {reason}"
     if reason is None:
@@ -182,14 +233,26 @@ def generator_reward(
     )
 
 
-def format_reward(answer: str, role: str, *, truncated: bool = False) -> RewardResult:
-    """``R_format`` alone for a role's answer (role: verify | meta_verify | generate)."""
+def format_reward(
+    answer: str,
+    role: str,
+    *,
+    truncated: bool = False,
+    problem: str | None = None,
+    proof: str | None = None,
+    analysis: str | None = None,
+    reasoning_separate: bool = False,
+) -> RewardResult:
+    """``R_format`` alone for a role's answer (role: verify | meta_verify | generate), with the
+    untrusted texts of its call (``problem`` for generate, ``proof`` for verify, ``proof`` and
+    ``analysis`` for meta_verify)."""
+    kw: dict[str, Any] = {"truncated": truncated, "reasoning_separate": reasoning_separate}
     if role == "verify":
-        r = verifier_reward(answer, 0.0, truncated=truncated)
+        r = verifier_reward(answer, 0.0, proof=proof, **kw)
     elif role == "meta_verify":
-        r = verifier_reward(answer, 0.0, meta=True, truncated=truncated)
+        r = verifier_reward(answer, 0.0, meta=True, proof=proof, analysis=analysis, **kw)
     elif role == "generate":
-        r = generator_reward(answer, 0.0, None, truncated=truncated)
+        r = generator_reward(answer, 0.0, None, problem=problem, **kw)
     else:
         raise ValueError(f"unknown role {role!r} (expected verify, meta_verify or generate)")
     return RewardResult(value=r.components["format"], components={"format": r.components["format"]}, reason=r.reason)

@@ -26,6 +26,7 @@ from proofsmith.cli import app
 from proofsmith.cli.output import EXIT_PARTIAL
 from proofsmith.errors import BadRequestError, StoreError
 from proofsmith.pipelines import ItemFailure, run_items
+from proofsmith.pipelines.adaptive import VerificationPolicy
 from proofsmith.pipelines.label import LabelInput, load_items, run_label_many
 from proofsmith.pipelines.refine import RefineConfig, run_refine_many
 from proofsmith.pipelines.search import SearchConfig, run_search_many
@@ -189,6 +190,147 @@ async def test_search_one_over_long_proof_is_discarded_the_search_goes_on(tmp_pa
     assert res.stopped == "passed" and len(res.pool) == 2
     (d,) = res.discarded
     assert d.reason.startswith("verification failed: ") and "maximum context length" in d.reason
+
+
+# ----------------------------------------------------------------------------- adaptive verification
+
+ADAPTIVE = VerificationPolicy(kind="adaptive", batch=2)
+
+
+async def test_adaptive_search_one_over_long_proof_is_discarded_the_search_goes_on(tmp_path):
+    """--verification-policy adaptive: as with the fixed policy, a new proof whose
+    verification fails (400: too long) is discarded with the reason; the stage goes on."""
+    s = world_server(gen_quality=lambda problem, i: 0.5 if i == 1 else 1.0)
+    s.route(lambda req: parse_request(req).role == "VERIFY" and "QUALITY=0.5" in req.prompt, Reply.err(400, TOO_LONG))
+    try:
+        client = client_for(s, tmp_path / "run")
+        async with client:
+            (res,) = await run_search_many(client, [Problem(id="p", statement="Show it.")],
+                                           SearchConfig(initial_proofs=3, verifications=4, max_iterations=1),
+                                           TEMPLATES, policy=ADAPTIVE)
+        client.store.close()
+    finally:
+        s.stop()
+    assert res.stopped == "passed", res.message
+    assert len(res.pool) == 2 and all(e.passed for e in res.pool)
+    (d,) = res.discarded
+    assert d.reason.startswith("verification failed: ") and "maximum context length" in d.reason
+    assert res.iterations[0].discarded == [d.id] and d.id not in res.iterations[0].new_proofs
+
+
+async def test_adaptive_search_over_long_refinement_is_discarded(tmp_path):
+    """A refined proof the verifier cannot take, in a later stage where the pool's earlier
+    proofs are drawn further: it is discarded, the others are ranked and refined on."""
+    s = world_server(gen_quality=lambda problem, i: 0.5 if i == 0 else 0.0,
+                     refine_quality=lambda parents, analyses, i: 1.0 if parents == [0.5] else 0.4)
+    s.route(lambda req: parse_request(req).role == "VERIFY" and "QUALITY=0.4" in req.prompt, Reply.err(400, TOO_LONG))
+    try:
+        client = client_for(s, tmp_path / "run")
+        async with client:
+            (res,) = await run_search_many(
+                client, [Problem(id="p", statement="Show it.")],
+                SearchConfig(initial_proofs=2, verifications=4, refine_top=2, refinements_per_proof=1, analyses=1,
+                             max_iterations=2), TEMPLATES, policy=ADAPTIVE)
+        client.store.close()
+    finally:
+        s.stop()
+    assert res.stopped == "passed", res.message
+    assert [d.reason.startswith("verification failed: ") for d in res.discarded] == [True]
+    assert res.discarded[0].iteration == 1 and res.iterations[1].discarded == [res.discarded[0].id]
+    assert res.selected is not None and res.selected.mean_score == 1.0 and res.selected.iteration == 1
+    assert len(res.pool) == 3
+
+
+async def test_adaptive_search_pool_proof_whose_further_draws_fail_is_kept(tmp_path):
+    """A later stage draws more samples of the pool's earlier proofs to settle the ranking; if
+    those requests fail, the proofs stay in the pool with the samples they have (stop reason
+    "verification failed: ..."), and the stage completes."""
+    initial: list[str] = []
+
+    def old_proof_again(req) -> bool:
+        p = parse_request(req)
+        if p.role != "VERIFY":
+            return False
+        tok = p.proofs[0][0]
+        if len(initial) < 2 and tok not in initial:
+            initial.append(tok)  # the first batch of each initial proof (stage 0) is answered
+            return False
+        return tok in initial
+
+    s = world_server(gen_quality=lambda problem, i: 0.5, refine_quality=lambda parents, analyses, i: 0.5)
+    s.route(old_proof_again, Reply.err(500, "internal error"))
+    try:
+        client = client_for(s, tmp_path / "run")
+        async with client:
+            (res,) = await run_search_many(
+                client, [Problem(id="p", statement="Show it.")],
+                SearchConfig(initial_proofs=2, verifications=4, refine_top=2, refinements_per_proof=1, analyses=1,
+                             max_iterations=1), TEMPLATES, policy=ADAPTIVE)
+        client.store.close()
+    finally:
+        s.stop()
+    assert res.stopped == "max_iterations", res.message
+    assert res.discarded == [] and len(res.pool) == 4
+    old = [e for e in res.pool if e.iteration == 0]
+    assert [e.verification_samples for e in old] == [2, 2]
+    assert all(e.verification_stop.startswith("verification failed: ") and "500" in e.verification_stop
+               for e in old)
+    assert res.selected is not None
+
+
+async def test_adaptive_search_every_verification_fails_the_problem_fails(srv, tmp_path):
+    srv.route(lambda req: parse_request(req).role == "VERIFY", Reply.err(400, TOO_LONG))
+    client = client_for(srv, tmp_path / "run")
+    async with client:
+        (res,) = await run_search_many(client, [Problem(id="p", statement="Show it.")],
+                                       SearchConfig(initial_proofs=2, verifications=4, max_iterations=1),
+                                       TEMPLATES, policy=ADAPTIVE)
+    client.store.close()
+    assert res.stopped == "failed" and "maximum context length" in res.message
+
+
+async def test_adaptive_label_one_over_long_proof_others_labeled(srv, tmp_path):
+    client = client_for(srv, tmp_path / "run")
+    async with client:
+        before = set(asyncio.all_tasks())
+        res = await run_label_many(client, label_items(), None, TEMPLATES, policy=ADAPTIVE)
+        assert set(asyncio.all_tasks()) == before
+    assert sorted(it.id for it in res.items) == ["p0", "p1", "p3", "p4"]
+    assert [f.id for f in res.failed] == ["p2"] and "maximum context length" in res.failed[0].error
+    assert {it.id for it in load_items(client.store)} == {"p0", "p1", "p3", "p4"}
+    client.store.close()
+
+
+def test_label_cli_adaptive_exports_the_others_and_exits_3(srv, tpl, tmp_path):
+    proofs = tmp_path / "proofs.jsonl"
+    proofs.write_text("".join(json.dumps({"problem": it.problem.statement, "problem_id": "q", "id": it.proof_id,
+                                          "proof": it.proof}) + "\n" for it in label_items()))
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["label", str(proofs), "--n", "4", "--json", "--model", "m", "--base-url", srv.base_url,
+                                 "--run-dir", str(run), "--templates", str(tpl), "--verification-policy", "adaptive",
+                                 "--batch", "2"])
+    assert r.exit_code == EXIT_PARTIAL, r.output
+    doc = _json(r)
+    assert [f["id"] for f in doc["failed"]] == ["p2"] and "maximum context length" in doc["failed"][0]["error"]
+    assert len(doc["items"]) == 4 and doc["exports"]["rows"]["labels"] == 4
+
+
+def test_search_cli_adaptive_one_over_long_proof(tpl, tmp_path):
+    s = world_server(gen_quality=lambda problem, i: 0.5 if i == 1 else 1.0)
+    s.route(lambda req: parse_request(req).role == "VERIFY" and "QUALITY=0.5" in req.prompt, Reply.err(400, TOO_LONG))
+    try:
+        probs = problems_file(tmp_path, [("p", "Show it.")])
+        r = CliRunner().invoke(app, ["search", "--problems", str(probs), "--json", "--model", "m", "--base-url",
+                                     s.base_url, "--run-dir", str(tmp_path / "run"), "--templates", str(tpl),
+                                     "--initial-proofs", "3", "--verifications", "4", "--max-iterations", "1",
+                                     "--verification-policy", "adaptive", "--batch", "2"])
+    finally:
+        s.stop()
+    assert r.exit_code == 0, r.output
+    doc = _json(r)
+    (p,) = doc["problems"] if "problems" in doc else [doc]  # one problem: its result alone
+    assert p["stopped"] == "passed" and len(p["pool"]) == 2
+    assert [d["reason"].startswith("verification failed: ") for d in p["discarded"]] == [True]
 
 
 # ----------------------------------------------------------------------------- refine

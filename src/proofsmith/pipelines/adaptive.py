@@ -203,11 +203,14 @@ class StageDecision:
 
 
 def decide_stage(states: dict[str, ProofState], n_max: int, k: int, refine_next: bool,
-                 cfg: Any, policy: VerificationPolicy, need: set[str] | None = None) -> StageDecision:
+                 cfg: Any, policy: VerificationPolicy, need: set[str] | None = None,
+                 frozen: dict[str, str] | None = None) -> StageDecision:
     """One look of the adaptive policy over the whole pool of a stage (pure). ``need``: the
     decisions to settle (default all: pass, rank, analyses; the replay drops some to split
-    the cost over them)."""
+    the cost over them). ``frozen``: proofs that cannot be drawn further (their verification
+    request failed), with the reason; they are ranked by the samples they have."""
     need = {"pass", "rank", "analyses"} if need is None else need
+    frozen = frozen or {}
     if any(len(st.scores) >= n_max and (v := [x for x in st.scores if x is not None]) and all(x >= 1 for x in v)
            for st in states.values()):
         k, refine_next = 1, False  # a proof passed: the search stops and selects the best
@@ -233,6 +236,9 @@ def decide_stage(states: dict[str, ProofState], n_max: int, k: int, refine_next:
             why.append("rank")
         if "analyses" in need and refine_next and rank != "out" and not enough_analyses(st.usable, cfg):
             why.append("analyses")
+        if pid in frozen and t < n_max:
+            reasons[pid] = frozen[pid]
+            continue
         if t < n_max and why:
             todo.append(pid)
             open_for[pid] = why
@@ -269,14 +275,24 @@ class StageOutcome:
     reasons: dict[str, str]
     drawn_for: dict[str, int]  # decision -> samples drawn while it was open (a proof open for
     # several decisions counts for each)
+    failed: dict[str, str] = field(default_factory=dict)  # new proof id -> "verification failed: ..."
+    # (its new_vers entry is empty; the caller discards it, as the fixed policy does)
 
 
 async def search_stage(s: Any, new: list[Any], refine_next: bool) -> StageOutcome:
     """Verify the new proofs of one search stage adaptively and settle the ranking of the
     whole pool (``s`` is the running search, pipelines.search._Search). Nothing is
-    committed to ``s``: the caller commits when the stage completed."""
+    committed to ``s``: the caller commits when the stage completed.
+
+    One proof's failing verification request (e.g. HTTP 400, too long for the verifier) does
+    not sink the stage: a new proof is dropped from the stage and listed in ``failed`` (the
+    caller discards it with that reason, as the fixed policy does); a pool proof is drawn no
+    further in this stage and ranked by the samples it has (its stop reason says why). A
+    spent budget stops the stage (:class:`BudgetStop`); if every request of the stage failed,
+    the first error is raised (nothing could be verified)."""
     from .. import roles
-    from . import gather_stages
+    from ..llm.client import BudgetExceeded
+    from . import BudgetStop, error_line, gather_stages, run_items
 
     cfg, policy = s.cfg, s.policy
     if getattr(s.client, "store", None) is None:
@@ -293,24 +309,44 @@ async def search_stage(s: Any, new: list[Any], refine_next: bool) -> StageOutcom
     metas: dict[str, list[Any]] = {}
     drawn_for: dict[str, int] = {"pass": 0, "rank": 0, "analyses": 0}
     start_len = {pid: len(vs) for pid, vs in vers.items()}
+    new_ids = {p.id for p in new}
+    failed: dict[str, str] = {}  # new proofs whose verification failed (dropped from the stage)
+    frozen: dict[str, str] = {}  # pool proofs whose further draws failed (kept, not drawn again)
+    first_error: BaseException | None = None
+    verified_any = False
     while True:
         states = {pid: ProofState([v.score for v in vs],
                                   [v.score for v in vs if v.score is not None and v.id not in rejected[pid]])
                   for pid, vs in vers.items()}
-        d = decide_stage(states, n_max, k, refine_next, cfg, policy)
+        d = decide_stage(states, n_max, k, refine_next, cfg, policy, frozen=frozen)
         if not d.todo:
             break
         batches = [(pid, len(vers[pid]), min(policy.batch, n_max - len(vers[pid]))) for pid in d.todo]
-        got = await gather_stages(
+        outs = await run_items(
             roles.verify(s.client, s.problem, proofs[pid], n=n, start=t, templates=s.tpl)
             for pid, t, n in batches
         )
-        for (pid, _, n), vs in zip(batches, got):
-            vers[pid] += vs
+        for o in outs:
+            if isinstance(o, (BudgetExceeded, BudgetStop)):
+                raise BudgetStop(str(o))
+        done: list[tuple[str, list[Any]]] = []
+        for (pid, _, n), o in zip(batches, outs):
+            if isinstance(o, BaseException):  # this proof only (e.g. too long for the verifier)
+                first_error = first_error or o
+                reason = f"verification failed: {error_line(o)}"
+                if pid in new_ids:
+                    failed[pid] = reason
+                    del vers[pid]
+                else:
+                    frozen[pid] = reason
+                continue
+            verified_any = True
+            vers[pid] += o
+            done.append((pid, o))
             for why in d.open_for[pid]:
                 drawn_for[why] += n
         if cfg.meta_verify:
-            todo = [(pid, v) for (pid, _, _), vs in zip(batches, got) for v in vs
+            todo = [(pid, v) for pid, vs in done for v in vs
                     if v.score is not None and v.score < 1]
             results = await gather_stages(s._meta(proofs[pid], v) for pid, v in todo)
             from . import majority_rejects
@@ -318,10 +354,12 @@ async def search_stage(s: Any, new: list[Any], refine_next: bool) -> StageOutcom
                 metas[v.id] = ms
                 if majority_rejects([m.score for m in ms], cfg.meta_threshold):
                     rejected[pid].add(v.id)
+    if first_error is not None and not verified_any:
+        raise first_error  # nothing could be verified: the stage failed (as with the fixed policy)
     return StageOutcome(
-        new_vers=[vers[p.id] for p in new],
+        new_vers=[vers.get(p.id, []) for p in new],
         grown={pid: vs for pid, vs in vers.items() if pid in s.vers and len(vs) > start_len[pid]},
-        metas=metas, groups=d.groups, reasons=d.reasons, drawn_for=drawn_for,
+        metas=metas, groups=d.groups, reasons=d.reasons, drawn_for=drawn_for, failed=failed,
     )
 
 

@@ -312,7 +312,16 @@ class _Search:
         stage = None
         if self.policy.adaptive:  # batches until decided (pipelines.adaptive)
             stage = await adaptive.search_stage(self, new, refine_next=it < self.cfg.max_iterations)
-            vers, metas = stage.new_vers, dict(stage.metas)
+            metas = dict(stage.metas)
+            kept, vers = [], []
+            for p, vs in zip(new, stage.new_vers):
+                if p.id in stage.failed:  # this proof only (e.g. too long for the verifier)
+                    self.discarded.append(Discarded(id=p.id, iteration=it, reason=stage.failed[p.id]))
+                    info.discarded.append(p.id)
+                else:
+                    kept.append(p)
+                    vers.append(vs)
+            new = kept
         else:
             outs = _budget_checked(await run_items(self._verify(p) for p in new))
             errors = [o for o in outs if isinstance(o, BaseException)]

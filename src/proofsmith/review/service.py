@@ -4,8 +4,6 @@ audit and export. :class:`Review` works on one or more run directories."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from datetime import datetime, timezone
 from itertools import combinations
@@ -444,17 +442,10 @@ class Review:
         return rows
 
     def export_file(self, run: Any, path: str | Path, annotator: str | None = None, scope: str = "labels") -> dict:
-        """Write :meth:`export_rows` as JSONL, atomically (temp file + rename)."""
+        """Write :meth:`export_rows` as JSONL with :func:`proofsmith.fileio.write_atomic`
+        (temp file + rename; a new file is created 0600 & ~umask)."""
+        from ..fileio import write_atomic
+
         rows = self.export_rows(run, annotator, scope)
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".export-", dir=str(p.parent))
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        p = write_atomic(path, (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         return {"file": str(p), "rows": len(rows), "labeled": sum(1 for x in rows if x["label"] is not None)}

@@ -6,7 +6,9 @@ TRL (``GRPOTrainer(reward_funcs=[...])``)
     ``completion_ids``, every dataset column (``problem``, ``target``, ``proof``,
     ``analysis``...), ``trainer_state``, ``log_extra`` and ``log_metric``. It returns one float
     per completion (``None`` when a judge gave no valid score: TRL ignores it) and logs the
-    mean of each reward component and the format-failure rate through ``log_metric``.
+    mean of each reward component and the format-failure rate through ``log_metric``. An
+    assistant message that carries its reasoning in its own field (``reasoning_content``,
+    ``reasoning``, ``thinking``) is parsed with ``reasoning_separate`` (its content never cut).
 
 verl (``custom_reward_function.path=... name=compute_score``)
     :func:`verl_compute_score` — the rule form ``(data_source, solution_str, ground_truth,
@@ -41,22 +43,36 @@ from .judge import JudgeEndpoint, MethodReward, RewardItem
 DATA_SOURCE_PREFIX = "proofsmith/"
 
 
-def completion_text(completion: Any) -> str:
-    """The assistant text of a TRL completion (a string, or a list of chat messages)."""
+REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
+"""Keys of an assistant message that hold its reasoning apart from its content (OpenAI-style
+servers, transformers' response parsing used by TRL)."""
+
+
+def completion_parts(completion: Any) -> tuple[str, bool]:
+    """``(assistant text, reasoning_separate)`` of a TRL completion (a string, a chat message,
+    or a list of chat messages). ``reasoning_separate`` is true when an assistant message
+    carries its reasoning in a field of its own (:data:`REASONING_KEYS`): its content is then
+    the answer and is never cut at a ``</think>``."""
     if isinstance(completion, str):
-        return completion
+        return completion, False
+    if isinstance(completion, dict):
+        completion = [completion]
     if isinstance(completion, list):
-        parts = []
+        parts, separate = [], False
         for m in completion:
             if isinstance(m, dict) and m.get("role", "assistant") == "assistant":
                 c = m.get("content")
                 if isinstance(c, list):
                     c = "".join(p.get("text", "") for p in c if isinstance(p, dict))
-                parts.append(c or "")
-        return "".join(parts)
-    if isinstance(completion, dict):
-        return str(completion.get("content") or "")
+                parts.append(c if isinstance(c, str) else "")
+                separate = separate or any(isinstance(m.get(k), str) for k in REASONING_KEYS)
+        return "".join(parts), separate
     raise TrainError(f"cannot read a completion of type {type(completion).__name__}")
+
+
+def completion_text(completion: Any) -> str:
+    """The assistant text of a TRL completion (a string, or a list of chat messages)."""
+    return completion_parts(completion)[0]
 
 
 def _target(value: Any) -> float | None:
@@ -135,17 +151,19 @@ class TRLReward:
             return list(v)
 
         problems, targets, proofs, analyses = col("problem"), col("target"), col("proof"), col("analysis")
-        return [
-            RewardItem(
-                completion=completion_text(c),
+        items = []
+        for i, c in enumerate(completions):
+            text, separate = completion_parts(c)
+            items.append(RewardItem(
+                completion=text,
                 problem=problems[i] or "",
                 truncated=self._truncated(completion_ids[i] if completion_ids is not None else None),
                 target=_target(targets[i]),
                 proof=proofs[i],
                 analysis=analyses[i],
-            )
-            for i, c in enumerate(completions)
-        ]
+                reasoning_separate=separate,
+            ))
+        return items
 
     async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any],
                        completion_ids: Sequence[Sequence[int]] | None = None, **kwargs: Any) -> list[float | None]:

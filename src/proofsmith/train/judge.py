@@ -13,6 +13,9 @@ Judges are reached through :class:`proofsmith.llm.client.LLMClient` (batching vi
 ``asyncio.gather``, per-endpoint concurrency, retries, and — with ``cache_dir`` — a run store
 that caches finished samples so a repeated judgement costs nothing).
 
+Completions are parsed uncut by the spoof-resistant role parsers, given the example's untrusted
+texts (problem; proof; proof and analysis: :meth:`RewardItem.parsed`), so text quoted from them
+(``</think>``, fake verdict blocks) never moves a reward (docs/parsing.md, docs/training.md).
 A completion that fails the format check is never sent to a judge (its reward is 0). When a
 judge returns no parseable score in any of its samples, the reward is NaN with
 ``components["judge_error"]`` set: the TRL adapter hands it to TRL as ``None`` (ignored),
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..records import Problem, content_id, mean_valid
-from ..rewards import ALPHA, BETA, RewardResult, generator_reward, verifier_reward
+from ..rewards import ALPHA, BETA, RewardResult, generator_reward, parse_answer, verifier_reward
 from ..session import ModelConfig, open_client
 from . import ROLES, ConfigModel, TrainError
 
@@ -108,12 +111,17 @@ class JudgeEndpoint(ConfigModel):
 class RewardItem:
     """One completion to score, with the columns of its training example.
 
-    completion: the policy's answer (reasoning before ``</think>`` is dropped).
+    completion: the policy's answer, uncut (inline reasoning is split off by the role's parser).
     problem: the problem statement.
     truncated: the completion hit the token limit (a format failure).
     target: the target score (verifier) or target quality (meta-verifier).
     proof: the proof under review (verifier and meta-verifier training).
     analysis: the verifier analysis under review (meta-verifier training).
+    reasoning_separate: the framework gave the reasoning in its own field (e.g. a TRL
+        assistant message with ``reasoning_content``): the completion is never cut.
+
+    problem, proof and analysis are the untrusted texts of the example: the parsers know that
+    a quotation of them in the completion is not the policy's own words (docs/parsing.md).
     """
 
     completion: str
@@ -122,6 +130,13 @@ class RewardItem:
     target: float | None = None
     proof: str | None = None
     analysis: str | None = None
+    reasoning_separate: bool = False
+
+    def parsed(self, role: str):
+        """The completion parsed as a ``role`` answer (verify | meta_verify | generate) with
+        this example's untrusted texts (:func:`proofsmith.rewards.parse_answer`)."""
+        return parse_answer(self.completion, role, truncated=self.truncated, problem=self.problem or None,
+                            proof=self.proof, analysis=self.analysis, reasoning_separate=self.reasoning_separate)
 
 
 @contextlib.contextmanager
@@ -208,7 +223,14 @@ class MethodReward:
             raise TrainError("the generator reward needs judges: use score() / ascore()")
         if item.target is None:
             raise TrainError(f"{self.role} training needs a target score for every example")
-        return verifier_reward(item.completion, item.target, meta=self.role == "meta-verifier", truncated=item.truncated)
+        return self._rule(item, item.target)
+
+    def _rule(self, item: RewardItem, target: float, meta_score: float | None = None) -> RewardResult:
+        meta = self.role == "meta-verifier"
+        return verifier_reward(
+            item.completion, target, meta_score, meta=meta, truncated=item.truncated, proof=item.proof,
+            analysis=item.analysis if meta else None, reasoning_separate=item.reasoning_separate,
+        )
 
     async def ascore_one(self, item: RewardItem) -> RewardResult:
         if self.role == "meta-verifier" or (self.role == "verifier" and self.meta_verifier is None):
@@ -235,7 +257,6 @@ class MethodReward:
         return asyncio.run(run())
 
     async def _verifier_with_meta(self, item: RewardItem) -> RewardResult:
-        from ..parse import strip_reasoning
         from ..roles import meta_verify
 
         rule = self.score_rule(item)
@@ -243,7 +264,9 @@ class MethodReward:
             return rule
         if not item.proof:
             raise TrainError("verifier training with meta-verification needs the proof column")
-        analysis = strip_reasoning(item.completion)[0]
+        # the meta-verifier rates the policy's answer proper, split from its reasoning by the
+        # verifier parser (a quoted `</think>` of the proof is not where the answer starts)
+        analysis = item.parsed("verify").answer or ""
         problem = Problem(id=content_id(item.problem, prefix="q-"), statement=item.problem)
         metas = await meta_verify(
             self._client("meta_verifier"), problem, item.proof, analysis,
@@ -255,20 +278,16 @@ class MethodReward:
                 value=math.nan,
                 components={**rule.components, "judge_error": "meta-verifier gave no valid score"},
             )
-        return verifier_reward(item.completion, item.target, m, truncated=item.truncated)
+        return self._rule(item, item.target, m)
 
     async def _generator(self, item: RewardItem) -> RewardResult:
-        from ..parse import parse_generation, strip_reasoning
         from ..roles import meta_verify, verify
 
         # format first: a malformed answer is never sent to a judge
-        pre = generator_reward(
-            item.completion, 0.0, None, self.alpha, self.beta,
-            truncated=item.truncated, self_eval_phrases=self.self_eval_phrases,
-        )
+        pre = self._generator_reward(item, 0.0, None)
         if pre.reason is not None:
             return RewardResult(value=0.0, components={**pre.components, "proof_score": None}, reason=pre.reason)
-        parsed = parse_generation(strip_reasoning(item.completion)[0], truncated=item.truncated)
+        parsed = item.parsed("generate")
         problem = Problem(id=content_id(item.problem, prefix="q-"), statement=item.problem)
         verifs_task = verify(
             self._client("verifier"), problem, parsed.proof, n=self._n("verifier"), templates=self.templates
@@ -289,7 +308,11 @@ class MethodReward:
                 value=math.nan,
                 components={**pre.components, "proof_score": r_y, "meta": m, "judge_error": f"{who} gave no valid score"},
             )
+        return self._generator_reward(item, r_y, m)
+
+    def _generator_reward(self, item: RewardItem, r_y: float, m: float | None) -> RewardResult:
         return generator_reward(
-            item.completion, r_y, m, self.alpha, self.beta,
-            truncated=item.truncated, self_eval_phrases=self.self_eval_phrases,
+            item.completion, r_y, m, self.alpha, self.beta, truncated=item.truncated,
+            self_eval_phrases=self.self_eval_phrases, problem=item.problem or None,
+            reasoning_separate=item.reasoning_separate,
         )

@@ -148,7 +148,7 @@ def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, problems: list[Pr
     for prob, answers in zip(problems, gens):
         for text, truncated in answers:
             n_answers += 1
-            parsed = parse_generation(text, truncated=truncated)
+            parsed = parse_generation(text, truncated=truncated, problem=prob.statement)
             if parsed.proof is None:
                 n_malformed += 1
                 continue
