@@ -28,8 +28,8 @@ from .options import (
     CommonArgs, DatasetOpt, JsonOpt, LimitOpt, ProblemArg, ProblemsOpt,
     budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, with_session,
 )
-from .output import err, exit_partial, fmt_score, out, print_json, print_usage
-from .verification import BatchOpt, DeltaOpt, EpsilonOpt, PolicyOpt, policy_from_options
+from .output import err, exit_partial, fail, fmt_score, out, print_json, print_usage
+from .verification import BatchOpt, DeltaOpt, EpsilonOpt, PolicyOpt, RankByOpt, policy_from_options
 
 
 def _total(usages: list[Usage]) -> dict:
@@ -140,6 +140,7 @@ def search_cmd(
     analyses_per_score: Annotated[Optional[int], typer.Option("--analyses-per-score", min=1, help="Pick analyses per score level (lowest first), at most this many per level (the released code's rule).", show_default=False)] = None,
     meta_verify: Annotated[bool, typer.Option("--meta-verify/--no-meta-verify", help="Meta-verify issue-reporting analyses; analyses the majority rejects do not drive refinement.")] = False,
     meta_verifications: Annotated[Optional[int], typer.Option("--meta-verifications", min=1, help="Meta-verifications per issue-reporting analysis (m).", show_default=False)] = None,
+    rank_by: RankByOpt = "raw",
     verification_policy: PolicyOpt = "fixed",
     delta: DeltaOpt = 0.01,
     batch: BatchOpt = 8,
@@ -150,17 +151,19 @@ def search_cmd(
 
     Exit status 3: some problems failed (listed on stderr and in --json 'failed'); the others complete. Re-run on the same --run-dir to retry them.
     """
-    from ..pipelines.search import SearchConfig, run_search_many
+    from ..pipelines.search import ADAPTIVE_FILTERED_ERROR, SearchConfig, run_search_many
 
     probs = or_fail(problems_from_options, problem_file, problems, dataset, limit)
     overrides = dict(initial_proofs=initial_proofs, verifications=verifications, refine_top=refine_top,
                      analyses=analyses, refinements_per_proof=refinements_per_proof,
                      max_iterations=max_iterations, meta_verify=meta_verify or None,
-                     meta_verifications=meta_verifications)
+                     meta_verifications=meta_verifications, rank_by=rank_by)
     if analyses_per_score is not None:
         overrides.update(analysis_selection="per_score_level", analyses_per_score=analyses_per_score)
     cfg = or_fail(lambda: SearchConfig.preset(preset, **overrides))
     policy = policy_from_options(verification_policy, delta, batch, epsilon)
+    if policy.adaptive and cfg.rank_by == "filtered":
+        fail(ADAPTIVE_FILTERED_ERROR)
     tpl = or_fail(load_templates, opts.templates)
     results, run_dir = _run_many("search", functools.partial(run_search_many, policy=policy), probs, cfg, tpl, opts,
                                  opts.budget())
@@ -182,7 +185,8 @@ def search_cmd(
         else:
             extra = f", without rejected analyses {fmt_score(sel.filtered_mean_score)}" if cfg.meta_verify else ""
             out.print(f"\n## Selected proof (mean score {fmt_score(sel.mean_score)} over {sel.n_valid} valid "
-                      f"verifications{extra}; self-score {fmt_score(sel.self_score)})\n")
+                      f"verifications{extra}; self-score {fmt_score(sel.self_score)}; ranked by the "
+                      f"{sel.rank_by} mean {fmt_score(sel.rank_score)})\n")
             out.print(sel.proof + "\n", markup=False)
 
     _show_results(results, opts, run_dir, print_one)
