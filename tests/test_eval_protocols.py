@@ -1,0 +1,133 @@
+"""eval: the paper's one-shot protocol, per-category table, refinement curve, --rank-by
+(scripted loopback world, tests/pipeline_server.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from pipeline_server import TEMPLATES, World, client_for, requests_by_role
+
+from proofsmith.evaluate.run import PAPER_ONE_SHOT, eval_markdown, run_eval
+from proofsmith.records import Problem
+
+
+@pytest.fixture
+def servers(make_server):
+    return lambda world: make_server(default=world.reply)
+
+
+def _verify(q, tok, i):
+    # q=1: 1, 1, 0 -> majority 1;  q=0.5: 0.5, 0, 0.5 -> majority 0.5;  else q
+    if q == 1.0:
+        return [1.0, 1.0, 0.0][i]
+    if q == 0.5:
+        return [0.5, 0.0, 0.5][i]
+    return q
+
+
+QUALITIES = {
+    "Alg one": [1.0, 0.5, 0.0, -1.0],  # majorities 1, .5, 0 and a discarded proof (0): mean .375
+    "Alg two | pipe": [1.0, 1.0, 1.0, 1.0],  # mean 1
+    "Geo one": [0.0, 0.0, 0.5, 0.0],  # mean .125
+}
+PROBLEMS = [
+    Problem(id="a1", statement="Alg one", metadata={"category": "Algebra", "max_points": 7}),
+    Problem(id="a2", statement="Alg two | pipe", metadata={"category": "Algebra", "max_points": 7}),
+    Problem(id="g1", statement="Geo one", metadata={"category": "Geometry", "max_points": 7}),
+]
+
+
+async def test_one_shot_paper_protocol_and_categories(servers, tmp_path):
+    srv = servers(World(gen_quality=lambda prob, i: QUALITIES[prob][i], verify_score=_verify))
+    async with client_for(srv, tmp_path / "run") as client:
+        doc = await run_eval(SimpleNamespace(client=client, store=client.store), PROBLEMS, dataset="scripted",
+                             pipeline="one-shot", k=3, reference=True, templates=TEMPLATES, proofs=4)
+    by = requests_by_role(srv)
+    assert [r.n for r in by["GENERATE"]] == [4, 4, 4]  # one request of 4 proofs per problem
+    assert len(by["VERIFY"]) == 3 + 4 + 4 and all(r.n == 3 for r in by["VERIFY"])  # every valid proof, k=3
+    e = {x["problem_id"]: x for x in doc["problems"]}
+    assert [r["score"] for r in e["a1"]["proofs"]] == [1.0, 0.5, 0.0, 0.0]
+    assert e["a1"]["proofs"][3]["proof"] is None and e["a1"]["proofs"][3]["verification"] is None
+    assert e["a1"]["score"] == pytest.approx(0.375) and e["a1"]["points"] == pytest.approx(0.375 * 7)
+    assert e["a2"]["score"] == 1.0 and e["g1"]["score"] == pytest.approx(0.125)
+    assert e["a1"]["grade_source"] == "mean of per-proof verification majorities"
+    assert e["a1"]["reference_grade"] is None
+    assert doc["protocol"] == {"name": "paper one-shot", "proofs": 4, "verifications": 3,
+                               "score": "mean over the proofs of the majority of the verifications"}
+    assert doc["points"] == pytest.approx((0.375 + 1 + 0.125) * 7)
+    rows = {r["category"]: r for r in doc["categories"]["rows"]}
+    assert list(rows) == ["Algebra", "Geometry"]
+    assert rows["Algebra"]["n_problems"] == 2 and rows["Algebra"]["score"] == pytest.approx((0.375 + 1) / 2)
+    assert rows["Geometry"]["score"] == pytest.approx(0.125)
+    assert rows["Algebra"]["paper"] == PAPER_ONE_SHOT["algebra"] and rows["Algebra"]["paper"]["DeepSeekMath-V2"] == 0.60
+    md = eval_markdown(doc)
+    assert "## By category" in md and "| Algebra | 2 | 9.625/14 | 68.8 | 0.688 | 0.6 | 0.54 | 0.35 |" in md
+    assert "91 in-house CNML-level problems" in md
+
+
+async def test_default_one_shot_is_unchanged(servers, tmp_path):
+    srv = servers(World(gen_quality=lambda prob, i: QUALITIES[prob][i], verify_score=_verify))
+    async with client_for(srv, tmp_path / "run") as client:
+        doc = await run_eval(SimpleNamespace(client=client, store=client.store), PROBLEMS[:1], dataset="scripted",
+                             pipeline="one-shot", k=3, reference=False, templates=TEMPLATES)
+    by = requests_by_role(srv)
+    assert [r.n for r in by["GENERATE"]] == [1] and len(by["VERIFY"]) == 1
+    assert "protocol" not in doc and "proofs" not in doc["problems"][0]
+    assert doc["problems"][0]["points"] == 7.0  # the one proof has quality 1: majority 1
+    assert doc["categories"]["rows"][0]["category"] == "Algebra"
+
+
+async def test_refine_curve_in_eval(servers, tmp_path):
+    # as tests/test_refine_curve.py: per problem the curve is pass .25 .25 .75, best .5 .5 1;
+    # a second problem whose proofs are all quality 1 (self 1): 1 everywhere
+    world = World(
+        gen_quality=lambda p, i: [0.0, 0.5][i] if p == "mixed" else 1.0,
+        self_score=lambda q, tok, i: 1.0 if q == 0.5 else q,
+        refine_quality=lambda parents, analyses, i: -1.0 if i == 0 else 1.0,
+        fresh_samples=True,
+    )
+    srv = servers(world)
+    probs = [Problem(id="m", statement="mixed"), Problem(id="e", statement="easy")]
+    async with client_for(srv, tmp_path / "run") as client:
+        doc = await run_eval(SimpleNamespace(client=client, store=client.store), probs, dataset="scripted",
+                             pipeline="refine", k=3, reference=False, templates=TEMPLATES, attempts=3, samples=2,
+                             curve=True)
+    e = {x["problem_id"]: x for x in doc["problems"]}
+    assert [(c["pass_at_1"], c["best_at_k"]) for c in e["m"]["curve"]] == [(0.25, 0.5), (0.25, 0.5), (0.75, 1.0)]
+    assert [(c["pass_at_1"], c["best_at_k"]) for c in e["e"]["curve"]] == [(1.0, 1.0)] * 3
+    curve = doc["refine_curve"]
+    assert curve["threads"] == 2 and curve["n_problems"] == 2
+    assert [(r["max_attempts"], r["pass_at_1"], r["best_at_k"]) for r in curve["rows"]] == [
+        (1, 0.625, 0.75), (2, 0.625, 0.75), (3, 0.875, 1.0)]
+    assert [r["paper_pass_at_1"] for r in curve["rows"]] == [0.15, 0.18, 0.21]
+    assert [r["paper_best_at_32"] for r in curve["rows"]] == [0.26, 0.29, 0.33]
+    md = eval_markdown(doc)
+    assert "| 3 | 0.875 | 1 | 0.21 | 0.33 |" in md and "IMO Shortlist 2024" in md
+
+
+async def test_eval_search_rank_by_filtered(servers, tmp_path):
+    from test_search_rank_by import _world
+
+    # the small preset draws 2 verifications: proof 0 (quality 1) gets 0 (rejected), 1 -> raw
+    # 0.5, filtered 1 (passes); proof 1 (quality 0.5) gets 1, 0.5 (confirmed) -> 0.75
+    world = _world()
+    world.verify_score = lambda q, tok, i: ([0.0, 1.0] if q == 1.0 else [1.0, 0.5])[i] if q in (1.0, 0.5) else q
+    for rank_by, want in (("filtered", "QUALITY=1."), ("raw", "QUALITY=0.5.")):
+        srv = servers(world)
+        async with client_for(srv, tmp_path / rank_by) as client:
+            doc = await run_eval(SimpleNamespace(client=client, store=client.store),
+                                 [Problem(id="alpha", statement="Show that the scripted world is consistent.")],
+                                 dataset="scripted", pipeline="search", k=1, reference=False, templates=TEMPLATES,
+                                 search_preset="small", rank_by=rank_by, meta_verify=True)
+        assert doc["rank_by"] == rank_by and doc["meta_verify"] is True
+        assert want in doc["problems"][0]["proof"]
+
+
+def test_markdown_escapes_cells():
+    doc = {"dataset": "d|x", "pipeline": "one-shot", "points": 1, "max_points": 7, "percent": 14.2857,
+           "n_problems": 1, "verifications": 1,
+           "problems": [{"problem_id": "p|1\nq", "category": "A|B", "points": 1, "max_points": 7,
+                         "percent": 14.2857, "grade_source": "x"}]}
+    md = eval_markdown(doc)
+    assert "| p\\|1 q | A\\|B |" in md and "# Eval: d\\|x" in md
