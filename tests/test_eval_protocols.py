@@ -131,3 +131,39 @@ def test_markdown_escapes_cells():
                          "percent": 14.2857, "grade_source": "x"}]}
     md = eval_markdown(doc)
     assert "| p\\|1 q | A\\|B |" in md and "# Eval: d\\|x" in md
+
+
+def test_report_shows_categories_curve_and_protocol_proofs_escaped():
+    from proofsmith.evaluate.report import document_from_eval, make_plots, render_html
+    from proofsmith.evaluate.run import category_table, curve_table
+
+    evil = '<script>alert(1)</script>'
+    entries = [
+        {"problem_id": "p1", "category": evil, "points": 3.5, "max_points": 7, "percent": 50, "grade_source": "x",
+         "score": 0.5, "proof_id": "b", "proof": "second", "self_score": 1.0,
+         "proofs": [{"proof_id": "a", "proof": "first <b>", "self_score": 0.0, "score": 0.0,
+                     "verification": {"scores": [0.0], "verification_ids": ["v1"], "mean": 0.0}},
+                    {"proof_id": "b", "proof": "second", "self_score": 1.0, "score": 1.0,
+                     "verification": {"scores": [1.0], "verification_ids": ["v2"], "mean": 1.0}}],
+         "curve": [{"max_attempts": 1, "pass_at_1": 0.25, "best_at_k": 0.5},
+                   {"max_attempts": 2, "pass_at_1": 0.5, "best_at_k": 1.0}]},
+        {"problem_id": "p2", "category": "Number theory", "points": 7, "max_points": 7, "percent": 100,
+         "grade_source": "x", "curve": [{"max_attempts": 1, "pass_at_1": 0.75, "best_at_k": 1.0},
+                                        {"max_attempts": 2, "pass_at_1": 1.0, "best_at_k": 1.0}]},
+    ]
+    doc = {"dataset": "d", "pipeline": "one-shot", "points": 10.5, "max_points": 14, "percent": 75,
+           "problems": entries, "categories": category_table(entries), "refine_curve": curve_table(entries, 2, 4),
+           "protocol": {"name": "paper one-shot", "proofs": 2, "verifications": 1, "score": "mean"}}
+    assert [(r["pass_at_1"], r["best_at_k"]) for r in doc["refine_curve"]["rows"]] == [(0.5, 0.75), (0.75, 1.0)]
+    rep = document_from_eval(doc, "eval.json")
+    assert [p["id"] for p in rep["problems"][0]["proofs"]] == ["a", "b"] and rep["problems"][0]["final_proof_id"] == "b"
+    page = render_html(rep, plots=[])
+    assert "<h2>By category</h2>" in page and "Sequential refinement curve (4 threads, 2 problems)" in page
+    assert evil not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "first &lt;b&gt;" in page and "first <b>" not in page
+    assert "<td>Number theory</td><td>1</td><td>7/7</td><td>100.0</td><td>1</td><td>0.54</td><td>0.36</td><td>0.32</td>" in page
+    assert "<td>2</td><td>0.75</td><td>1</td><td>0.18</td><td>0.29</td>" in page
+    assert "IMO Shortlist 2024" in page and "Content-Security-Policy" in page
+    pytest.importorskip("matplotlib")
+    titles = [p["title"] for p in make_plots(rep)]
+    assert any(t.startswith("Sequential refinement") for t in titles)
