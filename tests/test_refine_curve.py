@@ -82,3 +82,37 @@ async def test_curve_from_one_scripted_run(world_server, tmp_path):
     assert len(by["VERIFY"]) == 3 and all(r.n == 3 for r in by["VERIFY"])
     assert [s.grade.majority if s.grade else None for s in res.threads[0].chain] == [0.0, None, 1.0]
     assert res.config["curve"] is True
+
+
+def test_cli_refine_curve(world_server, tmp_path):
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from proofsmith.cli.pipelines import register
+
+    world = World(
+        gen_quality=lambda p, i: [0.0, 0.5][i],
+        self_score=lambda q, tok, i: 1.0 if q == 0.5 else q,
+        refine_quality=lambda parents, analyses, i: -1.0 if i == 0 else 1.0,
+        fresh_samples=True,
+    )
+    srv = world_server(world)
+    probs = tmp_path / "probs.jsonl"
+    probs.write_text(json.dumps({"id": "gamma", "problem": PROBLEM.statement}) + "\n")
+    TEMPLATES.save(tmp_path / "tpl")
+    app = typer.Typer()
+
+    @app.callback()
+    def _cb() -> None:
+        pass
+
+    register(app)
+    base = ["refine", "--problems", str(probs), "--model", "m", "--base-url", srv.base_url,
+            "--templates", str(tmp_path / "tpl"), "--threads", "2", "--max-attempts", "3", "--curve"]
+    r = CliRunner().invoke(app, base + ["--verifications", "3", "--run-dir", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    assert "| 3 | 0.750 | 1.000 |" in r.output and "| 1 | 0.250 | 0.500 |" in r.output
+    r = CliRunner().invoke(app, base)
+    assert r.exit_code == 1 and "needs grading" in r.output

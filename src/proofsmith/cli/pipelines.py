@@ -85,6 +85,7 @@ def refine_cmd(
     max_attempts: Annotated[int, typer.Option("--max-attempts", "-t", min=1, help="Answers per thread T, the first generation included.")] = 4,
     verifications: Annotated[int, typer.Option("--verifications", min=0, help="Verifications N of each final proof (majority grade) for pass@1 and best@K; 0 = do not grade.")] = 0,
     grade_samples: Annotated[Optional[int], typer.Option("--grade-samples", min=0, hidden=True, help="Old name of --verifications (kept for one release).")] = None,
+    curve: Annotated[bool, typer.Option("--curve/--no-curve", help="Grade every answer (needs --verifications) and report pass@1 and best@K for max attempts 1..T from this one run (the paper's refinement curve).")] = False,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """Sequential refinement with self-verification: K threads, each fixes its own proof until its self-score is 1 or T attempts are used.
@@ -95,7 +96,7 @@ def refine_cmd(
 
     probs = or_fail(problems_from_options, problem_file, problems, dataset, limit)
     n_verifications = verifications if grade_samples is None else grade_samples
-    cfg = or_fail(lambda: RefineConfig(threads=threads, max_attempts=max_attempts, grade_samples=n_verifications))
+    cfg = or_fail(lambda: RefineConfig(threads=threads, max_attempts=max_attempts, grade_samples=n_verifications, curve=curve))
     tpl = or_fail(load_templates, opts.templates)
     results, run_dir = _run_many("refine", run_refine_many, probs, cfg, tpl, opts, opts.budget())
 
@@ -115,6 +116,11 @@ def refine_cmd(
             out.print("\n_no thread produced a proof with a body_\n")
         if r.pass_at_1 is not None:
             out.print(f"**pass@1 {r.pass_at_1:.3f}   best@{len(r.threads)} {r.best_at_k:.3f}**\n")
+        if r.curve:
+            out.print("| max attempts | pass@1 | best@K |\n|---|---|---|", markup=False)
+            for c in r.curve:
+                out.print(f"| {c.max_attempts} | {c.pass_at_1:.3f} | {c.best_at_k:.3f} |", markup=False)
+            out.print("")
         if r.stopped == "budget":
             out.print(f"_stopped: budget ({r.message})_\n", markup=False)
 
