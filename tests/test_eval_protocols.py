@@ -167,3 +167,41 @@ def test_report_shows_categories_curve_and_protocol_proofs_escaped():
     pytest.importorskip("matplotlib")
     titles = [p["title"] for p in make_plots(rep)]
     assert any(t.startswith("Sequential refinement") for t in titles)
+
+
+def test_cli_eval_protocol_markdown_and_flag_errors(servers, tmp_path):
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from proofsmith.cli.evaluate import register
+
+    srv = servers(World(gen_quality=lambda prob, i: QUALITIES[prob][i], verify_score=_verify))
+    data = tmp_path / "probs.jsonl"
+    data.write_text("".join(json.dumps({"id": p.id, "problem": p.statement}) + "\n" for p in PROBLEMS[:1]))
+    TEMPLATES.save(tmp_path / "tpl")
+    app = typer.Typer()
+
+    @app.callback()
+    def _cb() -> None:
+        pass
+
+    register(app)
+    base = ["eval", str(data), "--model", "m", "--base-url", srv.base_url, "--templates", str(tmp_path / "tpl")]
+    md = tmp_path / "out.md"
+    r = CliRunner().invoke(app, base + ["--proofs", "4", "--verifications", "3", "--json", "--markdown", str(md),
+                                        "--run-dir", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout[r.stdout.index("{"):])
+    assert doc["problems"][0]["score"] == pytest.approx(0.375) and doc["protocol"]["proofs"] == 4
+    assert "Protocol: paper one-shot: 4 proofs per problem" in md.read_text()
+    for extra, msg in ((["--proofs", "8", "--pipeline", "refine"], "use it with --pipeline one-shot"),
+                       (["--proofs", "8", "--samples", "2"], "not both"),
+                       (["--curve"], "use it with --pipeline refine"),
+                       (["--rank-by", "filtered"], "apply to --pipeline search"),
+                       (["--pipeline", "search", "--rank-by", "filtered"], "needs meta-verification"),
+                       (["--pipeline", "search", "--rank-by", "filtered", "--meta-verify",
+                         "--verification-policy", "adaptive"], "cannot be used with --verification-policy adaptive")):
+        r = CliRunner().invoke(app, base + extra)
+        assert r.exit_code == 1 and msg in r.output, (extra, r.output)
