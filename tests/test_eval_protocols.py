@@ -205,3 +205,30 @@ def test_cli_eval_protocol_markdown_and_flag_errors(servers, tmp_path):
                          "--verification-policy", "adaptive"], "cannot be used with --verification-policy adaptive")):
         r = CliRunner().invoke(app, base + extra)
         assert r.exit_code == 1 and msg in r.output, (extra, r.output)
+
+
+async def test_report_from_protocol_eval_json_and_run_dir(servers, tmp_path):
+    import json
+
+    from proofsmith.evaluate.report import load_report_input, render_html
+
+    srv = servers(World(gen_quality=lambda prob, i: QUALITIES[prob][i], verify_score=_verify))
+    async with client_for(srv, tmp_path / "run") as client:
+        doc = await run_eval(SimpleNamespace(client=client, store=client.store), PROBLEMS, dataset="scripted",
+                             pipeline="one-shot", k=3, reference=False, templates=TEMPLATES, proofs=4)
+        client.store.close()
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps(doc))
+    for src in (path, tmp_path / "run"):
+        rep = load_report_input(src)
+        assert rep["categories"]["rows"][0]["category"] == "Algebra", src
+        assert rep["protocol"]["proofs"] == 4
+        page = render_html(rep, plots=[])
+        assert "<h2>By category</h2>" in page and "each scored by the majority of 3 verifications" in page
+    rep = load_report_input(path)
+    a1 = next(p for p in rep["problems"] if p["problem_id"] == "a1")
+    assert len(a1["proofs"]) == 4 and a1["final_proof_id"] == e_best(doc, "a1")
+
+
+def e_best(doc, pid):
+    return next(e for e in doc["problems"] if e["problem_id"] == pid)["proof_id"]

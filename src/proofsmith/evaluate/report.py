@@ -195,6 +195,7 @@ def document_from_records(
         "problems": out_problems,
         "usage_by_role": usage_by_role,
         "notes": [],
+        **{k: eval_doc[k] for k in ("categories", "refine_curve", "protocol") if eval_doc and isinstance(eval_doc.get(k), dict)},
     }
 
 
@@ -285,8 +286,9 @@ def load_report_input(source: str | Path) -> dict[str, Any]:
             raise UserError(f"{p}: not valid JSON ({e})") from None
         if isinstance(doc, dict) and "problems" in doc and not isinstance(doc.get("problems"), list):
             raise UserError(f"{p}: 'problems' must be a list")
-        if isinstance(doc, dict) and isinstance(doc.get("problems"), list) and doc["problems"] and "proofs" in doc["problems"][0]:
-            return doc  # already a report document
+        if (isinstance(doc, dict) and isinstance(doc.get("problems"), list) and doc["problems"]
+                and isinstance(doc["problems"][0], dict) and "proofs" in doc["problems"][0] and "pipeline" not in doc):
+            return doc  # already a report document (an eval document has a top-level 'pipeline')
         if isinstance(doc, dict):
             return document_from_eval(doc, str(p))
     return document_from_predictions(p)
