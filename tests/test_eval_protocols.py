@@ -94,6 +94,9 @@ async def test_refine_curve_in_eval(servers, tmp_path):
                              pipeline="refine", k=3, reference=False, templates=TEMPLATES, attempts=3, samples=2,
                              curve=True)
     e = {x["problem_id"]: x for x in doc["problems"]}
+    # every answer with a body is verified once (3 + 2); grading the final proof again is served
+    # by the run store
+    assert len(requests_by_role(srv)["VERIFY"]) == 5, [r.n for r in requests_by_role(srv)["VERIFY"]]
     assert [(c["pass_at_1"], c["best_at_k"]) for c in e["m"]["curve"]] == [(0.25, 0.5), (0.25, 0.5), (0.75, 1.0)]
     assert [(c["pass_at_1"], c["best_at_k"]) for c in e["e"]["curve"]] == [(1.0, 1.0)] * 3
     curve = doc["refine_curve"]

@@ -45,6 +45,8 @@ async def test_filtered_passes_the_proof_whose_only_critique_was_rejected(server
     assert res.stopped == "passed" and res.selected is not None and res.selected.id == a.id
     assert res.selected.rank == 1 and res.selected.rank_score == 1.0
     assert res.config["rank_by"] == "filtered"
+    assert res.iterations[0].best_id == a.id and res.iterations[0].best_rank_score == 1.0
+    assert res.iterations[0].best_mean_score == pytest.approx(2 / 3)
     assert "REFINE" not in requests_by_role(srv)  # stopped after the initial pool
 
 

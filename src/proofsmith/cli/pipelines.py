@@ -178,7 +178,8 @@ def search_cmd(
         out.print(f"# Pool search: {r.problem.id}  (stopped: {r.stopped})\n", markup=False)
         for it in r.iterations:
             out.print(f"- iteration {it.iteration}: +{len(it.new_proofs)} proofs, {len(it.discarded)} discarded; "
-                      f"best mean {fmt_score(it.best_mean_score)}" + (f"; passed: {len(it.passed)}" if it.passed else ""))
+                      f"best mean {fmt_score(it.best_mean_score)}"
+                      + (f" (filtered {fmt_score(it.best_rank_score)})" if cfg.rank_by == "filtered" else "") + (f"; passed: {len(it.passed)}" if it.passed else ""))
         if r.stopped == "failed":
             out.print(f"\n_failed: {r.message}_\n", markup=False)
         if policy.adaptive:

@@ -220,7 +220,8 @@ class IterationInfo(BaseModel):
     discarded: list[str] = Field(default_factory=list)  # no proof body
     duplicates: list[str] = Field(default_factory=list)  # body equal to an earlier proof
     best_id: str | None = None
-    best_mean_score: float | None = None
+    best_mean_score: float | None = None  # raw mean of the best
+    best_rank_score: float | None = None  # its score by rank_by (the one that ranked it best)
     passed: list[str] = Field(default_factory=list)
 
 
@@ -392,6 +393,7 @@ class _Search:
         ranked = self.ranked()
         if ranked:
             info.best_id, info.best_mean_score = ranked[0].id, ranked[0].mean_score
+            info.best_rank_score = ranked[0].rank_score
         self.iterations.append(info)
 
     def _entry(self, p: Proof) -> PoolProof:
