@@ -387,11 +387,14 @@ def _make_plots(doc: dict[str, Any], plt: Any) -> list[dict[str, str]]:
     ts = [int(_f(r.get("max_attempts")) or 0) for r in crow]
     if crow and all(t > 0 for t in ts):
         fig, ax = plt.subplots(figsize=(5, 3))
-        for key, label, style in (("pass_at_1", "pass@1 (this run)", "o-"), ("best_at_k", "best@K (this run)", "s-"),
-                                  ("paper_pass_at_1", "pass@1 (paper)", "o--"), ("paper_best_at_32", "best@32 (paper)", "s--")):
+        for key, label, style, color in (("pass_at_1", "pass@1 (this run)", "o-", "#4c72b0"),
+                                         ("best_at_k", "best@K (this run)", "s-", "#dd8452"),
+                                         ("paper_pass_at_1", "pass@1 (paper)", "o--", "#4c72b0"),
+                                         ("paper_best_at_32", "best@32 (paper)", "s--", "#dd8452")):
             pts = [(t, _f(r.get(key))) for t, r in zip(ts, crow) if _f(r.get(key)) is not None]
             if pts:
-                ax.plot([t for t, _ in pts], [y for _, y in pts], style, label=label, alpha=0.6 if "paper" in key else 1.0)
+                ax.plot([t for t, _ in pts], [y for _, y in pts], style, color=color, label=label,
+                        alpha=0.5 if "paper" in key else 1.0)
         ax.set_xlabel("max attempts")
         ax.set_ylabel("score")
         ax.set_ylim(-0.05, 1.05)
