@@ -12,7 +12,7 @@ from rich.table import Table
 from ..errors import UserError
 from .options import ColumnOpt, CommonArgs, JsonOpt, load_templates, model_options, or_fail, with_session
 from .output import err, exit_partial, fail, fmt_cell, out, print_json
-from .verification import BatchOpt, DeltaOpt, PolicyOpt, policy_from_options
+from .verification import BatchOpt, DeltaOpt, PolicyOpt, RankByOpt, policy_from_options
 
 __all__ = ["register"]
 
@@ -141,7 +141,34 @@ def _print_totals(doc: dict[str, Any]) -> None:
     out.print(f"grade source: {srcs}")
     for n in doc.get("notes", []):
         out.print(f"note: {n}")
+    _print_extra_tables(doc)
     out.print(f"[bold]total: {format_total(doc)}[/bold]")
+
+
+def _print_extra_tables(doc: dict[str, Any]) -> None:
+    """The per-category table and the refinement curve of an eval run (when present)."""
+    cats = doc.get("categories")
+    if cats:
+        t = Table(title="by category (paper: one-shot, DeepSeekMath-V2 / GPT-5-Thinking-High / Gemini 2.5 Pro)")
+        for c in ("category", "problems", "points", "%", "score", "paper"):
+            t.add_column(c)
+        for r in cats["rows"]:
+            p = r.get("paper") or {}
+            paper = " / ".join(fmt_cell(v) for v in p.values()) if p else "–"
+            t.add_row(r["category"], str(r["n_problems"]), f"{fmt_cell(r['points'])}/{fmt_cell(r['max_points'])}",
+                      f"{float(r['percent']):.1f}", fmt_cell(r["score"]), paper)
+        out.print(t)
+        out.print(f"paper numbers: {cats['paper_source']}", markup=False)
+    curve = doc.get("refine_curve")
+    if curve:
+        t = Table(title=f"sequential refinement curve ({curve['threads']} threads, {curve['n_problems']} problems)")
+        for c in ("max attempts", "pass@1", "best@K", "paper pass@1", "paper best@32"):
+            t.add_column(c)
+        for r in curve["rows"]:
+            t.add_row(str(r["max_attempts"]), fmt_cell(r["pass_at_1"]), fmt_cell(r["best_at_k"]),
+                      fmt_cell(r["paper_pass_at_1"]), fmt_cell(r["paper_best_at_32"]))
+        out.print(t)
+        out.print(f"paper numbers: {curve['paper_source']}", markup=False)
 
 
 def _eval_predictions(path: Path, grade_source: str, rating_scale: str, points: float | None,
@@ -198,7 +225,12 @@ def eval_cmd(
     reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Also grade with the reference solution and guidelines when the dataset has them (0-7 grade; used as the points).")] = True,
     attempts: Annotated[int, typer.Option("--attempts", min=1, help="refine: maximum attempts per problem.")] = 4,
     search_preset: Annotated[str, typer.Option("--search-preset", help="search: preset of the pool search (small, paper or release).")] = "small",
-    samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="one-shot: proofs sampled per problem; the one with the highest self-score is graded.")] = 1,
+    samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="one-shot: proofs sampled per problem; the one with the highest self-score is graded. refine: threads per problem.")] = 1,
+    proofs: Annotated[Optional[int], typer.Option("--proofs", min=1, help="one-shot: the paper's protocol: sample this many proofs per problem and grade EVERY one by the majority of --verifications verifications; the problem's score is their mean (the paper: --proofs 8 --verifications 8). No reference grading. Default: off (one graded proof, see --samples).", show_default=False)] = None,
+    curve: Annotated[bool, typer.Option("--curve/--no-curve", help="refine: grade every answer of the run and report pass@1 and best@K for max attempts 1..--attempts from this one run, next to the paper's numbers (the paper: --attempts 8 --samples 32 --verifications 32).")] = False,
+    rank_by: RankByOpt = "raw",
+    meta_verify: Annotated[bool, typer.Option("--meta-verify/--no-meta-verify", help="search: meta-verify issue-reporting analyses (needed by --rank-by filtered).")] = False,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the results as Markdown here (totals, problems, per-category table, refinement curve).", show_default=False)] = None,
     verification_policy: PolicyOpt = "fixed",
     delta: DeltaOpt = 0.01,
     batch: BatchOpt = 8,
@@ -221,14 +253,27 @@ def eval_cmd(
         fail("give a DATASET (e.g. proofbench-basic) or --predictions FILE; see `proofsmith eval --help`")
     if pipeline not in ("one-shot", "refine", "search"):
         fail(f"unknown pipeline {pipeline!r}: choose one-shot, refine or search")
+    if proofs is not None and pipeline != "one-shot":
+        fail("--proofs is the one-shot protocol: use it with --pipeline one-shot")
+    if proofs is not None and samples != 1:
+        fail("give --proofs (every proof graded) or --samples (the best self-score graded), not both")
+    if curve and pipeline != "refine":
+        fail("--curve is the sequential refinement curve: use it with --pipeline refine")
+    if (rank_by != "raw" or meta_verify) and pipeline != "search":
+        fail("--rank-by and --meta-verify apply to --pipeline search")
     from ..evaluate.datasets import load_dataset
     from ..evaluate.run import run_eval
+    from ..pipelines.search import ADAPTIVE_FILTERED_ERROR, SearchConfig
 
     from ..evaluate.external import parse_columns
 
     problems = or_fail(lambda: _select(load_dataset(dataset, parse_columns(column)), ids, limit))
     cfg = opts.config()
     policy = policy_from_options(verification_policy, delta, batch)
+    if pipeline == "search":
+        or_fail(lambda: SearchConfig.preset(search_preset, meta_verify=meta_verify or None, rank_by=rank_by))
+        if policy.adaptive and rank_by == "filtered":
+            fail(ADAPTIVE_FILTERED_ERROR)
     tpl = None
     if opts.templates is not None:
         tpl = or_fail(load_templates, opts.templates)
@@ -236,11 +281,17 @@ def eval_cmd(
     async def work(session: Any, progress: Any) -> dict:
         return await run_eval(session, problems, dataset=str(dataset), pipeline=pipeline, k=k,
                               reference=reference, attempts=attempts, templates=tpl, search_preset=search_preset,
-                              samples=samples, progress=progress, policy=policy)
+                              samples=samples, progress=progress, policy=policy, proofs=proofs, curve=curve,
+                              rank_by=rank_by, meta_verify=meta_verify)
 
     doc = with_session(cfg, opts.run_dir, "eval", work, f"eval {dataset} ({pipeline})")
     if output is not None:
         or_fail(_write_json, output, doc)
+    if markdown is not None:
+        from ..evaluate.run import eval_markdown
+        from ..fileio import write_atomic
+
+        or_fail(write_atomic, markdown, eval_markdown(doc))
     if opts.json_out:
         print_json(doc)
     else:

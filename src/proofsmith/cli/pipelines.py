@@ -28,8 +28,8 @@ from .options import (
     ColumnOpt, CommonArgs, DatasetOpt, JsonOpt, LimitOpt, ProblemArg, ProblemsOpt,
     budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, with_session,
 )
-from .output import err, exit_partial, fmt_score, out, print_json, print_usage, print_verbatim
-from .verification import BatchOpt, DeltaOpt, EpsilonOpt, PolicyOpt, policy_from_options
+from .output import err, exit_partial, fail, fmt_score, out, print_json, print_usage, print_verbatim
+from .verification import BatchOpt, DeltaOpt, EpsilonOpt, PolicyOpt, RankByOpt, policy_from_options
 
 
 def _total(usages: list[Usage]) -> dict:
@@ -86,6 +86,7 @@ def refine_cmd(
     max_attempts: Annotated[int, typer.Option("--max-attempts", "-t", min=1, help="Answers per thread T, the first generation included.")] = 4,
     verifications: Annotated[int, typer.Option("--verifications", min=0, help="Verifications N of each final proof (majority grade) for pass@1 and best@K; 0 = do not grade.")] = 0,
     grade_samples: Annotated[Optional[int], typer.Option("--grade-samples", min=0, hidden=True, help="Old name of --verifications (kept for one release).")] = None,
+    curve: Annotated[bool, typer.Option("--curve/--no-curve", help="Grade every answer (needs --verifications) and report pass@1 and best@K for max attempts 1..T from this one run (the paper's refinement curve).")] = False,
     opts: CommonArgs = None,  # type: ignore[assignment]
 ) -> None:
     """Sequential refinement with self-verification: K threads, each fixes its own proof until its self-score is 1 or T attempts are used.
@@ -96,7 +97,7 @@ def refine_cmd(
 
     probs = or_fail(problems_from_options, problem_file, problems, dataset, limit, columns=column)
     n_verifications = verifications if grade_samples is None else grade_samples
-    cfg = or_fail(lambda: RefineConfig(threads=threads, max_attempts=max_attempts, grade_samples=n_verifications))
+    cfg = or_fail(lambda: RefineConfig(threads=threads, max_attempts=max_attempts, grade_samples=n_verifications, curve=curve))
     tpl = or_fail(load_templates, opts.templates)
     results, run_dir = _run_many("refine", run_refine_many, probs, cfg, tpl, opts, opts.budget())
 
@@ -116,6 +117,11 @@ def refine_cmd(
             out.print("\n_no thread produced a proof with a body_\n")
         if r.pass_at_1 is not None:
             out.print(f"**pass@1 {r.pass_at_1:.3f}   best@{len(r.threads)} {r.best_at_k:.3f}**\n")
+        if r.curve:
+            out.print("| max attempts | pass@1 | best@K |\n|---|---|---|", markup=False)
+            for c in r.curve:
+                out.print(f"| {c.max_attempts} | {c.pass_at_1:.3f} | {c.best_at_k:.3f} |", markup=False)
+            out.print("")
         if r.stopped == "budget":
             out.print(f"_stopped: budget ({r.message})_\n", markup=False)
 
@@ -142,6 +148,7 @@ def search_cmd(
     analyses_per_score: Annotated[Optional[int], typer.Option("--analyses-per-score", min=1, help="Pick analyses per score level (lowest first), at most this many per level (the released code's rule).", show_default=False)] = None,
     meta_verify: Annotated[bool, typer.Option("--meta-verify/--no-meta-verify", help="Meta-verify issue-reporting analyses; analyses the majority rejects do not drive refinement.")] = False,
     meta_verifications: Annotated[Optional[int], typer.Option("--meta-verifications", min=1, help="Meta-verifications per issue-reporting analysis (m).", show_default=False)] = None,
+    rank_by: RankByOpt = "raw",
     verification_policy: PolicyOpt = "fixed",
     delta: DeltaOpt = 0.01,
     batch: BatchOpt = 8,
@@ -152,17 +159,19 @@ def search_cmd(
 
     Exit status 3: some problems failed (listed on stderr and in --json 'failed'); the others complete. Re-run on the same --run-dir to retry them.
     """
-    from ..pipelines.search import SearchConfig, run_search_many
+    from ..pipelines.search import ADAPTIVE_FILTERED_ERROR, SearchConfig, run_search_many
 
     probs = or_fail(problems_from_options, problem_file, problems, dataset, limit, columns=column)
     overrides = dict(initial_proofs=initial_proofs, verifications=verifications, refine_top=refine_top,
                      analyses=analyses, refinements_per_proof=refinements_per_proof,
                      max_iterations=max_iterations, meta_verify=meta_verify or None,
-                     meta_verifications=meta_verifications)
+                     meta_verifications=meta_verifications, rank_by=rank_by)
     if analyses_per_score is not None:
         overrides.update(analysis_selection="per_score_level", analyses_per_score=analyses_per_score)
     cfg = or_fail(lambda: SearchConfig.preset(preset, **overrides))
     policy = policy_from_options(verification_policy, delta, batch, epsilon)
+    if policy.adaptive and cfg.rank_by == "filtered":
+        fail(ADAPTIVE_FILTERED_ERROR)
     tpl = or_fail(load_templates, opts.templates)
     results, run_dir = _run_many("search", functools.partial(run_search_many, policy=policy), probs, cfg, tpl, opts,
                                  opts.budget())
@@ -171,7 +180,8 @@ def search_cmd(
         out.print(f"# Pool search: {r.problem.id}  (stopped: {r.stopped})\n", markup=False)
         for it in r.iterations:
             out.print(f"- iteration {it.iteration}: +{len(it.new_proofs)} proofs, {len(it.discarded)} discarded; "
-                      f"best mean {fmt_score(it.best_mean_score)}" + (f"; passed: {len(it.passed)}" if it.passed else ""))
+                      f"best mean {fmt_score(it.best_mean_score)}"
+                      + (f" (filtered {fmt_score(it.best_rank_score)})" if cfg.rank_by == "filtered" else "") + (f"; passed: {len(it.passed)}" if it.passed else ""))
         if r.stopped == "failed":
             out.print(f"\n_failed: {r.message}_\n", markup=False)
         if policy.adaptive:
@@ -184,7 +194,8 @@ def search_cmd(
         else:
             extra = f", without rejected analyses {fmt_score(sel.filtered_mean_score)}" if cfg.meta_verify else ""
             out.print(f"\n## Selected proof (mean score {fmt_score(sel.mean_score)} over {sel.n_valid} valid "
-                      f"verifications{extra}; self-score {fmt_score(sel.self_score)})\n")
+                      f"verifications{extra}; self-score {fmt_score(sel.self_score)}; ranked by the "
+                      f"{sel.rank_by} mean {fmt_score(sel.rank_score)})\n")
             print_verbatim(sel.proof + "\n")
 
     _show_results(results, opts, run_dir, print_one)

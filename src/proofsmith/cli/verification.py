@@ -27,6 +27,12 @@ EpsilonOpt = Annotated[float, typer.Option(
          "policy would; > 0 admits a proof once no more than refine_top - 1 others can beat its mean by more "
          "than EPSILON.")]
 
+RankByOpt = Annotated[str, typer.Option(
+    "--rank-by",
+    help="search: the score that ranks the pool, decides the stop rule (pass) and selects the final proof: "
+         "raw (the paper; every valid analysis counts) or filtered (analyses the meta-verifier rejected are "
+         "left out; needs --meta-verify; not with --verification-policy adaptive).")]
+
 
 def policy_from_options(kind: str, delta: float, batch: int, epsilon: float = 0.0) -> VerificationPolicy:
     """The policy, or a one-line error for a bad value."""

@@ -256,6 +256,7 @@ def document_from_records(
         "problems": out_problems,
         "usage_by_role": usage_by_role,
         "notes": [],
+        **{k: eval_doc[k] for k in ("categories", "refine_curve", "protocol") if eval_doc and isinstance(eval_doc.get(k), dict)},
     }
 
 
@@ -295,6 +296,21 @@ def document_from_eval(doc: dict[str, Any], source: str) -> dict[str, Any]:
         if not isinstance(e, dict) or "problem_id" not in e:
             raise UserError(f"{source}: a 'problems' entry has no 'problem_id'")
         proofs = []
+        if isinstance(e.get("proofs"), list):  # the paper's one-shot protocol: every proof graded
+            for i, r in enumerate(_dicts(e["proofs"])):
+                v = r.get("verification") if isinstance(r.get("verification"), dict) else {}
+                scores = _list(v.get("scores"))
+                proofs.append({
+                    "id": r.get("proof_id") or f"{e['problem_id']}-{i + 1}",
+                    "proof": r.get("proof"), "self_score": r.get("self_score"), "parents": [],
+                    "format_error": r.get("format_error"),
+                    "verifications": [{"id": vid, "score": sc} for vid, sc in
+                                      zip(_list(v.get("verification_ids")) or [None] * len(scores), scores)],
+                    "mean_score": v.get("mean"),
+                })
+            final = e.get("proof_id") if any(p["id"] == e.get("proof_id") for p in proofs) else None
+            problems.append({**e, "proofs": proofs, "final_proof_id": final})
+            continue
         if e.get("proof") or e.get("proof_id"):
             v = e.get("verification") or {}
             proofs.append(
@@ -311,8 +327,9 @@ def document_from_eval(doc: dict[str, Any], source: str) -> dict[str, Any]:
     return {
         "title": f"Eval report: {Path(source).name}",
         "source": source,
-        "summary": {k: doc.get(k) for k in ("points", "max_points", "percent", "grade_source", "scale", "pipeline", "dataset") if k in doc},
+        "summary": {k: doc.get(k) for k in ("points", "max_points", "percent", "grade_source", "scale", "pipeline", "dataset", "rank_by") if k in doc},
         "problems": problems,
+        **{k: doc[k] for k in ("categories", "refine_curve", "protocol") if isinstance(doc.get(k), dict)},
         "usage_by_role": {},
         "notes": list(doc.get("notes", [])),
     }
@@ -336,8 +353,9 @@ def load_report_input(source: str | Path) -> dict[str, Any]:
             raise UserError(f"{p}: not valid JSON ({e})") from None
         if isinstance(doc, dict) and "problems" in doc and not isinstance(doc.get("problems"), list):
             raise UserError(f"{p}: 'problems' must be a list")
-        if isinstance(doc, dict) and isinstance(doc.get("problems"), list) and doc["problems"] and "proofs" in doc["problems"][0]:
-            return doc  # already a report document
+        if (isinstance(doc, dict) and isinstance(doc.get("problems"), list) and doc["problems"]
+                and isinstance(doc["problems"][0], dict) and "proofs" in doc["problems"][0] and "pipeline" not in doc):
+            return doc  # already a report document (an eval document has a top-level 'pipeline')
         if isinstance(doc, dict):
             return document_from_eval(doc, str(p))
     return document_from_predictions(p)
@@ -429,6 +447,29 @@ def _make_plots(doc: dict[str, Any], plt: Any) -> list[dict[str, str]]:
         ax.set_ylabel("human grade (fraction of points)")
         ax.set_title("Human vs automatic")
         plots.append({"title": "Human vs automatic", "src": _png(fig), "alt": "human vs automatic"})
+
+    # sequential refinement curve (one run), next to the paper's numbers
+    curve = doc.get("refine_curve") if isinstance(doc.get("refine_curve"), dict) else None
+    crow = _dicts(curve.get("rows")) if curve else []
+    ts = [int(_f(r.get("max_attempts")) or 0) for r in crow]
+    if crow and all(t > 0 for t in ts):
+        fig, ax = plt.subplots(figsize=(5, 3))
+        for key, label, style, color in (("pass_at_1", "pass@1 (this run)", "o-", "#4c72b0"),
+                                         ("best_at_k", "best@K (this run)", "s-", "#dd8452"),
+                                         ("paper_pass_at_1", "pass@1 (paper)", "o--", "#4c72b0"),
+                                         ("paper_best_at_32", "best@32 (paper)", "s--", "#dd8452")):
+            pts = [(t, _f(r.get(key))) for t, r in zip(ts, crow) if _f(r.get(key)) is not None]
+            if pts:
+                ax.plot([t for t, _ in pts], [y for _, y in pts], style, color=color, label=label,
+                        alpha=0.5 if "paper" in key else 1.0)
+        ax.set_xlabel("max attempts")
+        ax.set_ylabel("score")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xticks(ts)
+        ax.legend(fontsize=7)
+        ax.set_title("Sequential refinement")
+        plots.append({"title": "Sequential refinement: pass@1 and best@K by max attempts (dashed: the paper)",
+                      "src": _png(fig), "alt": "sequential refinement curve"})
 
     # tokens and cost per stage
     raw_usage = doc.get("usage_by_role") if isinstance(doc.get("usage_by_role"), dict) else {}
@@ -729,6 +770,42 @@ def _csp(scripts: list[str], styles: list[str]) -> str:
     ])
 
 
+def _protocol_html(doc: dict[str, Any]) -> str:
+    """The one-shot protocol line, the per-category table and the refinement-curve table
+    (every value through ``_e``)."""
+    parts = []
+    prot = doc.get("protocol") if isinstance(doc.get("protocol"), dict) else None
+    if prot:
+        parts.append(f'<div class="meta">protocol: {_e(prot.get("name"))}: {_num(prot.get("proofs"))} proofs per problem, '
+                     f'each scored by the majority of {_num(prot.get("verifications"))} verifications; '
+                     f'the problem\'s score is their mean</div>')
+    cats = doc.get("categories") if isinstance(doc.get("categories"), dict) else None
+    if cats and _dicts(cats.get("rows")):
+        rows = []
+        for r in _dicts(cats.get("rows")):
+            paper = r.get("paper") if isinstance(r.get("paper"), dict) else {}
+            rows.append(f'<tr><td>{_e(r.get("category"))}</td><td>{_num(r.get("n_problems"))}</td>'
+                        f'<td>{_num(r.get("points"))}/{_num(r.get("max_points"))}</td><td>{_pct(r.get("percent"))}</td>'
+                        f'<td>{_num(r.get("score"))}</td>'
+                        + "".join(f'<td>{_num(paper.get(m))}</td>' for m in ("DeepSeekMath-V2", "GPT-5-Thinking-High", "Gemini 2.5 Pro"))
+                        + "</tr>")
+        parts.append('<h2>By category</h2><table class="results categories"><thead><tr><th>category</th><th>problems</th>'
+                     '<th>points</th><th>%</th><th>score</th><th>paper: DeepSeekMath-V2</th><th>GPT-5-Thinking-High</th>'
+                     f'<th>Gemini 2.5 Pro</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+                     f'<div class="meta">paper numbers: {_e(cats.get("paper_source"))}</div>')
+    curve = doc.get("refine_curve") if isinstance(doc.get("refine_curve"), dict) else None
+    if curve and _dicts(curve.get("rows")):
+        rows = [f'<tr><td>{_num(r.get("max_attempts"))}</td><td>{_num(r.get("pass_at_1"))}</td><td>{_num(r.get("best_at_k"))}</td>'
+                f'<td>{_num(r.get("paper_pass_at_1"))}</td><td>{_num(r.get("paper_best_at_32"))}</td></tr>'
+                for r in _dicts(curve.get("rows"))]
+        parts.append(f'<h2>Sequential refinement curve ({_num(curve.get("threads"))} threads, '
+                     f'{_num(curve.get("n_problems"))} problems)</h2><table class="results curve"><thead><tr><th>max attempts</th>'
+                     '<th>pass@1</th><th>best@K</th><th>paper pass@1</th><th>paper best@32</th></tr></thead>'
+                     f'<tbody>{"".join(rows)}</tbody></table>'
+                     f'<div class="meta">paper numbers: {_e(curve.get("paper_source"))}</div>')
+    return "".join(parts)
+
+
 def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = None) -> str:
     css, katex_js, _auto_js = katex_assets()
     plots = make_plots(doc) if plots is None else plots
@@ -797,6 +874,7 @@ def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = Non
         sec.append("</section>")
         sections.append("".join(sec))
     notes = "".join(f"<li>{_e(n)}</li>" for n in _list(doc.get("notes")))
+    tables = _protocol_html(doc)
     plots_html = "".join(
         f'<figure><img src="{_e(p["src"])}" alt="{_e(p.get("alt"))}"><figcaption class="meta">{_e(p.get("title"))}</figcaption></figure>'
         for p in plots if str(p.get("src", "")).startswith("data:image/png;base64,")
@@ -816,6 +894,7 @@ def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = Non
 <div class="summary">{"".join(cards)}</div>
 {f'<div class="meta">scale: {scale_txt}</div>' if scale_txt else ""}
 {f'<ul class="notes">{notes}</ul>' if notes else ""}
+{tables}
 <div class="plots">{plots_html}</div>
 <div class="filters"><label>problem <input id="f-problem" type="search" placeholder="id contains…"></label>
 <label>score % from <input id="f-min" type="number" min="0" max="100" value="0"></label>

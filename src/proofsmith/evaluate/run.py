@@ -4,9 +4,23 @@ Pipelines (imported lazily, so a missing one gives one clear error):
 
 - ``one-shot``: ``roles.generate(n=samples)``; the final proof is the valid one with the highest
   self-score (ties: first);
+- ``one-shot`` with ``proofs=P`` (**the paper's one-shot protocol**, METHOD.md "Evaluation
+  reported": ``--proofs 8 --verifications 8``): ``roles.generate(n=P)``; *every* proof is
+  graded by the majority of k verifications (a discarded generation scores 0), and the
+  problem's score is the mean over its P proofs. No reference grading (the paper grades by
+  verification). Today's default (one graded proof) is kept: the protocol costs P × k
+  verifications per problem;
 - ``refine``: ``proofsmith.pipelines.refine.run_refine`` (sequential refinement; ``samples``
-  threads of at most ``attempts`` answers; its selected, best-self-score proof);
-- ``search``: ``proofsmith.pipelines.search.run_search`` (pool search; its selected proof).
+  threads of at most ``attempts`` answers; its selected, best-self-score proof). With
+  ``curve=True`` every answer of the run is graded (k verifications, majority) and the entry
+  gets ``curve``: pass@1 and best@K for max attempts 1..``attempts`` (the document: their mean
+  over problems in ``refine_curve``, next to the paper's numbers);
+- ``search``: ``proofsmith.pipelines.search.run_search`` (pool search; its selected proof;
+  ``rank_by`` and ``meta_verify`` as in ``search --rank-by``).
+
+When problems have a ``category`` (IMO-ProofBench: Algebra, Combinatorics, Geometry, Number
+theory) the document gets ``categories``: per category the number of problems, points and
+percent, next to the paper's one-shot numbers where the paper has that category.
 
 Grading of each final proof (``grading.py``): k verifications (majority and mean) always;
 reference-guided 0–7 grade when the problem has a reference solution and ``reference`` is on.
@@ -31,7 +45,28 @@ from .grading import (
     points_from_grade7,
 )
 
-__all__ = ["run_eval", "final_proof"]
+__all__ = ["run_eval", "final_proof", "category_table", "curve_table", "PAPER_ONE_SHOT", "PAPER_REFINE_CURVE",
+           "eval_markdown"]
+
+# METHOD.md "Evaluation reported": one-shot on 91 in-house CNML-level problems, 8 proofs each,
+# majority of 8 verifications (DeepSeekMath-V2 / GPT-5-Thinking-High / Gemini 2.5 Pro).
+PAPER_ONE_SHOT_SOURCE = ("DeepSeekMath-V2 paper (arXiv 2511.22570), one-shot on 91 in-house CNML-level problems, "
+                         "8 proofs x majority of 8 verifications (METHOD.md 'Evaluation reported')")
+PAPER_ONE_SHOT: dict[str, dict[str, float]] = {
+    "algebra": {"DeepSeekMath-V2": 0.60, "GPT-5-Thinking-High": 0.54, "Gemini 2.5 Pro": 0.35},
+    "geometry": {"DeepSeekMath-V2": 0.52, "GPT-5-Thinking-High": 0.15, "Gemini 2.5 Pro": 0.17},
+    "number theory": {"DeepSeekMath-V2": 0.54, "GPT-5-Thinking-High": 0.36, "Gemini 2.5 Pro": 0.32},
+    "combinatorics": {"DeepSeekMath-V2": 0.47, "GPT-5-Thinking-High": 0.35, "Gemini 2.5 Pro": 0.32},
+    "inequality": {"DeepSeekMath-V2": 0.59, "GPT-5-Thinking-High": 0.38, "Gemini 2.5 Pro": 0.45},
+}
+# METHOD.md "Test-time scaling": IMO Shortlist 2024 (31 problems), 32 threads, max attempts 1..8,
+# each final proof scored by a majority of 32 verifications.
+PAPER_REFINE_CURVE_SOURCE = ("DeepSeekMath-V2 paper (arXiv 2511.22570), sequential refinement on IMO Shortlist 2024 "
+                             "(31 problems), 32 threads, majority of 32 verifications (METHOD.md 'Test-time scaling')")
+PAPER_REFINE_CURVE: dict[str, list[float]] = {
+    "pass_at_1": [0.15, 0.18, 0.21, 0.22, 0.24, 0.24, 0.26, 0.27],
+    "best_at_32": [0.26, 0.29, 0.33, 0.39, 0.39, 0.40, 0.40, 0.42],
+}
 
 
 class ProblemFailed(ProofsmithError):
@@ -102,7 +137,8 @@ def final_proof(problem: Problem, result: Any) -> Proof | None:
 
 
 async def _prove(client: Any, problem: Problem, pipeline: str, *, attempts: int, templates: Any,
-                 search_preset: str, samples: int, policy: Any = None) -> Proof | None:
+                 search_preset: str, samples: int, policy: Any = None, rank_by: str = "raw",
+                 meta_verify: bool = False) -> Proof | None:
     if pipeline == "one-shot":
         from .. import roles
 
@@ -118,24 +154,71 @@ async def _prove(client: Any, problem: Problem, pipeline: str, *, attempts: int,
         run_search = _pipeline("search", "run_search")
         from ..pipelines.search import SearchConfig
 
-        result = await run_search(client, problem, SearchConfig.preset(search_preset), templates, policy=policy)
+        cfg = SearchConfig.preset(search_preset, meta_verify=meta_verify or None, rank_by=rank_by)
+        result = await run_search(client, problem, cfg, templates, policy=policy)
         return final_proof(problem, _finished(result))
     raise UserError(f"unknown pipeline {pipeline!r}: choose one-shot, refine or search")
 
 
+async def _one_shot_protocol(client: Any, problem: Problem, entry: dict[str, Any], *, proofs: int, k: int,
+                             templates: Any) -> dict[str, Any]:
+    """The paper's one-shot protocol: ``proofs`` proofs, each graded by the majority of k
+    verifications; the problem's score is the mean over all ``proofs`` (a discarded one is 0)."""
+    from .. import roles
+    from ..pipelines import gather_stages
+
+    max_points = entry["max_points"]
+    got = await roles.generate(client, problem, n=proofs, templates=templates)
+    valid = [p for p in got if p.proof]
+    grades = await gather_stages(grade_by_verification(client, problem, p, k=k, templates=templates) for p in valid)
+    by_id = {p.id: g for p, g in zip(valid, grades)}
+    rows = []
+    for p in got:
+        g = by_id.get(p.id)
+        score = (g.majority or 0.0) if g is not None else 0.0
+        rows.append({"proof_id": p.id, "proof": p.proof, "self_score": p.self_score,
+                     "format_error": None if p.proof else (p.format_error or "no proof body"),
+                     "verification": g.to_json() if g is not None else None, "score": score})
+    score = sum(r["score"] for r in rows) / proofs
+    best = max(rows, key=lambda r: (r["proof"] is not None, r["score"], r["self_score"] or 0.0)) if rows else None
+    entry.update(proofs=rows, score=score, points=score * max_points, reference_grade=None,
+                 grade_source="mean of per-proof verification majorities",
+                 proof_id=best["proof_id"] if best and best["proof"] else None,
+                 proof=best["proof"] if best else None, self_score=best["self_score"] if best else None,
+                 verification=best["verification"] if best else None)
+    return entry
+
+
 async def eval_problem(client: Any, problem: Problem, *, pipeline: str, k: int, reference: bool,
                        attempts: int = 4, templates: Any = None, search_preset: str = "small",
-                       samples: int = 1, policy: Any = None) -> dict[str, Any]:
+                       samples: int = 1, policy: Any = None, proofs: int | None = None,
+                       curve: bool = False, rank_by: str = "raw", meta_verify: bool = False) -> dict[str, Any]:
     max_points = float(problem.metadata.get("max_points", 7))
-    proof = await _prove(client, problem, pipeline, attempts=attempts, templates=templates,
-                         search_preset=search_preset, samples=samples, policy=policy)
+    base: dict[str, Any] = {"problem_id": problem.id, "max_points": max_points}
+    if problem.metadata.get("category"):
+        base["category"] = str(problem.metadata["category"])
+    if pipeline == "one-shot" and proofs is not None:
+        return await _one_shot_protocol(client, problem, base, proofs=proofs, k=k, templates=templates)
+    curve_points = None
+    if pipeline == "refine" and curve:
+        from ..pipelines.refine import RefineConfig, run_refine
+
+        result = _finished(await run_refine(
+            client, problem, RefineConfig(threads=samples, max_attempts=attempts, grade_samples=k, curve=True), templates))
+        curve_points = [c.model_dump() for c in result.curve]
+        proof = final_proof(problem, result)
+    else:
+        proof = await _prove(client, problem, pipeline, attempts=attempts, templates=templates,
+                             search_preset=search_preset, samples=samples, policy=policy, rank_by=rank_by,
+                             meta_verify=meta_verify)
     entry: dict[str, Any] = {
-        "problem_id": problem.id,
-        "max_points": max_points,
+        **base,
         "proof_id": proof.id if proof else None,
         "proof": proof.proof if proof else None,
         "self_score": proof.self_score if proof else None,
     }
+    if curve_points is not None:
+        entry["curve"] = curve_points
     if proof is None:
         entry.update(points=0.0, grade_source="no valid proof", verification=None, reference_grade=None)
         return entry
@@ -159,7 +242,8 @@ async def eval_problem(client: Any, problem: Problem, *, pipeline: str, k: int, 
 async def run_eval(session: Any, problems: list[Problem], *, dataset: str, pipeline: str, k: int = 4,
                    reference: bool = True, attempts: int = 4, templates: Any = None,
                    search_preset: str = "small", samples: int = 1, progress: Any = None,
-                   policy: Any = None) -> dict[str, Any]:
+                   policy: Any = None, proofs: int | None = None, curve: bool = False,
+                   rank_by: str = "raw", meta_verify: bool = False) -> dict[str, Any]:
     """Prove and grade every problem concurrently on one client; returns the results document
     (the shape of ``eval --predictions --json`` plus per-problem grading details).
     ``policy``: the search pipeline's verification policy (pipelines.adaptive; default fixed)."""
@@ -172,7 +256,8 @@ async def run_eval(session: Any, problems: list[Problem], *, dataset: str, pipel
 
     outs = await run_items(
         eval_problem(client, p, pipeline=pipeline, k=k, reference=reference, attempts=attempts,
-                     templates=templates, search_preset=search_preset, samples=samples, policy=policy) for p in problems
+                     templates=templates, search_preset=search_preset, samples=samples, policy=policy,
+                     proofs=proofs, curve=curve, rank_by=rank_by, meta_verify=meta_verify) for p in problems
     )
     entries = [o for o in outs if not isinstance(o, BaseException)]
     failed = [ItemFailure(id=p.id, error=error_line(o)).model_dump()
@@ -200,9 +285,116 @@ async def run_eval(session: Any, problems: list[Problem], *, dataset: str, pipel
         "run_dir": str(getattr(session, "run_dir", "")),
         "failed": failed,
     }
+    if pipeline == "one-shot" and proofs is not None:
+        doc["protocol"] = {"name": "paper one-shot", "proofs": proofs, "verifications": k,
+                           "score": "mean over the proofs of the majority of the verifications"}
+    if pipeline == "search":
+        doc["rank_by"] = rank_by
+        doc["meta_verify"] = meta_verify
+    cats = category_table(entries)
+    if cats:
+        doc["categories"] = cats
+    if pipeline == "refine" and curve:
+        doc["refine_curve"] = curve_table(entries, attempts, samples)
     if failed:
         doc["notes"] = [f"{len(failed)} of {len(problems)} problems failed and are not in the totals "
                         "(see 'failed'); re-run with the same --run-dir to retry them"]
     if store is not None:
         store.set_meta("eval", doc)
     return doc
+
+
+def _norm_category(c: str) -> str:
+    return " ".join(c.replace("_", " ").split()).lower()
+
+
+def category_table(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Per category (problems with a ``category``): problems, points, percent, mean score on
+    [0, 1], and the paper's one-shot numbers for that category when it has them (a reference,
+    measured on other problems). None when no problem has a category."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for e in entries:
+        if e.get("category"):
+            groups.setdefault(str(e["category"]), []).append(e)
+    if not groups:
+        return None
+    rows = []
+    for cat in sorted(groups, key=_norm_category):
+        es = groups[cat]
+        pts, mx = sum(e["points"] for e in es), sum(e["max_points"] for e in es)
+        rows.append({"category": cat, "n_problems": len(es), "points": round(pts, 4), "max_points": round(mx, 4),
+                     "percent": round(100.0 * pts / mx, 4) if mx else 0.0,
+                     "score": round(pts / mx, 4) if mx else 0.0,
+                     "paper": PAPER_ONE_SHOT.get(_norm_category(cat))})
+    return {"rows": rows, "paper_source": PAPER_ONE_SHOT_SOURCE,
+            "paper_categories": list(PAPER_ONE_SHOT)}
+
+
+def curve_table(entries: list[dict[str, Any]], attempts: int, threads: int) -> dict[str, Any]:
+    """The mean over problems of the per-problem refinement curves (pass@1, best@K for max
+    attempts 1..``attempts``), with the paper's numbers for the same limits."""
+    curves = [e["curve"] for e in entries if e.get("curve")]
+    rows = []
+    for t in range(1, attempts + 1):
+        pts = [c[t - 1] for c in curves if len(c) >= t]
+        paper = {k: v[t - 1] for k, v in PAPER_REFINE_CURVE.items() if t <= len(v)}
+        rows.append({"max_attempts": t,
+                     "pass_at_1": round(sum(p["pass_at_1"] for p in pts) / len(pts), 4) if pts else None,
+                     "best_at_k": round(sum(p["best_at_k"] for p in pts) / len(pts), 4) if pts else None,
+                     "paper_pass_at_1": paper.get("pass_at_1"), "paper_best_at_32": paper.get("best_at_32")})
+    return {"threads": threads, "n_problems": len(curves), "rows": rows, "paper_source": PAPER_REFINE_CURVE_SOURCE}
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.3f}".rstrip("0").rstrip(".") if not x.is_integer() else str(int(x))
+    return str(x)
+
+
+def _md_cell(x: Any) -> str:
+    """A Markdown table cell: model/user text cannot break the table (pipes, newlines escaped)."""
+    return _fmt(x).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def eval_markdown(doc: dict[str, Any]) -> str:
+    """The eval results document as Markdown: totals, per-problem table, the per-category
+    table and the refinement curve when present (with the paper's numbers and their source)."""
+    lines = [f"# Eval: {_md_cell(doc.get('dataset'))} ({_md_cell(doc.get('pipeline'))})", ""]
+    pct = doc.get("percent")
+    lines.append(f"Total: {_fmt(doc.get('points'))}/{_fmt(doc.get('max_points'))} = "
+                 f"{float(pct or 0):.1f}% over {doc.get('n_problems', 0)} problems; "
+                 f"{_md_cell(doc.get('verifications'))} verifications per proof.")
+    prot = doc.get("protocol")
+    if prot:
+        lines.append(f"Protocol: {_md_cell(prot.get('name'))}: {prot.get('proofs')} proofs per problem, each scored by "
+                     f"the majority of {prot.get('verifications')} verifications; the problem's score is their mean.")
+    if doc.get("rank_by"):
+        lines.append(f"Search ranked by the {_md_cell(doc['rank_by'])} mean verification score.")
+    lines += ["", "| problem | category | points | max | % | grade source |", "|---|---|---|---|---|---|"]
+    for e in doc.get("problems", []):
+        lines.append(f"| {_md_cell(e.get('problem_id'))} | {_md_cell(e.get('category') or '')} | {_fmt(e.get('points'))} | "
+                     f"{_fmt(e.get('max_points'))} | {_fmt(e.get('percent'))} | {_md_cell(e.get('grade_source'))} |")
+    cats = doc.get("categories")
+    if cats:
+        lines += ["", "## By category", "",
+                  "| category | problems | points | % | score | paper: DeepSeekMath-V2 | GPT-5-Thinking-High | Gemini 2.5 Pro |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in cats["rows"]:
+            p = r.get("paper") or {}
+            lines.append(f"| {_md_cell(r['category'])} | {r['n_problems']} | {_fmt(r['points'])}/{_fmt(r['max_points'])} | "
+                         f"{float(r['percent']):.1f} | {_fmt(r['score'])} | {_fmt(p.get('DeepSeekMath-V2'))} | "
+                         f"{_fmt(p.get('GPT-5-Thinking-High'))} | {_fmt(p.get('Gemini 2.5 Pro'))} |")
+        lines += ["", f"Paper numbers: {cats['paper_source']}; other problems than these, for orientation."]
+    curve = doc.get("refine_curve")
+    if curve:
+        lines += ["", f"## Sequential refinement curve ({curve['threads']} threads, {curve['n_problems']} problems)", "",
+                  "| max attempts | pass@1 | best@K | paper pass@1 | paper best@32 |", "|---|---|---|---|---|"]
+        for r in curve["rows"]:
+            lines.append(f"| {r['max_attempts']} | {_fmt(r['pass_at_1'])} | {_fmt(r['best_at_k'])} | "
+                         f"{_fmt(r['paper_pass_at_1'])} | {_fmt(r['paper_best_at_32'])} |")
+        lines += ["", f"Paper numbers: {curve['paper_source']}."]
+    for n in doc.get("notes", []) or []:
+        lines.append(f"\nNote: {_md_cell(n)}")
+    return "\n".join(lines) + "\n"

@@ -19,6 +19,15 @@ Read top to bottom:
    score, ties broken toward the lower score; no valid score, or no final proof, grades 0.
    ``pass_at_1`` = mean grade over the K threads; ``best_at_k`` = grade of the selected proof.
 
+6. **Refinement curve** (``curve=True``, with grading): pass@1 and best@K for every limit
+   t = 1..``max_attempts`` from this one run. A thread that ran under limit T ends, under a
+   smaller limit t, with the last proof that has a body among its first t answers (the
+   answers are the same: each depends only on the earlier ones), with that proof's
+   self-score. So every answer with a body is graded (N verifications, majority); then
+   ``pass_at_1[t]`` = mean grade of the threads' answers under t, ``best_at_k[t]`` = grade of
+   the answer with the highest self-score under t (ties: lowest thread index); a thread with
+   no answer under t grades 0. See :func:`refinement_curve`.
+
 Output: :class:`RefineResult`, also saved in the run store under meta ``refine/<problem id>``.
 ``run_refine_many`` runs each problem on its own: a problem whose calls fail gets a result with
 ``stopped="failed"`` and the reason in ``message``; the other problems complete.
@@ -48,6 +57,7 @@ class RefineConfig:
     threads: int = 4
     max_attempts: int = 4
     grade_samples: int = 0
+    curve: bool = False  # grade every answer and report pass@1 / best@K for limits 1..max_attempts
 
     def __post_init__(self) -> None:
         for name in ("threads", "max_attempts"):
@@ -56,6 +66,8 @@ class RefineConfig:
                 raise ValueError(f"refine: {name} must be a positive integer (got {v!r})")
         if not isinstance(self.grade_samples, int) or self.grade_samples < 0:
             raise ValueError(f"refine: grade_samples must be >= 0 (got {self.grade_samples!r})")
+        if self.curve and not self.grade_samples:
+            raise ValueError("refine: the refinement curve needs grading (grade_samples >= 1)")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,12 +81,16 @@ class Step(BaseModel):
     self_evaluation: str | None = None
     format_error: str | None = None
     parents: list[str] = Field(default_factory=list)
+    grade: "Grade | None" = None  # curve=True: every answer with a body is graded
 
 
 class Grade(BaseModel):
     verification_ids: list[str]
     scores: list[float | None]
     majority: float | None  # None: no valid verification (grades 0)
+
+
+Step.model_rebuild()
 
 
 class Thread(BaseModel):
@@ -86,6 +102,13 @@ class Thread(BaseModel):
     grade: Grade | None = None
 
 
+class CurvePoint(BaseModel):
+    max_attempts: int
+    pass_at_1: float
+    best_at_k: float
+    selected_thread: int | None = None  # the best@K thread under this limit
+
+
 class RefineResult(BaseModel):
     problem: Problem
     config: dict[str, Any]
@@ -94,6 +117,7 @@ class RefineResult(BaseModel):
     selected_thread: int | None = None
     pass_at_1: float | None = None  # only when graded
     best_at_k: float | None = None
+    curve: list[CurvePoint] = Field(default_factory=list)  # curve=True: limits 1..max_attempts
     stopped: Literal["done", "budget", "failed"] = "done"  # failed: see message
     message: str = ""
     usage: Usage = Field(default_factory=Usage)
@@ -110,6 +134,32 @@ def _step(p: Proof, attempt: int) -> Step:
 def _final(chain: list[Proof]) -> Proof | None:
     """A thread's final proof: the last answer of its chain that has a body."""
     return next((p for p in reversed(chain) if p.proof is not None), None)
+
+
+def refinement_curve(chains: list[list[tuple[str, bool, float | None]]], grades: dict[str, float | None],
+                     max_attempts: int) -> list[CurvePoint]:
+    """pass@1 and best@K under every limit t = 1..max_attempts from one run's threads.
+
+    ``chains[i]``: thread i's answers in order, each ``(id, has_body, self_score)``;
+    ``grades``: answer id -> its grade (majority of its verifications; None or missing = 0).
+    Under limit t thread i ends with the last answer with a body among its first t (a thread
+    that stopped earlier keeps its last answer), with that answer's self-score (None = 0).
+    pass@1 = mean grade over all threads (a thread without an answer grades 0); best@K = the
+    grade of the answer with the highest self-score, ties to the lowest thread index (0 when
+    no thread has an answer)."""
+    out: list[CurvePoint] = []
+    k = len(chains)
+    for t in range(1, max_attempts + 1):
+        finals: dict[int, tuple[str, float | None]] = {}
+        for i, chain in enumerate(chains):
+            last = next(((pid, ss) for pid, body, ss in reversed(chain[:t]) if body), None)
+            if last is not None:
+                finals[i] = last
+        g = {i: grades.get(pid) or 0.0 for i, (pid, _) in finals.items()}
+        sel = min(finals, key=lambda i: (-(finals[i][1] or 0), i)) if finals else None
+        out.append(CurvePoint(max_attempts=t, pass_at_1=sum(g.values()) / k if k else 0.0,
+                              best_at_k=g[sel] if sel is not None else 0.0, selected_thread=sel))
+    return out
 
 
 def _save(client: LLMClient, result: RefineResult) -> RefineResult:
@@ -196,34 +246,49 @@ async def run_refine(
     stopped = "budget" if any(t.stopped == "budget" for t in threads) else "done"
     message = ""
     pass_at_1 = best_at_k = None
+    curve: list[CurvePoint] = []
     if cfg.grade_samples and stopped != "budget":
-        report(problem.id, f"grading {len(finals)} final proofs")
+        # the final proofs, and with the curve every answer with a body (each is the final
+        # answer of its thread under some limit)
+        todo: dict[str, Proof] = {f.id: f for f in finals.values()}
+        if cfg.curve:
+            todo.update({p.id: p for chain, _ in outs for p in chain if p.proof is not None})
+        report(problem.id, f"grading {len(todo)} {'answers' if cfg.curve else 'final proofs'}")
         shared = SharedRequests()
-        idx = sorted(finals)
         try:
             vs_all = await gather_stages(
-                shared(content_id(finals[i].proof), roles.verify, client, problem, finals[i],
-                       n=cfg.grade_samples, templates=templates)
-                for i in idx
+                shared(content_id(p.proof), roles.verify, client, problem, p, n=cfg.grade_samples, templates=templates)
+                for p in todo.values()
             )
         except BudgetStop as e:
             stopped, message = "budget", str(e)
         else:
+            by_id: dict[str, Grade] = {}
+            seen: set[str] = set()
+            for pid, vs in zip(todo, vs_all):
+                records += [v for v in vs if v.id not in seen]
+                seen.update(v.id for v in vs)
+                by_id[pid] = Grade(verification_ids=[v.id for v in vs], scores=[v.score for v in vs],
+                                   majority=majority_score([v.score for v in vs]))
             grades: dict[int, float] = {}
-            for i, vs in zip(idx, vs_all):
-                records += vs
-                g = Grade(verification_ids=[v.id for v in vs], scores=[v.score for v in vs],
-                          majority=majority_score([v.score for v in vs]))
-                threads[i].grade = g
-                grades[i] = g.majority or 0.0
+            for i, f in finals.items():
+                threads[i].grade = by_id[f.id]
+                grades[i] = by_id[f.id].majority or 0.0
             pass_at_1 = sum(grades.get(i, 0.0) for i in range(cfg.threads)) / cfg.threads
             best_at_k = grades.get(sel_thread, 0.0) if sel_thread is not None else 0.0
+            if cfg.curve:
+                for t in threads:
+                    for st in t.chain:
+                        if st.id in by_id:
+                            st.grade = by_id[st.id]
+                chains = [[(p.id, p.proof is not None, p.self_score) for p in chain] for chain, _ in outs]
+                curve = refinement_curve(chains, {pid: g.majority for pid, g in by_id.items()}, cfg.max_attempts)
     elif stopped == "budget":
         message = "budget spent before every thread finished"
 
     result = _save(client, RefineResult(
         problem=problem, config=cfg.to_json(), threads=threads, selected=selected,
-        selected_thread=sel_thread, pass_at_1=pass_at_1, best_at_k=best_at_k,
+        selected_thread=sel_thread, pass_at_1=pass_at_1, best_at_k=best_at_k, curve=curve,
         stopped=stopped, message=message, usage=usage_of_records(records),  # type: ignore[arg-type]
     ))
     report(problem.id, f"done ({stopped})")

@@ -18,12 +18,21 @@ Read top to bottom:
    ``meta_threshold`` (0.5); a tie or no valid meta score keeps it. A rejected analysis is
    never put into a refinement prompt; each proof reports ``mean_score`` (raw) and
    ``filtered_mean_score`` (rejected analyses removed).
-4. **Ranking.** By raw mean verification score over valid scores (higher first), ties broken
-   by self-score (None counts 0), then by pool order (earlier first). A proof with no valid
-   verification ranks below every scored proof.
-5. **Stop rule.** A proof *passes* when it has at least one valid verification and all its
-   valid scores are 1. The search stops as soon as a proof passes (checked after each
-   verification stage), or after ``max_iterations`` refinement iterations.
+   **Which score decides** (``rank_by``): ``"raw"`` (the paper, default) — every valid
+   analysis counts; ``"filtered"`` (needs ``meta_verify``) — the analyses the meta-verifier
+   rejected are left out. The one choice is used by the ranking (4), the stop rule (5) and
+   the selection (7); each pool proof reports it as ``rank_by`` and the deciding value as
+   ``rank_score``. The adaptive policy's bounds are on the raw mean, so ``"filtered"`` with
+   the adaptive policy is refused.
+4. **Ranking.** By the mean verification score chosen by ``rank_by`` (raw: over all valid
+   scores; filtered: over valid, non-rejected scores), higher first, ties broken by self-score
+   (None counts 0), then by pool order (earlier first). A proof with no such score ranks below
+   every scored proof.
+5. **Stop rule.** A proof *passes* when the scores chosen by ``rank_by`` are not empty and all
+   1 (raw: every valid score; filtered: every valid, non-rejected score — so a proof whose
+   only critique the meta-verifier rejected passes). The search stops as soon as a proof
+   passes (checked after each verification stage), or after ``max_iterations`` refinement
+   iterations.
 6. **Refinement iteration** ``t = 1..max_iterations``: take the ``refine_top`` best proofs; for
    each, draw ``refinements_per_proof`` analysis selections (see :func:`select_analyses`; the
    RNG is seeded by problem id, iteration, proof id and refinement index, so a resumed run
@@ -66,6 +75,12 @@ from .adaptive import VerificationPolicy
 
 # ----------------------------------------------------------------------------- configuration
 
+RANK_BY = ("raw", "filtered")
+ADAPTIVE_FILTERED_ERROR = (
+    "--rank-by filtered cannot be used with --verification-policy adaptive: the adaptive policy's "
+    "pass and rank bounds are on the raw mean (use --rank-by raw, or the fixed policy)"
+)
+
 
 @dataclass
 class SearchConfig:
@@ -88,6 +103,8 @@ class SearchConfig:
     meta_verify: meta-verify issue-reporting analyses and keep rejected ones out of prompts.
     meta_verifications: meta-verifications per issue-reporting analysis (``m``; odd avoids ties).
     meta_threshold: a meta score below this counts as a rejection of the analysis.
+    rank_by: the score that ranks, stops and selects: "raw" (paper: mean of every valid
+        analysis) or "filtered" (rejected analyses left out; needs ``meta_verify``).
     """
 
     initial_proofs: int = 8
@@ -101,6 +118,7 @@ class SearchConfig:
     meta_verify: bool = False
     meta_verifications: int = 3
     meta_threshold: float = 0.5
+    rank_by: Literal["raw", "filtered"] = "raw"
 
     def __post_init__(self) -> None:
         for name in ("initial_proofs", "verifications", "refine_top", "analyses",
@@ -114,6 +132,11 @@ class SearchConfig:
             raise ValueError(
                 f"search: analysis_selection must be prefer_issues or per_score_level (got {self.analysis_selection!r})"
             )
+        if self.rank_by not in RANK_BY:
+            raise ValueError(f"search: rank_by must be raw or filtered (got {self.rank_by!r})")
+        if self.rank_by == "filtered" and not self.meta_verify:
+            raise ValueError("search: rank_by filtered needs meta-verification (--meta-verify); "
+                             "without it no analysis is rejected and filtered equals raw")
         if self.analysis_selection == "per_score_level" and not self.analyses_per_score:
             raise ValueError("search: per_score_level selection needs analyses_per_score >= 1")
 
@@ -173,7 +196,9 @@ class PoolProof(BaseModel):
     mean_score: float | None = None
     filtered_mean_score: float | None = None  # rejected analyses removed (== mean without meta)
     rejected_analyses: list[str] = Field(default_factory=list)
-    passed: bool = False
+    passed: bool = False  # by the rank_by score (see the module docstring, 5)
+    rank_by: Literal["raw", "filtered"] = "raw"  # which score ranked, stopped and selected
+    rank_score: float | None = None  # that score: mean_score (raw) or filtered_mean_score
     rank: int | None = None  # final rank in the pool (1 = selected)
     verification_samples: int = 0  # verifier samples drawn (valid or not)
     verification_stop: str = "fixed"  # why no more were drawn (adaptive policy; see pipelines.adaptive)
@@ -195,7 +220,8 @@ class IterationInfo(BaseModel):
     discarded: list[str] = Field(default_factory=list)  # no proof body
     duplicates: list[str] = Field(default_factory=list)  # body equal to an earlier proof
     best_id: str | None = None
-    best_mean_score: float | None = None
+    best_mean_score: float | None = None  # raw mean of the best
+    best_rank_score: float | None = None  # its score by rank_by (the one that ranked it best)
     passed: list[str] = Field(default_factory=list)
 
 
@@ -225,8 +251,9 @@ class SearchResult(BaseModel):
 
 
 def rank_key(entry: "PoolProof", order: int) -> tuple:
-    """Sort key of the ranking rule: mean desc, self-score desc (None = 0), pool order."""
-    m = entry.mean_score
+    """Sort key of the ranking rule: rank score desc (the mean chosen by ``rank_by``),
+    self-score desc (None = 0), pool order."""
+    m = entry.rank_score
     return (m is None, -(m or 0.0), -(entry.self_score or 0.0), order)
 
 
@@ -267,6 +294,8 @@ class _Search:
                  templates: Templates | None, report: Reporter, policy: VerificationPolicy | None = None):
         self.client, self.problem, self.cfg, self.tpl, self.report = client, problem, cfg, templates, report
         self.policy = policy or VerificationPolicy()
+        if self.policy.adaptive and cfg.rank_by == "filtered":
+            raise ValueError(ADAPTIVE_FILTERED_ERROR)
         self.groups: dict[str, int] = {}  # adaptive: rank group of the last stage (0 in, 1 open, 2 out)
         self.stage_reasons: dict[str, str] = {}  # adaptive: why each proof stopped drawing
         self.store = getattr(client, "store", None)
@@ -373,6 +402,7 @@ class _Search:
         ranked = self.ranked()
         if ranked:
             info.best_id, info.best_mean_score = ranked[0].id, ranked[0].mean_score
+            info.best_rank_score = ranked[0].rank_score
         self.iterations.append(info)
 
     def _entry(self, p: Proof) -> PoolProof:
@@ -392,12 +422,15 @@ class _Search:
                     rejected.append(v.id)
                 else:
                     kept.append(v.score)
+        deciding = kept if self.cfg.rank_by == "filtered" else valid
+        mean, filtered = mean_valid(valid), mean_valid(kept)
         return PoolProof(
             id=p.id, problem_id=p.problem_id, iteration=p.iteration, proof=p.proof or "",
             self_score=p.self_score, self_evaluation=p.self_evaluation, parents=p.parents,
             analysis_ids=p.analysis_ids, verifications=infos, n_valid=len(valid),
-            mean_score=mean_valid(valid), filtered_mean_score=mean_valid(kept), rejected_analyses=rejected,
-            passed=bool(valid) and all(s == 1 for s in valid)
+            mean_score=mean, filtered_mean_score=filtered, rejected_analyses=rejected,
+            rank_by=self.cfg.rank_by, rank_score=filtered if self.cfg.rank_by == "filtered" else mean,
+            passed=bool(deciding) and all(s == 1 for s in deciding)
             and (not self.policy.adaptive or len(vs) >= self.cfg.verifications),
             verification_samples=len(vs),
             verification_stop=self.stage_reasons.get(p.id, "fixed") if self.policy.adaptive else "fixed",
@@ -535,6 +568,8 @@ async def run_search_many(
     """Search several problems concurrently on one client (one concurrency budget). A problem
     that fails gets ``stopped="failed"`` (reason in ``message``); the others complete."""
     cfg = cfg or SearchConfig()
+    if policy is not None and policy.adaptive and cfg.rank_by == "filtered":
+        raise ValueError(ADAPTIVE_FILTERED_ERROR)
     store = getattr(client, "store", None)
     meta = {"verification_policy": policy.to_json()} if policy is not None and policy.adaptive else {}
     record_pipeline(client, "search", cfg.to_json(), problems=[p.id for p in problems], **meta)
