@@ -72,6 +72,29 @@ async def test_trl_reward_verifier_rule_calling_convention():
     assert fn.last_results[3].reason and "truncated" in fn.last_results[3].reason
 
 
+async def test_trl_reward_mixed_roles_by_role_tag():
+    """A verifier dataset mixed with meta-verification rows (role tags): each completion is
+    scored by its own role's reward; metrics overall and per role."""
+    fn = TRLReward(MethodReward("verifier"), by_role={"meta-verifier": MethodReward("meta-verifier")})
+    logged: dict[str, float] = {}
+    out = await fn(
+        prompts=["v", "m", "m", "v"],
+        completions=[v_answer("1"), m_answer("0.5"), v_answer("1"), m_answer("1")],
+        role=["verifier", "meta-verifier", "meta-verifier", "verifier"],
+        target=[1.0, 1.0, 1.0, 1.0], problem=[PROBLEM] * 4,
+        log_metric=lambda k, v: logged.__setitem__(k, v),
+    )
+    # a verifier answer in a meta row (and vice versa) lacks that role's phrases: format 0
+    assert out == [1.0, 0.5, 0.0, 0.0]
+    assert logged["proofsmith_verifier/format_failure_rate"] == 0.5
+    assert logged["proofsmith_verifier/meta-verifier/reward"] == pytest.approx(0.25)
+    assert logged["proofsmith_verifier/verifier/reward"] == pytest.approx(0.5)
+    with pytest.raises(TrainError, match="no generator reward"):
+        await fn(prompts=["g"], completions=["x"], role=["generator"], problem=[PROBLEM])
+    with pytest.raises(TrainError, match="column 'role'"):
+        await fn(prompts=["v", "v"], completions=["x", "y"], role=["verifier"], problem=[PROBLEM] * 2)
+
+
 async def test_trl_reward_rejects_mismatched_columns():
     fn = TRLReward(MethodReward("meta-verifier"))
     with pytest.raises(TrainError, match="column 'target'"):

@@ -135,6 +135,90 @@ def test_datasets_and_exports(tmp_path):
         build_dataset("verifier", [], t)
 
 
+def test_verifier_dataset_mixes_meta_verification_with_role_tags(tmp_path):
+    pytest.importorskip("datasets")
+    from proofsmith.prompts import Templates
+    from proofsmith.train.grpo import prepare_dataset as prepare
+
+    t = tiny_templates(tmp_path / "t")
+    prepare_dataset = lambda cfg: prepare(cfg, Templates.load(t))  # noqa: E731
+    write_jsonl(tmp_path / "rows.jsonl", ROWS)
+    body = {"role": "verifier", "data": {"path": str(tmp_path / "rows.jsonl"), "templates": str(t)}}
+    plain = prepare_dataset(from_dict(TrainConfig, body))
+    assert plain["role"] == ["verifier"] * 3
+    body["data"]["meta_verification"] = True
+    mixed = prepare_dataset(from_dict(TrainConfig, body))
+    assert sorted(mixed["role"]) == ["meta-verifier"] + ["verifier"] * 3
+    meta = [r for r in mixed if r["role"] == "meta-verifier"][0]
+    assert "Analysis: Too short." in meta["prompt"][0]["content"] and meta["target"] == 1.0
+    # the meta-verifier role itself never mixes
+    body.update(role="meta-verifier")
+    assert prepare_dataset(from_dict(TrainConfig, body))["role"] == ["meta-verifier"]
+    assert from_dict(LoopConfig, {}).meta_verification is True  # on by default in the loop
+
+
+def _loop_cfg(tmp_path, **label):
+    write_jsonl(tmp_path / "problems.jsonl", [{"id": "p1", "statement": "Prove that 1 < 2."}])
+    body = {"output_dir": str(tmp_path / "loop"), "rounds": 1,
+            "label": {"problems": str(tmp_path / "problems.jsonl"), "proofs_per_problem": 2,
+                      "n_verifications": 2, "n_meta": 1, "k_valid": 1, **label}}
+    return from_dict(LoopConfig, body)
+
+
+def test_label_step_seeded_proofs_when_the_generator_writes_no_sections(tmp_path):
+    """Mechanics of the label step without training: a generation function that never writes
+    both sections, seeded proofs (label-input JSONL) labeled against the scripted judge; the
+    counts, the notes and the RFT samples (a seeded proof's completion = proof + agreeing
+    analysis as self-evaluation)."""
+    from scripted_server import ScriptedServer
+
+    from proofsmith.prompts import Templates
+    from proofsmith.train.loop import _label_problems, _label_step, _notes, _seed_proofs
+    from proofsmith.train.data import read_jsonl
+
+    write_jsonl(tmp_path / "seeds.jsonl", [
+        {"problem_id": "p1", "proof": "Since 2 - 1 = 1 > 0, we get 1 < 2.", "id": "s1"},
+        {"problem_id": "p1", "proof": "Because 1 + 1 = 2 and adding 1 increases a number.", "id": "s2"},
+    ])
+    analysis = f"{V_START}\nEvery step is right.\n{V_FINAL} \\boxed{{1}}"
+    with ScriptedServer(default=analysis) as srv:
+        cfg = _loop_cfg(tmp_path, seed_proofs=str(tmp_path / "seeds.jsonl"),
+                        judge={"base_url": srv.base_url, "model": "judge", "max_retries": 0})
+        problems = _label_problems(cfg)
+        seeds = _seed_proofs(cfg, problems)
+        logs: list[str] = []
+        gen = lambda model_dir, prompts, *, n, max_new_tokens: [[("I think it is true.", False)] * n for _ in prompts]  # noqa: E731
+        lab = _label_step(cfg, tmp_path / "round-1", "unused", problems, Templates.load(tiny_templates(tmp_path / "t")),
+                          logs.append, gen, seeds)
+    assert (lab["answers"], lab["both_sections"], lab["seeded"], lab["labeled"]) == (2, 0, 2, 2)
+    assert any("none of 2 generated answers has both sections" in m and "2 seeded" in m for m in logs)
+    samples = read_jsonl(lab["samples"])
+    gen_samples = [x for x in samples if x["role"] == "generator"]
+    assert len(gen_samples) == 2 and lab["rft_samples"] == {"generator": 2, "verifier": 4}
+    assert all(x["completion"].startswith("## Solution\n") and "## Self Evaluation\n" + analysis in x["completion"]
+               for x in gen_samples)
+    exported = load_examples(lab["export"])
+    assert len(exported.verification) == 2 and exported.meta_verification  # next round's verifier data
+    counts = {"label": {k: lab[k] for k in ("answers", "both_sections", "seeded", "labeled")}, "rft": {"samples": 6}}
+    assert _notes(1, counts) == ["round 1: the generator wrote both sections (## Solution, ## Self Evaluation) "
+                                 "in 0 of 2 answers; 2 seeded proofs were labeled instead"]
+    counts["label"].update(seeded=0, labeled=0)
+    notes = _notes(1, {**counts, "rft": {"skipped": "no RFT sources"}})
+    assert "nothing from it to label (seed the label step with label.seed_proofs)" in notes[0]
+    assert notes[1:] == ["round 1: no proof was labeled, so no new labels join the next round's verifier data",
+                         "round 1: RFT skipped: no RFT sources"]
+
+
+def test_loop_checks_seed_proofs_before_training(tmp_path):
+    from proofsmith.train.loop import run_loop
+
+    (tmp_path / "seeds.jsonl").write_text('{"problem_id": "nope", "proof": "x"}\n')
+    cfg = _loop_cfg(tmp_path, seed_proofs=str(tmp_path / "seeds.jsonl"))
+    with pytest.raises(TrainError, match=r"^label.seed_proofs: "):
+        run_loop(cfg, log=lambda m: pytest.fail(f"a step started: {m}"))
+    assert not list((tmp_path / "loop").glob("round-*"))
+
+
 # -- configs ----------------------------------------------------------------------------------
 
 

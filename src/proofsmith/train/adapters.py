@@ -103,11 +103,16 @@ class TRLReward:
     max_completion_length / eos_token_id: a completion of ``max_completion_length`` tokens
         that does not end with ``eos_token_id`` is marked truncated (a format failure).
     on_results: optional callback ``(results)`` for every batch (used by the metric logger).
+    by_role: rewards for the other roles of a mixed dataset: a ``role`` column (role tags,
+        :func:`proofsmith.train.data.build_mixed_dataset`) sends each completion to its role's
+        reward (``reward`` for its own role); metrics are logged overall and per role.
     """
 
     def __init__(self, reward: MethodReward, *, max_completion_length: int | None = None,
-                 eos_token_id: int | None = None, on_results=None):
+                 eos_token_id: int | None = None, on_results=None,
+                 by_role: dict[str, MethodReward] | None = None):
         self.reward = reward
+        self.by_role = dict(by_role or {})
         self.max_completion_length = max_completion_length
         self.eos_token_id = eos_token_id
         self.on_results = on_results
@@ -153,11 +158,27 @@ class TRLReward:
         kwargs.pop("log_extra", None)
         kwargs.pop("trainer_state", None)
         kwargs.pop("environments", None)
+        roles = kwargs.pop("role", None)
         items = self.items(prompts, completions, completion_ids, **kwargs)
-        results = await self.reward.ascore(items)
+        if roles is not None and len(roles) != len(items):
+            raise TrainError(f"column 'role' has {len(roles)} values for {len(items)} completions")
+        groups: dict[str, list[int]] = {}
+        for i in range(len(items)):
+            groups.setdefault(roles[i] if roles is not None and roles[i] else self.reward.role, []).append(i)
+        results: list[RewardResult] = [None] * len(items)  # type: ignore[list-item]
+        for role, idx in groups.items():
+            reward = self.reward if role == self.reward.role else self.by_role.get(role)
+            if reward is None:
+                raise TrainError(f"a row has role {role!r} but this reward has no {role} reward")
+            for i, r in zip(idx, await reward.ascore([items[i] for i in idx])):
+                results[i] = r
         self.last_results = results
         if log_metric is not None:
-            for k, v in summarize(results, prefix=f"{self.__name__}/").items():
+            metrics = summarize(results, prefix=f"{self.__name__}/")
+            if len(groups) > 1 or any(role != self.reward.role for role in groups):
+                for role, idx in groups.items():
+                    metrics.update(summarize([results[i] for i in idx], prefix=f"{self.__name__}/{role}/"))
+            for k, v in metrics.items():
                 if not math.isnan(v):
                     log_metric(k, v)
         if self.on_results is not None:
