@@ -273,6 +273,13 @@ def test_example_configs_load():
         else:
             role = f.stem.split("-cpu")[0]
             assert load_train_config(f, role=role).role == role
+    # the shipped seed proofs read against the example problems (label.seed_proofs)
+    from proofsmith.train.loop import _label_problems, _seed_proofs
+
+    cfg = from_dict(LoopConfig, {"label": {"problems": str(ROOT / "examples/train/problems.jsonl"),
+                                           "seed_proofs": str(ROOT / "examples/train/seed_proofs.jsonl")}})
+    seeds = _seed_proofs(cfg, _label_problems(cfg))
+    assert [s.problem.id for s in seeds] == ["even-sum", "odd-square", "odd-square"]
 
 
 def test_from_dict_nested_defaults():
@@ -507,8 +514,66 @@ def test_loop_two_rounds_new_labels_reach_rft_and_next_verifier(tmp_path):
     assert v2["data"]["extra_paths"] == [r1["label"]["export"]]
     v1 = json.loads((tmp_path / "loop/round-1/verifier/summary.json").read_text())
     v2s = json.loads((tmp_path / "loop/round-2/verifier/summary.json").read_text())
-    assert (v1["examples"], v2s["examples"]) == (2, 4)
+    # with their meta-verification rows (meta_verification is on by default), role-tagged
+    n_meta = len(load_examples(r1["label"]["export"]).meta_verification)
+    assert n_meta == 4  # 2 proofs x 2 agreeing analyses
+    assert v1["examples_per_role"] == {"verifier": 2}
+    assert v2s["examples_per_role"] == {"verifier": 4, "meta-verifier": n_meta}
+    assert r2["counts"]["verifier_examples"] == v2s["examples_per_role"]
+    assert r1["counts"]["label"] == {"answers": 3, "both_sections": 2, "seeded": 0, "labeled": 2}
     assert s["final_model"] == r2["rft"]["final_model"] and r2["rft"]["samples"] == 6
+    assert s["notes"] == []
+
+
+@pytest.mark.train
+def test_loop_seeded_label_step_reaches_rft_and_next_round(tmp_path):
+    """The embedded model never writes both sections; seeded proofs (search-JSON style) carry
+    label -> RFT -> next round: GRPO, labeling (scripted judge over HTTP) and RFT run for real;
+    generation is a function that, like the 135M model, writes no sections."""
+    pytest.importorskip("trl")
+    from scripted_server import ScriptedServer
+
+    from proofsmith.train.loop import run_loop
+
+    t = tiny_templates(tmp_path / "t")
+    write_jsonl(tmp_path / "labels.jsonl", ROWS[:2])
+    write_jsonl(tmp_path / "problems.jsonl", [{"id": "p1", "statement": "Prove that 1 < 2."}])
+    prob = {"id": "p1", "statement": "Prove that 1 < 2."}
+    (tmp_path / "search.json").write_text(json.dumps({"problem": prob, "pool": [
+        {"id": "a1", "proof": "Since 2 - 1 = 1 > 0, we get 1 < 2."},
+        {"id": "a2", "proof": "Adding 1 to 1 gives 2, a larger number."}]}))
+    gen = lambda model_dir, prompts, *, n, max_new_tokens: [[("1 < 2 is true", False)] * n for _ in prompts]  # noqa: E731
+    grpo = {"num_generations": 2, "per_device_train_batch_size": 2, "max_steps": 1,
+            "max_completion_length": 8, "save_steps": 10}
+    analysis = f"{V_START}\nEvery step is right.\n{V_FINAL} \\boxed{{1}}"
+    with ScriptedServer(default=analysis) as srv:
+        judge = {"base_url": srv.base_url, "model": "judge", "max_retries": 0}
+        body = {
+            "output_dir": str(tmp_path / "loop"), "rounds": 2,
+            "verifier": {"role": "verifier", "data": {"path": str(tmp_path / "labels.jsonl"), "templates": str(t)},
+                         "grpo": grpo, "progress": False, "tensorboard": False},
+            "generator": {"role": "generator", "data": {"path": str(tmp_path / "problems.jsonl"), "templates": str(t)},
+                          "reward": {"verifier": judge}, "grpo": grpo, "progress": False, "tensorboard": False},
+            "label": {"problems": str(tmp_path / "problems.jsonl"), "proofs_per_problem": 2,
+                      "seed_proofs": str(tmp_path / "search.json"),
+                      "judge": judge, "n_verifications": 2, "n_meta": 1, "k_valid": 1},
+            "rft": {"min_score": 1.0, "progress": False, "tensorboard": False,
+                    "sft": {"max_steps": 1, "per_device_train_batch_size": 1, "max_length": 256, "save_steps": 10}},
+        }
+        s = run_loop(from_dict(LoopConfig, body), log=lambda m: None, generate=gen)
+    r1, r2 = s["rounds"]
+    assert r1["counts"]["label"] == {"answers": 2, "both_sections": 0, "seeded": 2, "labeled": 2}
+    assert r1["counts"]["rft_samples"] == {"generator": 2, "verifier": 4}
+    assert r1["rft"]["samples"] == 6 and r1["next_model"] == r1["rft"]["final_model"]
+    assert r2["counts"]["verifier_examples"] == {"verifier": 4, "meta-verifier": 4}
+    # round 2: seeds are not labeled again; the generator still writes no sections
+    assert r2["counts"]["label"] == {"answers": 2, "both_sections": 0, "seeded": 0, "labeled": 0}
+    assert "rft_samples" not in r2["label"] and r2["counts"]["rft"].get("skipped")
+    assert s["notes"][0] == ("round 1: the generator wrote both sections (## Solution, ## Self Evaluation) in 0 of "
+                             "2 answers; 2 seeded proofs were labeled instead")
+    assert any(n.startswith("round 2: the generator wrote both sections") and "seed the label step" in n
+               for n in s["notes"])
+    assert json.loads((tmp_path / "loop/summary.json").read_text())["notes"] == s["notes"]
 
 
 @pytest.mark.train

@@ -3,18 +3,21 @@
 Round r (directories under ``output_dir/round-r/``):
   1. ``verifier/``  GRPO on verification, from the round's start model (round 1: ``model``;
      later rounds: the previous round's RFT model, which merges both skills); the verifier data
-     grows with every earlier round's new labels.
+     grows with every earlier round's new labels and, with ``meta_verification`` (default),
+     holds the meta-verification examples too (role-tagged rows, each with its role's reward).
   2. ``generator/`` GRPO on generation, initialised from the new verifier.
   3. ``label/``     the new generator writes ``proofs_per_problem`` proofs for each problem of
      ``label.problems`` (local transformers generation); the labeling pipeline
      (``proofsmith.pipelines.label``) labels them with ``label.judge``; ``labels/`` holds
      its export (verification / meta-verification JSONL) and ``rft_samples.jsonl`` the
      scored samples (generator answers scored by their label, analyses by agreement).
+     ``label.seed_proofs`` adds existing proofs to round 1's label step.
   4. ``rft/``       rejection fine-tuning of the generator on the best samples; its model
      starts the next round (when no sample qualifies the step is skipped and the generator
      starts the next round).
 
-``output_dir/loop_state.json`` records each finished step and its result; a restarted loop
+``summary.json`` has per-round ``counts`` and ``notes`` (e.g. a generator that never wrote both
+sections). ``output_dir/loop_state.json`` records each finished step and its result; a restarted loop
 skips them (a GRPO/SFT step interrupted mid-way resumes from its last checkpoint). Once a step
 is recorded, its ``checkpoint-*`` directories are deleted (``keep_checkpoints: true`` keeps
 them): they hold optimizer state, several times the model's size, and only serve a resume.
