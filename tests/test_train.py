@@ -457,6 +457,7 @@ def test_loop_one_round_cpu_with_scripted_judge_and_resume(tmp_path):
 
 
 @pytest.mark.train
+@pytest.mark.timeout(1200)  # 4 GRPO + RFT steps: 7-15 min on a loaded 2-core machine
 def test_loop_two_rounds_new_labels_reach_rft_and_next_verifier(tmp_path):
     """The label -> RFT -> next-round path with proofs that have both sections. The 135M model
     never writes them, so generation here is a function writing fixed well-formed answers;
@@ -526,6 +527,7 @@ def test_loop_two_rounds_new_labels_reach_rft_and_next_verifier(tmp_path):
 
 
 @pytest.mark.train
+@pytest.mark.timeout(1200)  # 4 GRPO + RFT steps: 7-15 min on a loaded 2-core machine
 def test_loop_seeded_label_step_reaches_rft_and_next_round(tmp_path):
     """The embedded model never writes both sections; seeded proofs (search-JSON style) carry
     label -> RFT -> next round: GRPO, labeling (scripted judge over HTTP) and RFT run for real;
