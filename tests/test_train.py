@@ -135,6 +135,90 @@ def test_datasets_and_exports(tmp_path):
         build_dataset("verifier", [], t)
 
 
+def test_verifier_dataset_mixes_meta_verification_with_role_tags(tmp_path):
+    pytest.importorskip("datasets")
+    from proofsmith.prompts import Templates
+    from proofsmith.train.grpo import prepare_dataset as prepare
+
+    t = tiny_templates(tmp_path / "t")
+    prepare_dataset = lambda cfg: prepare(cfg, Templates.load(t))  # noqa: E731
+    write_jsonl(tmp_path / "rows.jsonl", ROWS)
+    body = {"role": "verifier", "data": {"path": str(tmp_path / "rows.jsonl"), "templates": str(t)}}
+    plain = prepare_dataset(from_dict(TrainConfig, body))
+    assert plain["role"] == ["verifier"] * 3
+    body["data"]["meta_verification"] = True
+    mixed = prepare_dataset(from_dict(TrainConfig, body))
+    assert sorted(mixed["role"]) == ["meta-verifier"] + ["verifier"] * 3
+    meta = [r for r in mixed if r["role"] == "meta-verifier"][0]
+    assert "Analysis: Too short." in meta["prompt"][0]["content"] and meta["target"] == 1.0
+    # the meta-verifier role itself never mixes
+    body.update(role="meta-verifier")
+    assert prepare_dataset(from_dict(TrainConfig, body))["role"] == ["meta-verifier"]
+    assert from_dict(LoopConfig, {}).meta_verification is True  # on by default in the loop
+
+
+def _loop_cfg(tmp_path, **label):
+    write_jsonl(tmp_path / "problems.jsonl", [{"id": "p1", "statement": "Prove that 1 < 2."}])
+    body = {"output_dir": str(tmp_path / "loop"), "rounds": 1,
+            "label": {"problems": str(tmp_path / "problems.jsonl"), "proofs_per_problem": 2,
+                      "n_verifications": 2, "n_meta": 1, "k_valid": 1, **label}}
+    return from_dict(LoopConfig, body)
+
+
+def test_label_step_seeded_proofs_when_the_generator_writes_no_sections(tmp_path):
+    """Mechanics of the label step without training: a generation function that never writes
+    both sections, seeded proofs (label-input JSONL) labeled against the scripted judge; the
+    counts, the notes and the RFT samples (a seeded proof's completion = proof + agreeing
+    analysis as self-evaluation)."""
+    from scripted_server import ScriptedServer
+
+    from proofsmith.prompts import Templates
+    from proofsmith.train.loop import _label_problems, _label_step, _notes, _seed_proofs
+    from proofsmith.train.data import read_jsonl
+
+    write_jsonl(tmp_path / "seeds.jsonl", [
+        {"problem_id": "p1", "proof": "Since 2 - 1 = 1 > 0, we get 1 < 2.", "id": "s1"},
+        {"problem_id": "p1", "proof": "Because 1 + 1 = 2 and adding 1 increases a number.", "id": "s2"},
+    ])
+    analysis = f"{V_START}\nEvery step is right.\n{V_FINAL} \\boxed{{1}}"
+    with ScriptedServer(default=analysis) as srv:
+        cfg = _loop_cfg(tmp_path, seed_proofs=str(tmp_path / "seeds.jsonl"),
+                        judge={"base_url": srv.base_url, "model": "judge", "max_retries": 0})
+        problems = _label_problems(cfg)
+        seeds = _seed_proofs(cfg, problems)
+        logs: list[str] = []
+        gen = lambda model_dir, prompts, *, n, max_new_tokens: [[("I think it is true.", False)] * n for _ in prompts]  # noqa: E731
+        lab = _label_step(cfg, tmp_path / "round-1", "unused", problems, Templates.load(tiny_templates(tmp_path / "t")),
+                          logs.append, gen, seeds)
+    assert (lab["answers"], lab["both_sections"], lab["seeded"], lab["labeled"]) == (2, 0, 2, 2)
+    assert any("none of 2 generated answers has both sections" in m and "2 seeded" in m for m in logs)
+    samples = read_jsonl(lab["samples"])
+    gen_samples = [x for x in samples if x["role"] == "generator"]
+    assert len(gen_samples) == 2 and lab["rft_samples"] == {"generator": 2, "verifier": 4}
+    assert all(x["completion"].startswith("## Solution\n") and "## Self Evaluation\n" + analysis in x["completion"]
+               for x in gen_samples)
+    exported = load_examples(lab["export"])
+    assert len(exported.verification) == 2 and exported.meta_verification  # next round's verifier data
+    counts = {"label": {k: lab[k] for k in ("answers", "both_sections", "seeded", "labeled")}, "rft": {"samples": 6}}
+    assert _notes(1, counts) == ["round 1: the generator wrote both sections (## Solution, ## Self Evaluation) "
+                                 "in 0 of 2 answers; 2 seeded proofs were labeled instead"]
+    counts["label"].update(seeded=0, labeled=0)
+    notes = _notes(1, {**counts, "rft": {"skipped": "no RFT sources"}})
+    assert "nothing from it to label (seed the label step with label.seed_proofs)" in notes[0]
+    assert notes[1:] == ["round 1: no proof was labeled, so no new labels join the next round's verifier data",
+                         "round 1: RFT skipped: no RFT sources"]
+
+
+def test_loop_checks_seed_proofs_before_training(tmp_path):
+    from proofsmith.train.loop import run_loop
+
+    (tmp_path / "seeds.jsonl").write_text('{"problem_id": "nope", "proof": "x"}\n')
+    cfg = _loop_cfg(tmp_path, seed_proofs=str(tmp_path / "seeds.jsonl"))
+    with pytest.raises(TrainError, match=r"^label.seed_proofs: "):
+        run_loop(cfg, log=lambda m: pytest.fail(f"a step started: {m}"))
+    assert not list((tmp_path / "loop").glob("round-*"))
+
+
 # -- configs ----------------------------------------------------------------------------------
 
 
@@ -189,6 +273,13 @@ def test_example_configs_load():
         else:
             role = f.stem.split("-cpu")[0]
             assert load_train_config(f, role=role).role == role
+    # the shipped seed proofs read against the example problems (label.seed_proofs)
+    from proofsmith.train.loop import _label_problems, _seed_proofs
+
+    cfg = from_dict(LoopConfig, {"label": {"problems": str(ROOT / "examples/train/problems.jsonl"),
+                                           "seed_proofs": str(ROOT / "examples/train/seed_proofs.jsonl")}})
+    seeds = _seed_proofs(cfg, _label_problems(cfg))
+    assert [s.problem.id for s in seeds] == ["even-sum", "odd-square", "odd-square"]
 
 
 def test_from_dict_nested_defaults():
@@ -366,6 +457,7 @@ def test_loop_one_round_cpu_with_scripted_judge_and_resume(tmp_path):
 
 
 @pytest.mark.train
+@pytest.mark.timeout(1200)  # 4 GRPO + RFT steps: 7-15 min on a loaded 2-core machine
 def test_loop_two_rounds_new_labels_reach_rft_and_next_verifier(tmp_path):
     """The label -> RFT -> next-round path with proofs that have both sections. The 135M model
     never writes them, so generation here is a function writing fixed well-formed answers;
@@ -423,8 +515,67 @@ def test_loop_two_rounds_new_labels_reach_rft_and_next_verifier(tmp_path):
     assert v2["data"]["extra_paths"] == [r1["label"]["export"]]
     v1 = json.loads((tmp_path / "loop/round-1/verifier/summary.json").read_text())
     v2s = json.loads((tmp_path / "loop/round-2/verifier/summary.json").read_text())
-    assert (v1["examples"], v2s["examples"]) == (2, 4)
+    # with their meta-verification rows (meta_verification is on by default), role-tagged
+    n_meta = len(load_examples(r1["label"]["export"]).meta_verification)
+    assert n_meta == 4  # 2 proofs x 2 agreeing analyses
+    assert v1["examples_per_role"] == {"verifier": 2}
+    assert v2s["examples_per_role"] == {"verifier": 4, "meta-verifier": n_meta}
+    assert r2["counts"]["verifier_examples"] == v2s["examples_per_role"]
+    assert r1["counts"]["label"] == {"answers": 3, "both_sections": 2, "seeded": 0, "labeled": 2}
     assert s["final_model"] == r2["rft"]["final_model"] and r2["rft"]["samples"] == 6
+    assert s["notes"] == []
+
+
+@pytest.mark.train
+@pytest.mark.timeout(1200)  # 4 GRPO + RFT steps: 7-15 min on a loaded 2-core machine
+def test_loop_seeded_label_step_reaches_rft_and_next_round(tmp_path):
+    """The embedded model never writes both sections; seeded proofs (search-JSON style) carry
+    label -> RFT -> next round: GRPO, labeling (scripted judge over HTTP) and RFT run for real;
+    generation is a function that, like the 135M model, writes no sections."""
+    pytest.importorskip("trl")
+    from scripted_server import ScriptedServer
+
+    from proofsmith.train.loop import run_loop
+
+    t = tiny_templates(tmp_path / "t")
+    write_jsonl(tmp_path / "labels.jsonl", ROWS[:2])
+    write_jsonl(tmp_path / "problems.jsonl", [{"id": "p1", "statement": "Prove that 1 < 2."}])
+    prob = {"id": "p1", "statement": "Prove that 1 < 2."}
+    (tmp_path / "search.json").write_text(json.dumps({"problem": prob, "pool": [
+        {"id": "a1", "proof": "Since 2 - 1 = 1 > 0, we get 1 < 2."},
+        {"id": "a2", "proof": "Adding 1 to 1 gives 2, a larger number."}]}))
+    gen = lambda model_dir, prompts, *, n, max_new_tokens: [[("1 < 2 is true", False)] * n for _ in prompts]  # noqa: E731
+    grpo = {"num_generations": 2, "per_device_train_batch_size": 2, "max_steps": 1,
+            "max_completion_length": 8, "save_steps": 10}
+    analysis = f"{V_START}\nEvery step is right.\n{V_FINAL} \\boxed{{1}}"
+    with ScriptedServer(default=analysis) as srv:
+        judge = {"base_url": srv.base_url, "model": "judge", "max_retries": 0}
+        body = {
+            "output_dir": str(tmp_path / "loop"), "rounds": 2,
+            "verifier": {"role": "verifier", "data": {"path": str(tmp_path / "labels.jsonl"), "templates": str(t)},
+                         "grpo": grpo, "progress": False, "tensorboard": False},
+            "generator": {"role": "generator", "data": {"path": str(tmp_path / "problems.jsonl"), "templates": str(t)},
+                          "reward": {"verifier": judge}, "grpo": grpo, "progress": False, "tensorboard": False},
+            "label": {"problems": str(tmp_path / "problems.jsonl"), "proofs_per_problem": 2,
+                      "seed_proofs": str(tmp_path / "search.json"),
+                      "judge": judge, "n_verifications": 2, "n_meta": 1, "k_valid": 1},
+            "rft": {"min_score": 1.0, "progress": False, "tensorboard": False,
+                    "sft": {"max_steps": 1, "per_device_train_batch_size": 1, "max_length": 256, "save_steps": 10}},
+        }
+        s = run_loop(from_dict(LoopConfig, body), log=lambda m: None, generate=gen)
+    r1, r2 = s["rounds"]
+    assert r1["counts"]["label"] == {"answers": 2, "both_sections": 0, "seeded": 2, "labeled": 2}
+    assert r1["counts"]["rft_samples"] == {"generator": 2, "verifier": 4}
+    assert r1["rft"]["samples"] == 6 and r1["next_model"] == r1["rft"]["final_model"]
+    assert r2["counts"]["verifier_examples"] == {"verifier": 4, "meta-verifier": 4}
+    # round 2: seeds are not labeled again; the generator still writes no sections
+    assert r2["counts"]["label"] == {"answers": 2, "both_sections": 0, "seeded": 0, "labeled": 0}
+    assert "rft_samples" not in r2["label"] and r2["counts"]["rft"].get("skipped")
+    assert s["notes"][0] == ("round 1: the generator wrote both sections (## Solution, ## Self Evaluation) in 0 of "
+                             "2 answers; 2 seeded proofs were labeled instead")
+    assert any(n.startswith("round 2: the generator wrote both sections") and "seed the label step" in n
+               for n in s["notes"])
+    assert json.loads((tmp_path / "loop/summary.json").read_text())["notes"] == s["notes"]
 
 
 @pytest.mark.train

@@ -3,7 +3,7 @@
 #   On the head node:   ray start --head --port=6379
 #   On each worker:     ray start --address=$HEAD_IP:6379
 #   Then, on the head:  POLICY_MODEL=/ckpt/policy SOURCE=labels/ bash recipes/verl/run_generator.sh [hydra overrides...]
-# Every node needs: pip install 'proofsmith' verl vllm (the reward module imports proofsmith).
+# Targets verl 0.9.1. Every node needs: pip install 'proofsmith' verl==0.9.1 vllm (the reward module imports proofsmith).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${POLICY_MODEL:?set POLICY_MODEL to the HF checkpoint of the policy}"
@@ -19,9 +19,13 @@ fi
 : "${PROOFSMITH_VERIFIER_URL:?set PROOFSMITH_VERIFIER_URL (e.g. http://judge-host:8001/v1)}"
 export PROOFSMITH_VERIFIER_MODEL="${PROOFSMITH_VERIFIER_MODEL:-verifier}"
 export PROOFSMITH_META_URL="${PROOFSMITH_META_URL:-}" PROOFSMITH_META_MODEL="${PROOFSMITH_META_MODEL:-meta-verifier}"
-RUNTIME_ENV="{\"env_vars\": {\"PROOFSMITH_VERIFIER_URL\": \"$PROOFSMITH_VERIFIER_URL\", \"PROOFSMITH_VERIFIER_MODEL\": \"$PROOFSMITH_VERIFIER_MODEL\", \"PROOFSMITH_META_URL\": \"$PROOFSMITH_META_URL\", \"PROOFSMITH_META_MODEL\": \"$PROOFSMITH_META_MODEL\"}}"
-export RAY_RUNTIME_ENV_JSON="$RUNTIME_ENV"
+# Judge settings reach verl's reward workers only through the config verl reads
+# (ray_kwargs.ray_init.runtime_env, given to ray.init): one ++override per PROOFSMITH_* judge
+# variable set here. API keys are not forwarded (verl prints its Ray init kwargs): export
+# PROOFSMITH_*_API_KEY on every node before `ray start`.
+mapfile -d '' -t RAY_ENV < <(python3 recipes/verl/ray_env.py)
+wait $! || { echo "recipes/verl/ray_env.py failed (is proofsmith installed?)" >&2; exit 1; }
 python3 -m verl.trainer.main_ppo \
   --config-path "$PWD/recipes/verl" --config-name generator \
   data.train_files=data/generator_train.parquet data.val_files=data/generator_val.parquet \
-  actor_rollout_ref.model.path="$POLICY_MODEL" "$@"
+  actor_rollout_ref.model.path="$POLICY_MODEL" "${RAY_ENV[@]}" "$@"

@@ -19,7 +19,7 @@ verl (``custom_reward_function.path=... name=compute_score``)
     used for generator training and for verification with meta-verification.
     Both return a dict: ``score`` (the reward) plus numeric components verl logs.
 
-OpenRLHF (``--remote_rm_url path/to/openrlhf_reward.py``)
+OpenRLHF (0.10.2+: ``--reward.remote_url path/to/openrlhf_reward.py --data.label_key label``)
     :func:`openrlhf_reward_func` — ``reward_func(queries, prompts, labels)`` returning
     ``{"rewards", "scores", "extra_logs"}``; see ``proofsmith/train/openrlhf_reward.py``.
 
@@ -119,11 +119,16 @@ class TRLReward:
     max_completion_length / eos_token_id: a completion of ``max_completion_length`` tokens
         that does not end with ``eos_token_id`` is marked truncated (a format failure).
     on_results: optional callback ``(results)`` for every batch (used by the metric logger).
+    by_role: rewards for the other roles of a mixed dataset: a ``role`` column (role tags,
+        :func:`proofsmith.train.data.build_mixed_dataset`) sends each completion to its role's
+        reward (``reward`` for its own role); metrics are logged overall and per role.
     """
 
     def __init__(self, reward: MethodReward, *, max_completion_length: int | None = None,
-                 eos_token_id: int | None = None, on_results=None):
+                 eos_token_id: int | None = None, on_results=None,
+                 by_role: dict[str, MethodReward] | None = None):
         self.reward = reward
+        self.by_role = dict(by_role or {})
         self.max_completion_length = max_completion_length
         self.eos_token_id = eos_token_id
         self.on_results = on_results
@@ -171,11 +176,27 @@ class TRLReward:
         kwargs.pop("log_extra", None)
         kwargs.pop("trainer_state", None)
         kwargs.pop("environments", None)
+        roles = kwargs.pop("role", None)
         items = self.items(prompts, completions, completion_ids, **kwargs)
-        results = await self.reward.ascore(items)
+        if roles is not None and len(roles) != len(items):
+            raise TrainError(f"column 'role' has {len(roles)} values for {len(items)} completions")
+        groups: dict[str, list[int]] = {}
+        for i in range(len(items)):
+            groups.setdefault(roles[i] if roles is not None and roles[i] else self.reward.role, []).append(i)
+        results: list[RewardResult] = [None] * len(items)  # type: ignore[list-item]
+        for role, idx in groups.items():
+            reward = self.reward if role == self.reward.role else self.by_role.get(role)
+            if reward is None:
+                raise TrainError(f"a row has role {role!r} but this reward has no {role} reward")
+            for i, r in zip(idx, await reward.ascore([items[i] for i in idx])):
+                results[i] = r
         self.last_results = results
         if log_metric is not None:
-            for k, v in summarize(results, prefix=f"{self.__name__}/").items():
+            metrics = summarize(results, prefix=f"{self.__name__}/")
+            if len(groups) > 1 or any(role != self.reward.role for role in groups):
+                for role, idx in groups.items():
+                    metrics.update(summarize([results[i] for i in idx], prefix=f"{self.__name__}/{role}/"))
+            for k, v in metrics.items():
                 if not math.isnan(v):
                     log_metric(k, v)
         if self.on_results is not None:
@@ -247,12 +268,53 @@ def reward_from_env(role: str, router_address: str | None = None) -> MethodRewar
     return MethodReward(role, **kwargs)
 
 
-def _verl_item(solution_str: str, ground_truth: Any, extra_info: dict | None) -> RewardItem:
+_tokenizers: dict[str, Any] = {}
+
+
+def _load_tokenizer(tokenizer: Any) -> Any:
+    """A tokenizer from a path / hub name (loaded once per process) or an object with ``encode``."""
+    if not isinstance(tokenizer, str):
+        return tokenizer
+    if tokenizer not in _tokenizers:
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            raise TrainError(f"counting response tokens needs transformers (tokenizer {tokenizer!r})") from None
+        _tokenizers[tokenizer] = AutoTokenizer.from_pretrained(tokenizer)
+    return _tokenizers[tokenizer]
+
+
+def verl_truncated(solution_str: str, extra_info: dict | None, max_response_length: int | None = None,
+                   tokenizer: Any = None) -> bool:
+    """Whether verl cut this response at its length limit.
+
+    verl's reward managers pass only the decoded response (special tokens skipped, so the EOS
+    is gone), never a finish reason or a length. The recipes therefore hand the reward function
+    ``max_response_length`` (``data.max_response_length``) and ``tokenizer`` (the policy's path)
+    through ``reward.custom_reward_function.reward_kwargs``: a response that re-encodes to
+    ``max_response_length`` tokens or more used the whole budget without its EOS, i.e. was cut.
+    An explicit ``extra_info["truncated"]`` (from a custom reward manager) wins.
+    """
+    extra = extra_info or {}
+    if extra.get("truncated") is not None:
+        return bool(extra["truncated"])
+    if not max_response_length:
+        return False
+    if tokenizer is None:
+        raise TrainError("max_response_length is set but no tokenizer to count the response's tokens: "
+                         "set reward.custom_reward_function.reward_kwargs.tokenizer to the policy's path")
+    tok = _load_tokenizer(tokenizer)
+    n = len(tok.encode(solution_str, add_special_tokens=False))
+    return n >= int(max_response_length)
+
+
+def _verl_item(solution_str: str, ground_truth: Any, extra_info: dict | None,
+               max_response_length: int | None = None, tokenizer: Any = None) -> RewardItem:
     extra = extra_info or {}
     return RewardItem(
         completion=solution_str,
         problem=extra.get("problem") or "",
-        truncated=bool(extra.get("truncated", False)),
+        truncated=verl_truncated(solution_str, extra_info, max_response_length, tokenizer),
         target=_target(ground_truth),
         proof=extra.get("proof"),
         analysis=extra.get("analysis"),
@@ -278,15 +340,17 @@ _async_rewards: dict[tuple, MethodReward] = {}
 
 
 def verl_compute_score(data_source: str, solution_str: str, ground_truth: Any,
-                       extra_info: dict | None = None, **kwargs: Any) -> dict[str, float]:
+                       extra_info: dict | None = None, max_response_length: int | None = None,
+                       tokenizer: Any = None, **kwargs: Any) -> dict[str, float]:
     """verl's rule-form custom reward. Verifier / meta-verifier roles (judges from the
     environment when ``PROOFSMITH_META_URL`` is set for the verifier); a generator role works
-    too when its judges are configured in the environment (each call then runs its own loop)."""
+    too when its judges are configured in the environment (each call then runs its own loop).
+    ``max_response_length`` / ``tokenizer`` (reward_kwargs): see :func:`verl_truncated`."""
     role = role_of(data_source, extra_info)
     if role not in _rule_rewards:
         _rule_rewards[role] = reward_from_env(role)
     reward = _rule_rewards[role]
-    item = _verl_item(solution_str, ground_truth, extra_info)
+    item = _verl_item(solution_str, ground_truth, extra_info, max_response_length, tokenizer)
     if not reward.uses_judges:
         return _verl_result(reward.score_rule(item))
     return _verl_result(reward.score([item])[0])  # its own event loop; clients closed after
@@ -294,7 +358,8 @@ def verl_compute_score(data_source: str, solution_str: str, ground_truth: Any,
 
 async def verl_compute_score_async(data_source: str, solution_str: str, ground_truth: Any,
                                    extra_info: dict | None = None, reward_router_address: str | None = None,
-                                   reward_model_tokenizer: Any = None, **kwargs: Any) -> dict[str, float]:
+                                   reward_model_tokenizer: Any = None, max_response_length: int | None = None,
+                                   tokenizer: Any = None, **kwargs: Any) -> dict[str, float]:
     """verl's async custom reward (reward loop): judges are called through our client; the
     served judge verl passes as ``reward_router_address`` is used as the verifier (generator
     role) or meta-verifier (verifier role)."""
@@ -302,8 +367,40 @@ async def verl_compute_score_async(data_source: str, solution_str: str, ground_t
     key = (role, reward_router_address, id(asyncio.get_running_loop()))
     if key not in _async_rewards:
         _async_rewards[key] = reward_from_env(role, reward_router_address)
-    result = await _async_rewards[key].ascore_one(_verl_item(solution_str, ground_truth, extra_info))
+    item = _verl_item(solution_str, ground_truth, extra_info, max_response_length, tokenizer)
+    result = await _async_rewards[key].ascore_one(item)
     return _verl_result(result)
+
+
+#: Environment variables the reward module reads (judge settings), forwarded to verl's Ray
+#: workers. API keys are left out on purpose: verl prints its Ray init kwargs, so export
+#: ``PROOFSMITH_*_API_KEY`` on every node before ``ray start`` instead.
+JUDGE_ENV_VARS = (
+    "PROOFSMITH_VERIFIER_URL", "PROOFSMITH_VERIFIER_MODEL", "PROOFSMITH_VERIFIER_N",
+    "PROOFSMITH_META_URL", "PROOFSMITH_META_MODEL", "PROOFSMITH_META_N",
+    "PROOFSMITH_JUDGE_MAX_TOKENS", "PROOFSMITH_JUDGE_CONCURRENCY", "PROOFSMITH_JUDGE_CACHE",
+    "PROOFSMITH_ALPHA", "PROOFSMITH_BETA",
+)
+VERL_ENV_VARS_KEY = "ray_kwargs.ray_init.runtime_env.env_vars"
+
+
+def verl_runtime_env(environ: Any = None) -> dict[str, dict[str, str]]:
+    """The Ray runtime env (``{"env_vars": {...}}``) carrying the judge settings set in
+    ``environ`` (default: this process's environment) to every reward worker."""
+    env = os.environ if environ is None else environ
+    return {"env_vars": {k: env[k] for k in JUDGE_ENV_VARS if env.get(k)}}
+
+
+def verl_ray_overrides(environ: Any = None) -> list[str]:
+    """Hydra overrides that put :func:`verl_runtime_env` where verl reads it
+    (``ray_kwargs.ray_init.runtime_env``, passed to ``ray.init`` by ``main_ppo``); ``++``
+    adds the keys verl's schema does not declare. Values are single-quoted for Hydra."""
+    out = []
+    for k, v in verl_runtime_env(environ)["env_vars"].items():
+        if "'" in v or "\\" in v:
+            raise TrainError(f"{k} contains a quote or backslash, which cannot be passed to verl as an override")
+        out.append(f"++{VERL_ENV_VARS_KEY}.{k}='{v}'")
+    return out
 
 
 # -- OpenRLHF ----------------------------------------------------------------------------------
@@ -327,6 +424,39 @@ def _parse_label(label: Any) -> dict:
     raise TrainError(f"cannot read a label of type {type(label).__name__}")
 
 
+def openrlhf_eos_tokens(environ: Any = None) -> list[str]:
+    """The policy's end-of-sequence token texts: ``PROOFSMITH_EOS_TOKEN`` (comma-separated),
+    else the ``eos_token`` of the tokenizer at ``PROOFSMITH_TOKENIZER`` (the policy's path)."""
+    env = os.environ if environ is None else environ
+    if env.get("PROOFSMITH_EOS_TOKEN"):
+        return [t.strip() for t in env["PROOFSMITH_EOS_TOKEN"].split(",") if t.strip()]
+    if env.get("PROOFSMITH_TOKENIZER"):
+        tok = _load_tokenizer(env["PROOFSMITH_TOKENIZER"])
+        if getattr(tok, "eos_token", None):
+            return [tok.eos_token]
+    return []
+
+
+def openrlhf_response(response: str, label: dict, eos_tokens: Sequence[str]) -> tuple[str, bool]:
+    """The response without its end-of-sequence token, and whether OpenRLHF cut it.
+
+    OpenRLHF (0.10.2+) decodes prompt + response with ``skip_special_tokens=False``, so a
+    response that ended on its own ends with the EOS token's text, and one cut at
+    ``max_new_tokens`` (vLLM finish reason ``length``) does not. With the EOS text known
+    (:func:`openrlhf_eos_tokens`) a response not ending with it is truncated; without it only
+    an explicit ``label["truncated"]`` marks truncation.
+    """
+    derived = False
+    if eos_tokens:
+        stripped = response.rstrip()
+        ended = [eos for eos in eos_tokens if stripped.endswith(eos)]
+        if ended:
+            response = stripped[: -len(ended[0])]
+        derived = not ended
+    explicit = label.get("truncated")
+    return response, bool(explicit) if explicit is not None else derived
+
+
 def openrlhf_reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any],
                          **kwargs: Any) -> dict[str, Any]:
     """OpenRLHF's ``reward_func(queries, prompts, labels)``.
@@ -340,6 +470,7 @@ def openrlhf_reward_func(queries: Sequence[str], prompts: Sequence[str], labels:
     if not (len(queries) == len(prompts) == len(labels)):
         raise TrainError(f"queries/prompts/labels lengths differ: {len(queries)}/{len(prompts)}/{len(labels)}")
     metas = [_parse_label(lab) for lab in labels]
+    eos = openrlhf_eos_tokens()
     by_role: dict[str, list[int]] = {}
     items: list[RewardItem] = []
     for i, (q, p, m) in enumerate(zip(queries, prompts, metas)):
@@ -347,8 +478,9 @@ def openrlhf_reward_func(queries: Sequence[str], prompts: Sequence[str], labels:
         if role not in ROLES:
             raise TrainError(f"label {i} has no valid role (got {role!r}); set it in the label or PROOFSMITH_ROLE")
         response = q[len(p):] if q.startswith(p) else q
+        response, truncated = openrlhf_response(response, m, eos)
         items.append(RewardItem(completion=response, problem=m.get("problem") or "", target=_target(m.get("target")),
-                                proof=m.get("proof"), analysis=m.get("analysis"), truncated=bool(m.get("truncated"))))
+                                proof=m.get("proof"), analysis=m.get("analysis"), truncated=truncated))
         by_role.setdefault(role, []).append(i)
     results: list[RewardResult | None] = [None] * len(items)
     for role, idx in by_role.items():

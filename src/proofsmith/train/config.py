@@ -48,6 +48,9 @@ class DataSpec(ConfigModel):
     max_examples: use at most this many examples (None: all), after shuffling with ``seed``.
     seed: shuffling seed.
     strict_scores: targets must be on the method's scale {0, 0.5, 1}.
+    meta_verification: verifier role only: also train on the sources' meta-verification
+        examples (METHOD.md: one model learns both), in one shuffled dataset whose rows carry a
+        ``role`` tag; each row gets its own role's reward. ``max_examples`` counts both.
     """
 
     path: str = ""
@@ -56,6 +59,7 @@ class DataSpec(ConfigModel):
     max_examples: int | None = None
     seed: int = 0
     strict_scores: bool = True
+    meta_verification: bool = False
 
 
 class RewardSpec(ConfigModel):
@@ -239,9 +243,16 @@ class LabelSpec(ConfigModel):
     judge: the endpoint that verifies and meta-verifies the new proofs (the current verifier,
         served); None: use the embedded model.
     n_verifications, n_meta, k_valid: the labeling pipeline's n, m, k.
+    seed_proofs: existing proofs to label in the first round's label step, alongside the
+        generator's (e.g. from ``search`` runs of a stronger model): the JSON of
+        ``proofsmith prove|search|refine --json`` or label-input JSONL
+        (``{problem | problem_id, proof, id?}`` per line; ``problem_id`` refers to
+        ``problems``). Their labels feed RFT (a labeled proof becomes a generator sample with
+        an agreeing analysis as its self-evaluation) and the next round's verifier data.
     """
 
     problems: str = ""
+    seed_proofs: str = ""
     proofs_per_problem: int = 2
     max_new_tokens: int = 512
     judge: JudgeEndpoint | None = None
@@ -272,6 +283,8 @@ class LoopConfig(ConfigModel):
     keep_checkpoints: keep each finished step's ``checkpoint-*`` directories (model and
         optimizer state, ~3x the model's size each; only needed to resume a step mid-way).
         False: once a step is recorded as done they are deleted; its ``final/`` model stays.
+    meta_verification: the verifier step also trains on meta-verification examples (sets
+        ``verifier.data.meta_verification``; METHOD.md trains one model on both).
     """
 
     output_dir: str = "runs/loop"
@@ -282,6 +295,7 @@ class LoopConfig(ConfigModel):
     label: LabelSpec = Field(default_factory=LabelSpec)
     rft: RFTConfig = Field(default_factory=RFTConfig)
     keep_checkpoints: bool = False
+    meta_verification: bool = True
 
 
 # -- YAML -> models -----------------------------------------------------------------------

@@ -275,10 +275,24 @@ def rows_for_role(role: str, examples: list[dict], templates: Any = None) -> lis
 
 
 def build_dataset(role: str, examples: list[dict], templates: Any = None):
-    """A ``datasets.Dataset`` for TRL (conversational ``prompt`` + reward columns)."""
+    """A ``datasets.Dataset`` for TRL (conversational ``prompt`` + reward columns + ``role``)."""
+    if not examples:
+        rows_for_role(role, examples, templates)  # raises: unknown role / no examples
+    return build_mixed_dataset([(role, ex) for ex in examples], templates)
+
+
+def build_mixed_dataset(tagged: list[tuple[str, dict]], templates: Any = None):
+    """A ``datasets.Dataset`` from ``(role, example)`` pairs, in their order: each row is
+    rendered with its role's prompt and carries a ``role`` column (the reward dispatches on it)."""
     from datasets import Dataset
 
-    rows = rows_for_role(role, examples, templates)
+    if not tagged:
+        raise TrainError("no examples in the training data")
+    rows = []
+    for role, ex in tagged:
+        row = rows_for_role(role, [ex], templates)[0]
+        row["role"] = role
+        rows.append(row)
     # keep column types stable for Arrow: missing strings -> "", missing target -> NaN
     for r in rows:
         r["proof"] = r["proof"] or ""

@@ -78,19 +78,27 @@ def _templates(path: str | None):
 
 
 def prepare_dataset(cfg: TrainConfig, templates: Any = None):
-    from .data import build_dataset, check_targets, load_examples
+    """The role's examples from ``data.path`` + ``data.extra_paths``; for the verifier with
+    ``data.meta_verification`` also their meta-verification examples, role-tagged and shuffled
+    together (a ``role`` column tells each row's reward)."""
+    from .data import build_mixed_dataset, check_targets, load_examples
 
-    examples = list(load_examples(cfg.data.path).for_role(cfg.role))
-    for extra in cfg.data.extra_paths:
-        examples += load_examples(extra).for_role(cfg.role)
-    if not examples:
+    roles = [cfg.role]
+    if cfg.role == "verifier" and cfg.data.meta_verification:
+        roles.append("meta-verifier")
+    sources = [load_examples(cfg.data.path)] + [load_examples(extra) for extra in cfg.data.extra_paths]
+    tagged: list[tuple[str, dict]] = []
+    for role in roles:
+        examples = [ex for src in sources for ex in src.for_role(role)]
+        if role != "generator":
+            check_targets(examples, cfg.data.strict_scores)
+        tagged += [(role, ex) for ex in examples]
+    if not any(role == cfg.role for role, _ in tagged):
         raise TrainError(f"{cfg.data.path}: no {cfg.role} examples")
-    if cfg.role != "generator":
-        check_targets(examples, cfg.data.strict_scores)
-    random.Random(cfg.data.seed).shuffle(examples)
+    random.Random(cfg.data.seed).shuffle(tagged)
     if cfg.data.max_examples is not None:
-        examples = examples[: cfg.data.max_examples]
-    return build_dataset(cfg.role, examples, templates)
+        tagged = tagged[: cfg.data.max_examples]
+    return build_mixed_dataset(tagged, templates)
 
 
 def make_reward(cfg: TrainConfig, templates: Any = None):
@@ -177,7 +185,11 @@ def _train_grpo(cfg: TrainConfig) -> dict:
     dataset = prepare_dataset(cfg, templates)
     model, tok, model_dir = load_model(cfg.model.path, cache_dir=cfg.model.cache_dir, dtype=cfg.model.dtype)
     reward = make_reward(cfg, templates)
-    fn = TRLReward(reward, max_completion_length=cfg.grpo.max_completion_length, eos_token_id=tok.eos_token_id)
+    from .judge import MethodReward
+
+    others = {role: MethodReward(role, templates=templates) for role in set(dataset["role"]) if role != cfg.role}
+    fn = TRLReward(reward, max_completion_length=cfg.grpo.max_completion_length, eos_token_id=tok.eos_token_id,
+                   by_role=others)
     csv_cb = CSVMetrics(out / "metrics.csv")
     trainer = GRPOTrainer(
         model=model,
@@ -217,6 +229,7 @@ def _train_grpo(cfg: TrainConfig) -> dict:
         "reward_per_step": reward_series,
         "format_failure_rate_per_step": fmt_fail,
         "examples": len(dataset),
+        "examples_per_role": {r: dataset["role"].count(r) for r in sorted(set(dataset["role"]))},
     }
     write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary

@@ -3,18 +3,21 @@
 Round r (directories under ``output_dir/round-r/``):
   1. ``verifier/``  GRPO on verification, from the round's start model (round 1: ``model``;
      later rounds: the previous round's RFT model, which merges both skills); the verifier data
-     grows with every earlier round's new labels.
+     grows with every earlier round's new labels and, with ``meta_verification`` (default),
+     holds the meta-verification examples too (role-tagged rows, each with its role's reward).
   2. ``generator/`` GRPO on generation, initialised from the new verifier.
   3. ``label/``     the new generator writes ``proofs_per_problem`` proofs for each problem of
      ``label.problems`` (local transformers generation); the labeling pipeline
      (``proofsmith.pipelines.label``) labels them with ``label.judge``; ``labels/`` holds
      its export (verification / meta-verification JSONL) and ``rft_samples.jsonl`` the
      scored samples (generator answers scored by their label, analyses by agreement).
+     ``label.seed_proofs`` adds existing proofs to round 1's label step.
   4. ``rft/``       rejection fine-tuning of the generator on the best samples; its model
      starts the next round (when no sample qualifies the step is skipped and the generator
      starts the next round).
 
-``output_dir/loop_state.json`` records each finished step and its result; a restarted loop
+``summary.json`` has per-round ``counts`` and ``notes`` (e.g. a generator that never wrote both
+sections). ``output_dir/loop_state.json`` records each finished step and its result; a restarted loop
 skips them (a GRPO/SFT step interrupted mid-way resumes from its last checkpoint). Once a step
 is recorded, its ``checkpoint-*`` directories are deleted (``keep_checkpoints: true`` keeps
 them): they hold optimizer state, several times the model's size, and only serve a resume.
@@ -132,8 +135,39 @@ def _label_problems(cfg: LoopConfig) -> list[Problem]:
         raise TrainError(f"label.problems: {e}") from None
 
 
+def _seed_proofs(cfg: LoopConfig, problems: list[Problem]) -> list[Any]:
+    """``label.seed_proofs``, read (and checked) before any training starts."""
+    if not cfg.label.seed_proofs:
+        return []
+    from ..pipelines.label import read_proofs_file
+
+    try:
+        seeds = read_proofs_file(cfg.label.seed_proofs, problems or None)
+    except UserError as e:
+        raise TrainError(f"label.seed_proofs: {e}") from None
+    if not seeds:
+        raise TrainError(f"label.seed_proofs: {cfg.label.seed_proofs} holds no proof to label")
+    return seeds
+
+
+def _seed_completion(item: Any) -> str:
+    """A generator-format answer for a seeded proof that was labeled: the proof as its
+    Solution and, as its Self Evaluation, one of its analyses that agrees with the label (score
+    equal to the label, quality 1). Empty when no analysis agrees (no generator sample)."""
+    from ..pipelines.label import quality_label
+
+    lab = item.label
+    if lab.status not in ("labeled", "human") or lab.label is None:
+        return ""
+    for a in item.analyses:
+        if a.score is not None and a.text and quality_label(a.score, a.status, lab.label) == 1.0:
+            return f"## Solution\n{item.proof}\n\n## Self Evaluation\n{a.text}"
+    return ""
+
+
 def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, problems: list[Problem], templates: Any,
-                log: Callable[[str], None], generate: Generate = generate_local) -> dict:
+                log: Callable[[str], None], generate: Generate = generate_local,
+                seeds: list[Any] | None = None) -> dict:
     from ..parse import parse_generation
     from ..pipelines.label import LabelConfig, LabelInput, export_labels, run_label_many
     from ..records import content_id
@@ -142,7 +176,7 @@ def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, problems: list[Pr
 
     spec = cfg.label
     prompts = [render_prompt("generator", {"problem": p.statement}, templates) for p in problems]
-    gens = generate(generator_dir, prompts, n=spec.proofs_per_problem, max_new_tokens=spec.max_new_tokens)
+    gens = generate(generator_dir, prompts, n=spec.proofs_per_problem, max_new_tokens=spec.max_new_tokens) if prompts else []
     items, n_answers, n_malformed = [], 0, 0
     raw_of: dict[str, str] = {}
     for prob, answers in zip(problems, gens):
@@ -155,9 +189,20 @@ def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, problems: list[Pr
             pid = content_id(prob.id, text, prefix="p-")
             raw_of[pid] = text
             items.append(LabelInput(problem=prob, proof_id=pid, proof=parsed.proof))
-    result: dict[str, Any] = {"answers": n_answers, "malformed": n_malformed, "labeled": 0, "export": None}
+    seeds = list(seeds or [])
+    result: dict[str, Any] = {"answers": n_answers, "malformed": n_malformed,
+                              "both_sections": n_answers - n_malformed, "seeded": len(seeds),
+                              "labeled": 0, "export": None}
+    if n_answers and n_answers == n_malformed:
+        log(f"label: none of {n_answers} generated answers has both sections (## Solution, ## Self Evaluation)"
+            + (f"; labeling the {len(seeds)} seeded proofs" if seeds else "; nothing to label (see label.seed_proofs)"))
+    seen = {it.proof_id for it in items}
+    for sd in seeds:
+        if sd.proof_id not in seen:  # a seed never replaces a generated proof of the same id
+            seen.add(sd.proof_id)
+            items.append(sd)
+    seed_ids = {sd.proof_id for sd in seeds}
     if not items:
-        log(f"label: none of {n_answers} generated answers has both sections; nothing to label")
         return result
     judge = copy.deepcopy(spec.judge) if spec.judge is not None else None
     label_cfg = LabelConfig(n=spec.n_verifications, m=spec.n_meta, k=spec.k_valid)
@@ -181,11 +226,47 @@ def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, problems: list[Pr
     with embedded_judges(judge):
         res = asyncio.run(run())
     export = export_labels(res.items, rd / "labels")
-    save_jsonl(rft_samples(res.items, raw_of), rd / "rft_samples.jsonl")
+    for it in res.items:
+        if it.id in seed_ids and it.id not in raw_of:
+            raw_of[it.id] = _seed_completion(it)
+    samples = rft_samples(res.items, raw_of)
+    save_jsonl(samples, rd / "rft_samples.jsonl")
+    result["rft_samples"] = {role: sum(1 for x in samples if x["role"] == role) for role in ("generator", "verifier")}
     result.update(labeled=sum(1 for it in res.items if it.label.status == "labeled"), counts=res.counts,
                   export=export["dir"], samples=str(rd / "rft_samples.jsonl"),
                   failed=[f.model_dump() for f in res.failed])  # proofs whose label calls failed
     return result
+
+
+def _round_counts(v: dict, g: dict, lab: dict | None, rft: dict) -> dict:
+    """Per-stage counts of one round (the loop summary's ``counts``)."""
+    c: dict[str, Any] = {
+        "verifier_examples": v.get("examples_per_role") or {"verifier": v.get("examples")},
+        "generator_examples": g.get("examples"),
+    }
+    if lab is not None:
+        c["label"] = {k: lab.get(k, 0) for k in ("answers", "both_sections", "seeded", "labeled")}
+        c["rft_samples"] = lab.get("rft_samples") or {}
+    c["rft"] = {"skipped": rft["skipped"]} if rft.get("skipped") else {
+        "samples": rft.get("samples"), "selected": rft.get("selected")}
+    return c
+
+
+def _notes(r: int, c: dict) -> list[str]:
+    """What a round could not do, in words (the loop summary's ``notes``)."""
+    notes = []
+    lab = c.get("label")
+    if lab and lab["answers"] and not lab["both_sections"]:
+        notes.append(
+            f"round {r}: the generator wrote both sections (## Solution, ## Self Evaluation) in 0 of "
+            f"{lab['answers']} answers; "
+            + (f"{lab['seeded']} seeded proofs were labeled instead" if lab["seeded"]
+               else "nothing from it to label (seed the label step with label.seed_proofs)"))
+    if lab is not None and not lab["labeled"]:
+        notes.append(f"round {r}: no proof was labeled, so no new labels join the next round's verifier data")
+    if c["rft"].get("skipped"):
+        notes.append(f"round {r}: RFT skipped: {c['rft']['skipped']}")
+    return notes
 
 
 def run_loop(cfg: LoopConfig, log: Callable[[str], None] = print, generate: Generate = generate_local) -> dict:
@@ -202,14 +283,17 @@ def run_loop(cfg: LoopConfig, log: Callable[[str], None] = print, generate: Gene
 
         templates = Templates.load(cfg.verifier.data.templates)
     label_problems = _label_problems(cfg)
+    seeds = _seed_proofs(cfg, label_problems)
     start_model = cfg.model.path
     label_exports: list[str] = []
     rounds = []
+    notes: list[str] = []
     for r in range(1, cfg.rounds + 1):
         rd = out / f"round-{r}"
         vcfg = copy.deepcopy(cfg.verifier)
         vcfg.role, vcfg.output_dir, vcfg.model = "verifier", str(rd / "verifier"), _model(cfg, start_model)
         vcfg.data.extra_paths = list(vcfg.data.extra_paths) + label_exports
+        vcfg.data.meta_verification = cfg.meta_verification
         drop = (lambda step: None) if cfg.keep_checkpoints else (lambda step: rd / step)
         v = state.run(f"round-{r}/verifier", lambda: train_grpo(vcfg), log, drop("verifier"))
 
@@ -217,8 +301,10 @@ def run_loop(cfg: LoopConfig, log: Callable[[str], None] = print, generate: Gene
         gcfg.role, gcfg.output_dir, gcfg.model = "generator", str(rd / "generator"), _model(cfg, v["final_model"])
         g = state.run(f"round-{r}/generator", lambda: train_grpo(gcfg), log, drop("generator"))
 
-        if cfg.label.problems:
-            lab = state.run(f"round-{r}/label", lambda: _label_step(cfg, rd, g["final_model"], label_problems, templates, log, generate), log)
+        if cfg.label.problems or seeds:
+            round_seeds = seeds if r == 1 else []
+            lab = state.run(f"round-{r}/label", lambda: _label_step(cfg, rd, g["final_model"], label_problems,
+                                                                      templates, log, generate, round_seeds), log)
             if lab.get("export"):
                 label_exports.append(lab["export"])
         else:
@@ -243,8 +329,13 @@ def run_loop(cfg: LoopConfig, log: Callable[[str], None] = print, generate: Gene
 
         rft = state.run(f"round-{r}/rft", rft_step, log, drop("rft"))
         start_model = rft.get("final_model") or g["final_model"]
+        counts = _round_counts(v, g, lab, rft)
+        round_notes = _notes(r, counts)
+        for n in round_notes:
+            log(n)
+        notes += round_notes
         rounds.append({"round": r, "verifier": v["final_model"], "generator": g["final_model"],
-                       "label": lab, "rft": rft, "next_model": start_model})
-    summary = {"output_dir": str(out), "rounds": rounds, "final_model": start_model}
+                       "label": lab, "rft": rft, "next_model": start_model, "counts": counts})
+    summary = {"output_dir": str(out), "rounds": rounds, "final_model": start_model, "notes": notes}
     write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary
