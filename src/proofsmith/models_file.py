@@ -195,3 +195,86 @@ def load_models_file(path: str | Path | None = None, cwd: str | Path | None = No
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{p}: cannot read the models file: {e}") from None
     return parse_models_file(text, p)
+
+
+def _env(*names: str) -> str | None:
+    for n in names:
+        if v := os.environ.get(n):
+            return v
+    return None
+
+
+def resolve_config(
+    model: str | None = None,
+    *,
+    base_urls: list[str] | str | None = None,
+    api_key: str | None = None,
+    config_file: str | Path | None = None,
+    settings: dict[str, Any] | None = None,
+    role_settings: dict[str, dict[str, Any]] | None = None,
+    cwd: str | Path | None = None,
+) -> ModelConfig:
+    """The :class:`ModelConfig` of a model chosen by name, as every command and the Python API
+    choose it. Precedence: the arguments > the models file's entry for ``model`` > the
+    environment (``PROOFSMITH_MODEL``, ``PROOFSMITH_BASE_URL`` for models not in the file,
+    ``PROOFSMITH_API_KEY`` / ``OPENAI_API_KEY``) > ModelConfig's defaults.
+
+    ``settings``: ModelConfig fields (``temperature``, ``max_output_tokens``, ``prices``, …;
+    None values are ignored); a sampling value given here sets every role (the file's
+    per-role values of that field are dropped). ``role_settings``: {role or alias: {field:
+    value}} on top (a role named exactly wins over an alias). :class:`UserError` (one line)
+    for an inconsistent choice.
+    """
+    from .session import ROLES, role_names
+
+    models_file = load_models_file(config_file, cwd=cwd)
+    model = model or _env("PROOFSMITH_MODEL")
+    fields = models_file.config_for(model, need_key=api_key is None) if models_file else None
+    urls = [base_urls] if isinstance(base_urls, str) else list(base_urls or [])
+    if fields is None:  # a model not in the file: arguments and environment only
+        if not urls and (env := _env("PROOFSMITH_BASE_URL")):
+            urls = [u.strip() for u in env.split(",") if u.strip()]
+        if model is None:
+            if urls:
+                raise UserError("--model is required with --base-url (the model name the server serves)")
+            model = EMBEDDED
+        fields = {"model": model, "roles": {}}
+    api_key = api_key or fields.get("api_key") or _env("PROOFSMITH_API_KEY", "OPENAI_API_KEY")
+    if api_key:
+        fields["api_key"] = api_key
+    if urls:
+        fields["base_urls"] = urls
+    if fields["model"] == EMBEDDED and fields.get("base_urls"):
+        raise UserError("--model embedded runs the bundled model locally; drop --base-url or name the server's model")
+    roles = {r: s.model_dump(exclude_none=True) for r, s in fields.get("roles", {}).items()}
+    for name, value in (settings or {}).items():
+        if value is None:
+            continue
+        if name == "prices":
+            base = fields.get("prices") or Prices()
+            given = value.model_dump(exclude_unset=True) if isinstance(value, Prices) else dict(value)
+            fields["prices"] = base.model_copy(update={k: v for k, v in given.items() if v is not None})
+            continue
+        if name not in ModelConfig.model_fields or name in ("model", "base_urls", "api_key", "roles"):
+            raise UserError(f"unknown model setting {name!r}")
+        fields[name] = value
+        for per_role in roles.values():
+            per_role.pop(name, None)
+    given = role_settings or {}
+    for exact in (False, True):  # aliases first, then the roles named exactly
+        for key, values in given.items():
+            try:
+                targets = role_names(key)
+            except ValueError as e:
+                raise UserError(str(e)) from None
+            if (key in ROLES) == exact:
+                for role in targets:
+                    roles.setdefault(role, {}).update({k: v for k, v in values.items() if v is not None})
+    fields["roles"] = roles
+    try:
+        return ModelConfig(**fields)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise UserError(f"{where}: {msg}" if where else msg) from None

@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Optional
 
 import typer
-from pydantic import ValidationError
 
 from ..errors import BudgetExceeded, ProofsmithError, UserError
 from ..redact import redact_url
 from ..llm.config import Budget, Prices
 
-from ..models_file import CONFIG_FILE_NAME, load_models_file
+from ..models_file import CONFIG_FILE_NAME, resolve_config
 from ..records import Problem
 from ..session import (
-    EMBEDDED, ROLE_ALIASES, ROLES, ModelConfig, Session, default_run_dir, env_default, open_session, role_names,
+    ROLE_ALIASES, ROLES, ModelConfig, Session, default_run_dir, open_session, role_names,
 )
 from .output import err, fail
 
@@ -224,61 +223,26 @@ class CommonArgs:
             fail(str(e))
 
     def _config(self, budget: Budget | None) -> ModelConfig:
-
-        models_file = load_models_file(self.config_file)
-        model = self.model or env_default("PROOFSMITH_MODEL")
-        api_key = self.api_key or env_default("PROOFSMITH_API_KEY", "OPENAI_API_KEY")
-        fields = models_file.config_for(model, need_key=self.api_key is None) if models_file else None
-        urls = list(self.base_url or [])
-        if fields is None:  # a model not in the file: options and environment only
-            if not urls and (env := env_default("PROOFSMITH_BASE_URL")):
-                urls = [u.strip() for u in env.split(",") if u.strip()]
-            if model is None:
-                if urls:
-                    raise UserError("--model is required with --base-url (the model name the server serves)")
-                model = EMBEDDED
-            fields = {"model": model, "roles": {}}
-            if api_key:
-                fields["api_key"] = api_key
-        elif self.api_key:
-            fields["api_key"] = self.api_key
-        if urls:
-            fields["base_urls"] = urls
-        if fields["model"] == EMBEDDED and fields.get("base_urls"):
-            raise UserError("--model embedded runs the bundled model locally; drop --base-url or name the server's model")
-        roles = {r: s.model_dump(exclude_none=True) for r, s in fields.get("roles", {}).items()}
+        settings: dict[str, Any] = {}
+        role_settings: dict[str, dict[str, Any]] = {}
         for name, (flag, cast) in _SAMPLING_FLAGS.items():
             text = getattr(self, name)
             if text is None:
                 continue
-            everyone, per_role = parse_per_role(text, flag, cast)
-            if everyone is not None:  # a plain value sets every role
-                fields[name] = everyone
-                for settings in roles.values():
-                    settings.pop(name, None)
+            settings[name], per_role = parse_per_role(text, flag, cast)
             for role, value in per_role.items():
-                roles.setdefault(role, {})[name] = value
-        fields["roles"] = roles
-        for name, attr in (("concurrency", "concurrency"), ("timeout", "timeout"), ("max_retries", "retries"),
-                           ("context_length", "context_length")):
-            if getattr(self, attr) is not None:
-                fields[name] = getattr(self, attr)
-        if any(x is not None for x in (self.price_prompt, self.price_completion, self.price_cached)):
-            base = fields.get("prices") or Prices()
-            given = {k: v for k, v in (("prompt_per_million", self.price_prompt),
-                                       ("completion_per_million", self.price_completion),
-                                       ("cached_prompt_per_million", self.price_cached)) if v is not None}
-            fields["prices"] = base.model_copy(update=given)
-        if "timeout" in fields:
-            check_timeout(fields["timeout"])
-        fields["budget"] = budget or self.budget()
-        try:
-            cfg = ModelConfig(**fields)
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(map(str, first["loc"]))
-            msg = str(first["msg"]).removeprefix("Value error, ")
-            raise UserError(f"{where}: {msg}" if where else msg) from None
+                role_settings.setdefault(role, {})[name] = value
+        if self.timeout is not None:
+            check_timeout(self.timeout)
+        settings.update(concurrency=self.concurrency, timeout=self.timeout, max_retries=self.retries,
+                        context_length=self.context_length, budget=budget or self.budget())
+        prices = {k: v for k, v in (("prompt_per_million", self.price_prompt),
+                                    ("completion_per_million", self.price_completion),
+                                    ("cached_prompt_per_million", self.price_cached)) if v is not None}
+        if prices:
+            settings["prices"] = prices
+        cfg = resolve_config(self.model, base_urls=self.base_url, api_key=self.api_key,
+                             config_file=self.config_file, settings=settings, role_settings=role_settings)
         check_budget(cfg.budget, cfg.prices, cfg, embedded=cfg.is_embedded)
         return cfg
 
