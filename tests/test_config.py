@@ -219,6 +219,7 @@ def test_config_option_and_models_not_in_the_file(files, tmp_path):
     ("[models.a.roles]\nwriter = { max_output_tokens = 5 }\n", ["models.a.roles", "unknown role 'writer'"]),
     ("[models.a.roles.verify]\nmax_output_tokens = 0\n", ["models.a.roles.verify.max_output_tokens"]),
     ("[models.a]\ncontext_length = -1\n", ["models.a.context_length"]),
+    ("[models.a]\nprices = { prompt_per_milion = 1.0 }\n", ["models.a.prices", "unknown price 'prompt_per_milion'"]),
     ("[modls.a]\n", ["modls"]),
     ("[models.a\n", ["not valid TOML"]),
     ("[models.a]\nmodel = 'embedded'\nbase_urls = ['http://h/v1']\n", ["models.a", "embedded"]),

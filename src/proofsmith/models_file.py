@@ -80,6 +80,15 @@ class ModelEntry(BaseModel):
                 )
         return v
 
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _known_prices(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            unknown = sorted(set(v) - set(Prices.model_fields))
+            if unknown:
+                raise ValueError(f"unknown price {unknown[0]!r}: use {', '.join(Prices.model_fields)}")
+        return v
+
     @field_validator("roles", mode="before")
     @classmethod
     def _known_roles(cls, v: Any) -> Any:
