@@ -58,6 +58,11 @@ class BadRequestError(LLMError):
     """HTTP 400/413/422 or another non-retryable 4xx; never retried."""
 
 
+class PromptTooLongError(BadRequestError):
+    """A prompt that cannot fit the model's context length with its max output tokens; raised
+    before sending (the item it belongs to fails, the others go on)."""
+
+
 class ServerUnavailableError(LLMError):
     """Server unreachable, or retries exhausted (message names the last cause)."""
 

@@ -109,7 +109,7 @@ async def generate(
 ) -> list[Proof]:
     """Sample ``n`` proofs, each with a self-evaluation and self-score."""
     prompt = _templates(templates).render("generate", problem=problem.statement)
-    comps = await client.complete(_messages(prompt), n=n, role="generate", **params)
+    comps = await client.complete(_messages(prompt), n=n, role="generate", about=f"problem {problem.id}", **params)
     out = [_to_proof(problem, c) for c in comps]
     _save(client, out, problem)
     return out
@@ -131,7 +131,8 @@ async def verify(
     body = proof_text(proof)
     prompt = _templates(templates).render("verify", problem=problem.statement, proof=body)
     comps = (await client.complete(
-        _messages(prompt), n=start + n, role="verify", prefix_key=content_id(body), **params
+        _messages(prompt), n=start + n, role="verify", prefix_key=content_id(body),
+        about=f"problem {problem.id}, proof {_proof_id(proof)}", **params
     ))[start:]
     out = []
     for c in comps:
@@ -173,7 +174,8 @@ async def meta_verify(
         "meta_verify", problem=problem.statement, proof=body, analysis=analysis
     )
     comps = (await client.complete(
-        _messages(prompt), n=start + n, role="meta_verify", prefix_key=content_id(body), **params
+        _messages(prompt), n=start + n, role="meta_verify", prefix_key=content_id(body),
+        about=f"problem {problem.id}, proof {_proof_id(proof)}, analysis {vid}", **params
     ))[start:]
     out = []
     for c in comps:
@@ -216,7 +218,8 @@ async def refine(
         [(proof_text(p), [v.raw for v in analyses]) for p, analyses in candidates]
     )
     prompt = _templates(templates).render("refine", problem=problem.statement, previous=block)
-    comps = (await client.complete(_messages(prompt), n=start + n, role="refine", **params))[start:]
+    about = f"problem {problem.id}, refining {', '.join(p.id for p, _ in candidates)}"
+    comps = (await client.complete(_messages(prompt), n=start + n, role="refine", about=about, **params))[start:]
     lineage = dict(
         parents=[p.id for p, _ in candidates],
         analysis_ids=[v.id for _, vs in candidates for v in vs],
@@ -244,7 +247,8 @@ async def refine_from_self(
     Returns samples ``start .. start+n-1`` of this prompt (see ``refine``)."""
     block = render_candidates([(proof_text(previous), [previous.self_evaluation or ""])])
     prompt = _templates(templates).render("refine", problem=problem.statement, previous=block)
-    comps = (await client.complete(_messages(prompt), n=start + n, role="refine", **params))[start:]
+    comps = (await client.complete(_messages(prompt), n=start + n, role="refine",
+                                   about=f"problem {problem.id}, refining {previous.id}", **params))[start:]
     out = [_to_proof(problem, c, parents=[previous.id], attempt=attempt) for c in comps]
     _save(client, out, problem)
     return out

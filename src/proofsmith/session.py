@@ -14,9 +14,9 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .llm.client import LLMClient
 from .llm.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, Budget, Endpoint, Prices, SamplingParams
@@ -28,6 +28,53 @@ EMBEDDED_MAX_TOKENS = 1024  # SmolLM2 has a 4K context per slot; keep answers sh
 
 # the prompt roles a session's client samples with the config's parameters
 _ROLES = ("default", "generate", "verify", "meta_verify", "refine", "grade")
+
+# The roles a per-role setting may name: the prompt roles of the client (``role=`` of every
+# request; the run store's ``calls.role``).
+ROLES = _ROLES[1:]
+# The method's role names (METHOD.md; the training roles of ``proofsmith.train``) are accepted
+# for the prompt roles they sample: the generator writes and refines proofs.
+ROLE_ALIASES: dict[str, tuple[str, ...]] = {
+    "generator": ("generate", "refine"),
+    "verifier": ("verify",),
+    "meta-verifier": ("meta_verify",),
+}
+
+
+def role_names(name: str) -> tuple[str, ...]:
+    """The prompt roles a per-role setting's key stands for (``ValueError`` for an unknown one)."""
+    if name in ROLES:
+        return (name,)
+    if name in ROLE_ALIASES:
+        return ROLE_ALIASES[name]
+    raise ValueError(
+        f"unknown role {name!r}: use one of {', '.join(ROLES)} "
+        f"(or {', '.join(a + ' = ' + '+'.join(r) for a, r in ROLE_ALIASES.items())})"
+    )
+
+
+class RoleSettings(BaseModel):
+    """Settings of one prompt role that differ from the model's (None: the model's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(None, description="Sampling temperature of this role.")
+    top_p: float | None = Field(None, description="Nucleus sampling top-p of this role.")
+    max_output_tokens: int | None = Field(None, gt=0, description="Completion token limit of this role.")
+
+
+def _merge_roles(roles: dict[str, "RoleSettings | dict"]) -> dict[str, RoleSettings]:
+    """Per-role settings keyed by prompt role: aliases expand to their roles, a role's own
+    entry wins over an alias's (``generator`` then ``refine`` sets refine from ``refine``)."""
+    out: dict[str, dict[str, Any]] = {}
+    items = [(k, v if isinstance(v, RoleSettings) else RoleSettings.model_validate(v)) for k, v in roles.items()]
+    for exact in (False, True):  # aliases first, then the roles named exactly
+        for key, settings in items:
+            if (key in ROLES) != exact:
+                continue
+            for role in role_names(key):
+                out.setdefault(role, {}).update(settings.model_dump(exclude_unset=True, exclude_none=True))
+    return {role: RoleSettings(**values) for role, values in out.items()}
 
 
 class ModelConfig(BaseModel):
@@ -54,16 +101,27 @@ class ModelConfig(BaseModel):
     concurrency: int = Field(64, ge=1, description="Maximum requests in flight per server (>= 1).")
     temperature: float = Field(
         DEFAULT_TEMPERATURE, ge=0, allow_inf_nan=False,
-        description="Sampling temperature, a finite number >= 0 (default: the method's).",
+        description=f"Sampling temperature, a finite number >= 0 (default: the method's, {DEFAULT_TEMPERATURE:g}).",
     )
     top_p: float = Field(
         DEFAULT_TOP_P, gt=0, le=1, allow_inf_nan=False,
-        description="Nucleus sampling top-p, in (0, 1] (default: the method's).",
+        description=f"Nucleus sampling top-p, in (0, 1] (default: the method's, {DEFAULT_TOP_P:g}).",
     )
     max_output_tokens: int | None = Field(
         None, ge=1,
         description="Completion token limit per request, >= 1 (default: server default; 1024 for the "
         "embedded model). Answers cut at the limit are marked truncated and discarded.",
+    )
+    roles: dict[str, RoleSettings] = Field(
+        default_factory=dict,
+        description="Per-role temperature / top_p / max_output_tokens overriding the model's, keyed "
+        f"by prompt role ({', '.join(ROLES)}; generator = generate+refine, verifier, meta-verifier).",
+    )
+    context_length: int | None = Field(
+        None, gt=0,
+        description="Context length of the model in tokens (prompt + completion). When known, a "
+        "prompt that cannot fit with its max output tokens is refused before it is sent, as a "
+        "failure of its item (see docs/configuration.md). Default: unknown (the server decides).",
     )
     prices: Prices | None = Field(None, description="Price table (per million tokens) for cost accounting.")
     budget: Budget | None = Field(
@@ -85,6 +143,37 @@ class ModelConfig(BaseModel):
         "120 s, an unusable one is ignored). With several --base-url, retries go to another server "
         "and a failing server is avoided for a while.",
     )
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _canonical_roles(cls, v: Any) -> Any:
+        return _merge_roles(v) if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _limits_fit_the_context(self) -> "ModelConfig":
+        if self.context_length is not None:
+            for role, limit in self.output_limits().items():
+                if limit is not None and limit >= self.context_length:
+                    raise ValueError(
+                        f"max_output_tokens of {role} ({limit}) leaves no room for a prompt in the "
+                        f"context length {self.context_length}"
+                    )
+        return self
+
+    def role_params(self, role: str, max_tokens: int | None = None) -> SamplingParams:
+        """The sampling of prompt role ``role``: its own settings, else the model's
+        (``max_tokens``: the model's limit to use instead of ``max_output_tokens``)."""
+        own = self.roles.get(role) or RoleSettings()
+        limit = self.max_output_tokens if max_tokens is None else max_tokens
+        return SamplingParams(
+            temperature=self.temperature if own.temperature is None else own.temperature,
+            top_p=self.top_p if own.top_p is None else own.top_p,
+            max_tokens=limit if own.max_output_tokens is None else own.max_output_tokens,
+        )
+
+    def output_limits(self) -> dict[str, int | None]:
+        """Max output tokens of each prompt role (None: the server's default)."""
+        return {role: self.role_params(role).max_tokens for role in ROLES}
 
     @property
     def is_embedded(self) -> bool:
@@ -121,17 +210,16 @@ def open_client(
     store: RunStore | None = None,
     on_event: Callable[[str, dict], None] | None = None,
     max_tokens: int | None = None,
+    context_length: int | None = None,
 ) -> LLMClient:
     """The client of ``cfg`` (``endpoints``: its served endpoints unless given; ``max_tokens``:
-    ``cfg.max_output_tokens`` unless given); every prompt role samples with the config."""
-    params = SamplingParams(
-        temperature=cfg.temperature, top_p=cfg.top_p,
-        max_tokens=cfg.max_output_tokens if max_tokens is None else max_tokens,
-    )
+    ``cfg.max_output_tokens`` unless given); every prompt role samples with the config (its
+    per-role settings included)."""
     return LLMClient(
         cfg.served_endpoints() if endpoints is None else endpoints,
         store=store,
-        role_params={role: params for role in _ROLES},
+        role_params={role: cfg.role_params(role, max_tokens) for role in _ROLES},
+        context_length=cfg.context_length if context_length is None else context_length,
         prices=cfg.prices,
         budget=cfg.budget,
         timeout=cfg.timeout,
@@ -161,6 +249,7 @@ async def open_session(
         stack.callback(lock.release)
         stack.callback(store.close)  # closed before the lock is released
         max_tokens = cfg.max_output_tokens
+        context_length = cfg.context_length
         if cfg.is_embedded:
             from .llm.embedded import EmbeddedServer
 
@@ -170,9 +259,11 @@ async def open_session(
             endpoints = [Endpoint(base_url=server.base_url, model=server.model, use_n=False,
                                   max_concurrency=min(cfg.concurrency, server.n_parallel))]
             max_tokens = max_tokens or EMBEDDED_MAX_TOKENS
+            context_length = context_length or server.n_ctx_per_slot
         else:
             endpoints = served or []
-        client = open_client(cfg, endpoints, store=store, on_event=on_event, max_tokens=max_tokens)
+        client = open_client(cfg, endpoints, store=store, on_event=on_event, max_tokens=max_tokens,
+                             context_length=context_length)
         try:
             yield Session(client=client, store=store, run_dir=run_dir, endpoints=endpoints)
         finally:

@@ -23,8 +23,11 @@ from ..errors import BudgetExceeded, ProofsmithError, UserError
 from ..redact import redact_url
 from ..llm.config import Budget, Prices
 
+from ..models_file import CONFIG_FILE_NAME, resolve_config
 from ..records import Problem
-from ..session import EMBEDDED, ModelConfig, Session, default_run_dir, env_default, open_session
+from ..session import (
+    ROLE_ALIASES, ROLES, ModelConfig, Session, default_run_dir, open_session, role_names,
+)
 from .output import err, fail
 
 # ----------------------------------------------------------------------------- common options
@@ -58,34 +61,67 @@ MaxCostOpt = Annotated[
 
 
 def _from_field(model: type, name: str, *decls: str, unset: Any = ..., annotation: Any = None,
-                **kw: Any) -> tuple[Any, Any]:
+                suffix: str = "", **kw: Any) -> tuple[Any, Any]:
     """(annotation, default) of a CLI option whose help and default are those of the pydantic
-    field ``model.name`` (``unset``: the CLI's "not given" default, resolved later)."""
+    field ``model.name`` (``unset``: the CLI's "not given" default, resolved later; the help
+    then says the field's default; ``suffix`` is added to the help)."""
     f = model.model_fields[name]
     default = f.get_default(call_default_factory=True) if unset is ... else unset
+    help_text = (f.description or "") + suffix
     if unset is not ... or default is None:
         kw.setdefault("show_default", False)
-    return Annotated[annotation or f.annotation, typer.Option(*decls, help=f.description, **kw)], default
+        real = f.get_default(call_default_factory=True)
+        if unset is not ... and real is not None and "default" not in help_text.lower():
+            help_text += f" Default: {real:g}." if isinstance(real, float) else f" Default: {real}."
+    return Annotated[annotation or f.annotation, typer.Option(*decls, help=help_text, **kw)], default
 
+
+_PER_ROLE_HELP = (
+    " Per role: ROLE=VALUE pairs separated by commas, e.g. generator=128000,verifier=64000; a plain "
+    "value sets every role, and may come first as the others' value (64000,generate=128000). Roles: "
+    f"{', '.join(ROLES)}; the method's names also work: "
+    f"{', '.join(a + ' (' + '+'.join(r) + ')' for a, r in ROLE_ALIASES.items())}."
+)
+
+ConfigFileOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--config",
+        help=f"Models file (TOML) naming models with their servers, API key variable, per-role settings, "
+        f"prices and context length, so --model NAME is enough (docs/configuration.md). Default: "
+        f"{CONFIG_FILE_NAME} in the working directory, if any. Env: PROOFSMITH_CONFIG. Options given on "
+        "the command line override the file.",
+        show_default=False,
+    ),
+]
 
 # The options every model-calling command shares: parameter name -> (annotation, default).
-# Help and defaults come from ModelConfig and Prices; model, base URLs and API key default to
-# "not given" here, because they are resolved with the environment in CommonArgs.config().
+# Help and defaults come from ModelConfig and Prices; every model setting defaults to "not
+# given" here, because it is resolved with the models file and the environment in
+# CommonArgs.config() (command line > models file > environment > ModelConfig's default).
 _COMMON: dict[str, tuple[Any, Any]] = {
-    "model": _from_field(ModelConfig, "model", "--model", "-m", unset=None, annotation=Optional[str]),
+    "model": _from_field(ModelConfig, "model", "--model", "-m", unset=None, annotation=Optional[str],
+                         suffix=" Or the name of a model in the models file (--config)."),
     "base_url": _from_field(ModelConfig, "base_urls", "--base-url", unset=None, annotation=Optional[list[str]]),
     "api_key": _from_field(ModelConfig, "api_key", "--api-key", annotation=Optional[str]),
+    "config_file": (ConfigFileOpt, None),
     "run_dir": (RunDirOpt, None),
     "templates": (TemplatesOpt, None),
     "json_out": (JsonOpt, False),
-    "temperature": _from_field(ModelConfig, "temperature", "--temperature"),
-    "top_p": _from_field(ModelConfig, "top_p", "--top-p"),
-    "max_output_tokens": _from_field(ModelConfig, "max_output_tokens", "--max-output-tokens", annotation=Optional[int]),
-    "concurrency": _from_field(ModelConfig, "concurrency", "--concurrency", min=1),
-    "timeout": _from_field(ModelConfig, "timeout", "--timeout"),
-    "retries": _from_field(ModelConfig, "max_retries", "--retries", min=0),
-    "price_prompt": _from_field(Prices, "prompt_per_million", "--price-prompt"),
-    "price_completion": _from_field(Prices, "completion_per_million", "--price-completion"),
+    "temperature": _from_field(ModelConfig, "temperature", "--temperature", unset=None,
+                               annotation=Optional[str], suffix=_PER_ROLE_HELP, metavar="T|ROLE=T,..."),
+    "top_p": _from_field(ModelConfig, "top_p", "--top-p", unset=None, annotation=Optional[str],
+                         suffix=_PER_ROLE_HELP, metavar="P|ROLE=P,..."),
+    "max_output_tokens": _from_field(ModelConfig, "max_output_tokens", "--max-output-tokens", unset=None,
+                                     annotation=Optional[str], suffix=_PER_ROLE_HELP, metavar="N|ROLE=N,..."),
+    "context_length": _from_field(ModelConfig, "context_length", "--context-length", unset=None,
+                                  annotation=Optional[int], min=1),
+    "concurrency": _from_field(ModelConfig, "concurrency", "--concurrency", unset=None, annotation=Optional[int], min=1),
+    "timeout": _from_field(ModelConfig, "timeout", "--timeout", unset=None, annotation=Optional[float]),
+    "retries": _from_field(ModelConfig, "max_retries", "--retries", unset=None, annotation=Optional[int], min=0),
+    "price_prompt": _from_field(Prices, "prompt_per_million", "--price-prompt", unset=None, annotation=Optional[float]),
+    "price_completion": _from_field(Prices, "completion_per_million", "--price-completion", unset=None,
+                                    annotation=Optional[float]),
     "price_cached": _from_field(Prices, "cached_prompt_per_million", "--price-cached", annotation=Optional[float]),
     "max_tokens": (MaxTokensOpt, None),
     "max_cost": (MaxCostOpt, None),
@@ -122,78 +158,161 @@ def option_error(e: ValidationError, option_of: dict[str, str] | None = None) ->
     return f"{name} {why} (got {value!r})" if not isinstance(value, float) else f"{name} {why} (got {value:g})"
 
 
+def parse_per_role(text: str, flag: str, cast: Callable[[str], Any]) -> tuple[Any, dict[str, Any]]:
+    """``VALUE`` or ``[VALUE,]ROLE=VALUE,...`` -> (the value of every role or None, {prompt role:
+    value}); a role named exactly wins over an alias naming it. :class:`UserError` (one line,
+    naming ``flag``) for a bad role or value."""
+    everyone: Any = None
+    aliased: dict[str, Any] = {}
+    exact: dict[str, Any] = {}
+    seen: set[str] = set()
+    parts = [p.strip() for p in str(text).split(",")]
+    if not any(parts):
+        raise UserError(f"{flag}: no value given")
+    for i, part in enumerate(parts):
+        key, eq, value = part.partition("=")
+        try:
+            if not eq:
+                if i != 0:
+                    raise UserError(f"{flag} {text!r}: only the first item may be a plain value (for every role); "
+                                    "the others are ROLE=VALUE")
+                everyone = cast(part)
+                continue
+            key = key.strip()
+            if key in seen:
+                raise UserError(f"{flag}: role {key} given twice")
+            seen.add(key)
+            target = exact if key in ROLES else aliased
+            for role in role_names(key):
+                target[role] = cast(value.strip())
+        except UserError:
+            raise
+        except ValueError as e:
+            where = f" ({key.strip()})" if eq else ""
+            raise UserError(f"{flag}{where} {e}") from None
+    return everyone, {**aliased, **exact}
+
+
+def _positive_int(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise ValueError(f"must be a whole number of tokens (got {v!r})") from None
+    if n < 1:
+        raise ValueError(f"must be >= 1 (got {n})")
+    return n
+
+
+def _float(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise ValueError(f"must be a number (got {v!r})") from None
+    if not math.isfinite(x):
+        raise ValueError(f"must be a finite number (got {x:g})")
+    return x
+
+
+def _number(v: str) -> float:
+    x = _float(v)
+    if x < 0:
+        raise ValueError(f"must be >= 0 (got {x:g})")
+    return x
+
+
+def _top_p(v: str) -> float:
+    x = _float(v)
+    if x <= 0:
+        raise ValueError(f"must be > 0 (got {x:g})")
+    if x > 1:
+        raise ValueError(f"must be <= 1 (got {x:g})")
+    return x
+
+
+_SAMPLING_FLAGS = {"temperature": ("--temperature", _number), "top_p": ("--top-p", _top_p),
+                   "max_output_tokens": ("--max-output-tokens", _positive_int)}
+
+
 @dataclass
 class CommonArgs:
     """The values of the shared options (see ``model_options``; defaults: ``_COMMON``)."""
 
-    model: str | None
-    base_url: list[str] | None
-    api_key: str | None
-    run_dir: Path | None
-    templates: Path | None
-    json_out: bool
-    temperature: float
-    top_p: float
-    max_output_tokens: int | None
-    concurrency: int
-    timeout: float
-    retries: int
-    price_prompt: float
-    price_completion: float
-    price_cached: float | None
+    model: str | None = None
+    base_url: list[str] | None = None
+    api_key: str | None = None
+    run_dir: Path | None = None
+    templates: Path | None = None
+    json_out: bool = False
+    temperature: str | None = None
+    top_p: str | None = None
+    max_output_tokens: str | None = None
+    concurrency: int | None = None
+    timeout: float | None = None
+    retries: int | None = None
+    price_prompt: float | None = None
+    price_completion: float | None = None
+    price_cached: float | None = None
     max_tokens: int | None = None
     max_cost: float | None = None
+    config_file: Path | None = None
+    context_length: int | None = None
 
     def budget(self) -> Budget | None:
         """The budget of ``--max-tokens`` / ``--max-cost`` (None when neither is given)."""
         return budget_from_options(self.max_tokens, self.max_cost)
 
     def check(self) -> None:
-        """Validate the numeric options with ModelConfig's and Prices' rules (NaN and inf never
-        pass); a bad value exits with one line naming the option. Runs before every command."""
+        """Validate the numeric options (NaN and inf never pass; the per-role forms too) with
+        ModelConfig's and Prices' rules; a bad value exits with one line naming the option.
+        Runs before every command."""
         try:
-            ModelConfig(temperature=self.temperature, top_p=self.top_p, max_output_tokens=self.max_output_tokens,
-                        concurrency=self.concurrency, timeout=self.timeout, max_retries=self.retries)
-            Prices(prompt_per_million=self.price_prompt, completion_per_million=self.price_completion,
-                   cached_prompt_per_million=self.price_cached)
+            for name, (flag, cast) in _SAMPLING_FLAGS.items():
+                text = getattr(self, name)
+                if text is not None:
+                    parse_per_role(text, flag, cast)
+            given = (("concurrency", self.concurrency), ("timeout", self.timeout), ("max_retries", self.retries))
+            ModelConfig(**{k: v for k, v in given if v is not None})
+            prices = (("prompt_per_million", self.price_prompt), ("completion_per_million", self.price_completion),
+                      ("cached_prompt_per_million", self.price_cached))
+            Prices(**{k: v for k, v in prices if v is not None})
         except ValidationError as e:
             fail(option_error(e))
+        except UserError as e:
+            fail(str(e))
 
     def config(self, budget: Budget | None = None) -> ModelConfig:
-        """The ModelConfig of these options (model, base URLs and API key also from the
-        environment); ``budget`` defaults to this command's budget options; an inconsistent
-        choice or a bad value exits with one line."""
+        """The ModelConfig of these options, the models file and the environment; ``budget``
+        defaults to this command's budget options; an inconsistent choice exits with one line."""
         try:
             return self._config(budget)
         except ValidationError as e:
             fail(option_error(e))
+        except UserError as e:
+            fail(str(e))
 
     def _config(self, budget: Budget | None) -> ModelConfig:
-        urls = list(self.base_url or [])
-        if not urls and (env := env_default("PROOFSMITH_BASE_URL")):
-            urls = [u.strip() for u in env.split(",") if u.strip()]
-        model = self.model or env_default("PROOFSMITH_MODEL")
-        if model is None:
-            if urls:
-                fail("--model is required with --base-url (the model name the server serves)")
-            model = EMBEDDED
-        if model == EMBEDDED and urls:
-            fail("--model embedded runs the bundled model locally; drop --base-url or name the server's model")
-        prices = None
-        if self.price_prompt or self.price_completion or self.price_cached:
-            prices = Prices(
-                prompt_per_million=self.price_prompt,
-                completion_per_million=self.price_completion,
-                cached_prompt_per_million=self.price_cached,
-            )
-        check_timeout(self.timeout)
-        budget = budget or self.budget()
-        check_budget(budget, prices, self.max_output_tokens, embedded=model == EMBEDDED)
-        same_name = ("temperature", "top_p", "max_output_tokens", "concurrency", "timeout")
-        return ModelConfig(
-            model=model, base_urls=urls, api_key=self.api_key or env_default("PROOFSMITH_API_KEY", "OPENAI_API_KEY"),
-            prices=prices, budget=budget, max_retries=self.retries, **{n: getattr(self, n) for n in same_name},
-        )
+        settings: dict[str, Any] = {}
+        role_settings: dict[str, dict[str, Any]] = {}
+        for name, (flag, cast) in _SAMPLING_FLAGS.items():
+            text = getattr(self, name)
+            if text is None:
+                continue
+            settings[name], per_role = parse_per_role(text, flag, cast)
+            for role, value in per_role.items():
+                role_settings.setdefault(role, {})[name] = value
+        if self.timeout is not None:
+            check_timeout(self.timeout)
+        settings.update(concurrency=self.concurrency, timeout=self.timeout, max_retries=self.retries,
+                        context_length=self.context_length, budget=budget or self.budget())
+        prices = {k: v for k, v in (("prompt_per_million", self.price_prompt),
+                                    ("completion_per_million", self.price_completion),
+                                    ("cached_prompt_per_million", self.price_cached)) if v is not None}
+        if prices:
+            settings["prices"] = prices
+        cfg = resolve_config(self.model, base_urls=self.base_url, api_key=self.api_key,
+                             config_file=self.config_file, settings=settings, role_settings=role_settings)
+        check_budget(cfg.budget, cfg.prices, cfg, embedded=cfg.is_embedded)
+        return cfg
 
 
 def check_timeout(timeout: float) -> None:
@@ -202,10 +321,11 @@ def check_timeout(timeout: float) -> None:
         fail(f"--timeout must be a finite number of seconds > 0 (got {timeout})")
 
 
-def check_budget(budget: Budget | None, prices: Prices | None, max_output_tokens: int | None,
+def check_budget(budget: Budget | None, prices: Prices | None, cfg: ModelConfig | int | None,
                  embedded: bool) -> None:
     """A budget must be one the client can hold: --max-cost needs prices, and every budget
-    needs a completion limit per request (the worst case reserved before sending)."""
+    needs a completion limit per request of every role (the worst case reserved before
+    sending); ``cfg``: the model's config (or one limit for every role)."""
     if budget is None:
         return
     if budget.max_cost is not None and (not math.isfinite(budget.max_cost) or budget.max_cost < 0):
@@ -213,9 +333,14 @@ def check_budget(budget: Budget | None, prices: Prices | None, max_output_tokens
     if budget.max_cost is not None and prices is None:
         fail("--max-cost needs prices to count a cost: give --price-prompt and/or --price-completion "
              "(per million tokens)")
-    if max_output_tokens is None and not embedded:
+    if isinstance(cfg, ModelConfig):
+        missing = [role for role, limit in cfg.output_limits().items() if limit is None]
+    else:
+        missing = [] if cfg is not None else list(ROLES)
+    if missing and not embedded:
         flag = "--max-tokens" if budget.max_tokens is not None else "--max-cost"
-        fail(f"{flag} needs --max-output-tokens: the budget reserves each request's worst case "
+        which = "" if len(missing) == len(ROLES) else f" for every role (none for {', '.join(missing)})"
+        fail(f"{flag} needs --max-output-tokens{which}: the budget reserves each request's worst case "
              "(prompt + n x max output tokens) before sending it")
 
 

@@ -161,7 +161,8 @@ async def grade_with_reference(client: Any, problem: Problem, proof: Proof | str
     if not body:
         raise ValueError("the proof has no body to grade")
     prompt = render_grade_prompt(problem, body, template)
-    comps = await client.complete([{"role": "user", "content": prompt}], n=n, role="grade", **params)
+    comps = await client.complete([{"role": "user", "content": prompt}], n=n, role="grade",
+                                  about=f"problem {problem.id} (reference grading)", **params)
     out = []
     for c in comps:
         if c.truncated:

@@ -70,6 +70,7 @@ from proofsmith.errors import (
     ConfigurationError,
     LLMError,
     NotFoundError,
+    PromptTooLongError,
     ServerUnavailableError,
 )
 from proofsmith.llm.config import Budget, Endpoint, Prices, SamplingParams, request_key
@@ -90,7 +91,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [  # the client, and the names this module has always exported (re-exported)
     "LLMClient", "request_key", "split_reasoning", "SamplingParams", "Endpoint", "Prices", "Budget",
     "LLMError", "AuthenticationError", "NotFoundError", "BadRequestError", "ServerUnavailableError",
-    "BudgetExceeded", "ConfigurationError",
+    "BudgetExceeded", "ConfigurationError", "PromptTooLongError", "prompt_tokens_estimate",
 ]
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,26 @@ def _prompt_bound(messages: list[dict]) -> int:
     return total
 
 
+# bytes of UTF-8 per token assumed by the context-length check: more than tokenizers of math
+# models average on English, LaTeX or code (about 3 to 4.5), so the estimate is low and the
+# check refuses only prompts that clearly cannot fit (docs/configuration.md)
+CONTEXT_BYTES_PER_TOKEN = 5
+
+
+def prompt_tokens_estimate(messages: list[dict]) -> int:
+    """A low estimate of a request's prompt tokens, for the context-length check: one token
+    per ``CONTEXT_BYTES_PER_TOKEN`` UTF-8 bytes of the message texts (rounded up), plus 8 per
+    message and 64 per request for the chat template. Low on purpose: a prompt refused by
+    this estimate is too long with any usual tokenizer; one it passes may still be refused by
+    the server (an HTTP 400, the same per-item failure)."""
+    total = 64
+    for m in messages:
+        c = m.get("content")
+        text = c if isinstance(c, str) else json.dumps(c, ensure_ascii=False)
+        total += 8 + -(-len(text.encode("utf-8")) // CONTEXT_BYTES_PER_TOKEN)
+    return total
+
+
 @dataclass
 class _Attempt:
     """The outcome of one HTTP attempt: completions, or an error (``fatal``: not retried)."""
@@ -208,6 +229,7 @@ class LLMClient:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         failure_threshold: int = 3,
         max_cooldown: float = 300.0,
+        context_length: int | None = None,
     ):
         eps = [endpoints] if isinstance(endpoints, Endpoint) else list(endpoints)
         if not eps:
@@ -261,6 +283,9 @@ class LLMClient:
             raise ConfigurationError("max_response_bytes and failure_threshold must be >= 1")
         if max_retries < 0:
             raise ConfigurationError(f"max_retries must be >= 0 (got {max_retries})")
+        if context_length is not None and context_length < 1:
+            raise ConfigurationError(f"context_length must be >= 1 (got {context_length})")
+        self.context_length = context_length
         self.endpoints = eps
         self.model = eps[0].model
         self.store = store
@@ -357,9 +382,14 @@ class LLMClient:
         role: str = "default",
         params: SamplingParams | None = None,
         prefix_key: str | None = None,
+        about: str | None = None,
         **overrides: Any,
     ) -> list[Completion]:
-        """Exactly ``n`` completions, ``sample_index`` 0..n-1 (see the module docstring)."""
+        """Exactly ``n`` completions, ``sample_index`` 0..n-1 (see the module docstring).
+
+        ``about`` names the item the request is for (e.g. ``problem p1, proof p-…``) in a
+        :class:`PromptTooLongError` (with ``context_length`` set, raised before sending a prompt
+        that cannot fit with its ``max_tokens``)."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n must be a positive integer (got {n!r})")
         if not isinstance(messages, list) or not messages or not all(
@@ -379,6 +409,8 @@ class LLMClient:
                 self.stats["cache_hits"] += len(results)
                 self._emit("cache_hit", {"role": role, "request_key": key, "count": len(results), "n": n})
         pending = [i for i in range(n) if i not in results]
+        if pending and self.context_length is not None:
+            self._check_context(messages, sp, role, about)
         while pending:
             # With a store, a sample is identified by (request key, index): a sample another
             # caller is already fetching is awaited, not paid for twice. If that caller fails
@@ -459,6 +491,21 @@ class LLMClient:
         return results
 
     # -- internals --------------------------------------------------------------------------
+
+    def _check_context(self, messages: list[dict], sp: SamplingParams, role: str, about: str | None) -> None:
+        """Refuse a prompt whose (low) token estimate plus its max output tokens passes the
+        context length; the message names the item and the numbers."""
+        assert self.context_length is not None
+        prompt = prompt_tokens_estimate(messages)
+        room = self.context_length - (sp.max_tokens or 0)
+        if prompt > room:
+            what = f"{about}: " if about else ""
+            limit = f" - {sp.max_tokens} max output tokens" if sp.max_tokens else ""
+            raise PromptTooLongError(
+                f"{what}{role} prompt too long for {self.model}: about {prompt} tokens or more "
+                f"(estimated from its size), the context length {self.context_length}{limit} "
+                f"leaves {max(room, 0)}; not sent"
+            )
 
     def _emit(self, kind: str, info: dict) -> None:
         if self.on_event is None:

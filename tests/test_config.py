@@ -1,0 +1,300 @@
+"""Per-role limits and sampling, the models file (proofsmith.toml) and the context-length check
+(issue 12 §3). Everything runs against the scripted loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pipeline_server import TEMPLATES, World, start_world
+from scripted_server import ScriptedServer
+from typer.testing import CliRunner
+
+from proofsmith.cli import app
+from proofsmith.cli.options import CommonArgs, parse_per_role
+from proofsmith.cli.output import EXIT_PARTIAL
+from proofsmith.errors import PromptTooLongError, UserError
+from proofsmith.llm.client import Budget, Endpoint, LLMClient
+from proofsmith.models_file import load_models_file, parse_models_file
+from proofsmith.session import ROLE_ALIASES, ROLES, ModelConfig, open_client
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+GEN = ("## Solution\nLet n = 2k+1; then n^2 = 4k(k+1) + 1.\n\n## Self Evaluation\nHere is my evaluation of the "
+       "solution:\nComplete.\n\nBased on my evaluation, the final overall score should be:\n\\boxed{1}")
+VER = ("Here is my evaluation of the solution:\nFine.\n\n"
+       "Based on my evaluation, the final overall score should be: \\boxed{1}")
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items()
+         if k not in ("PROOFSMITH_BASE_URL", "PROOFSMITH_MODEL", "PROOFSMITH_API_KEY", "OPENAI_API_KEY",
+                      "PROOFSMITH_CONFIG", "PROOFSMITH_DEBUG")}
+    e["PYTHONPATH"] = SRC + os.pathsep + e.get("PYTHONPATH", "")
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "proofsmith.cli", *args], capture_output=True, text=True,
+                          timeout=120, env=e, cwd=cwd)
+
+
+def one_line_error(p: subprocess.CompletedProcess, *needles: str) -> str:
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = [line for line in p.stderr.splitlines() if line.startswith("proofsmith: error:")]
+    assert len(lines) == 1, p.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def role_server(**kw) -> ScriptedServer:
+    srv = ScriptedServer(default=GEN, **kw)
+    srv.route(lambda r: "Let n = 2k+1" in r.prompt, VER)
+    return srv.start()
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    problem = tmp_path / "problem.md"
+    problem.write_text("Prove that the square of every odd integer is 1 mod 8.\n")
+    proof = tmp_path / "proof.md"
+    proof.write_text(GEN.split("## Self Evaluation")[0].removeprefix("## Solution\n").strip() + "\n")  # the proof alone
+    return {"problem": problem, "proof": proof, "dir": tmp_path}
+
+
+# ----------------------------------------------------------------------------- per-role values
+
+
+def test_per_role_parsing():
+    assert parse_per_role("64000", "--max-output-tokens", int) == (64000, {})
+    assert parse_per_role("generator=128000,verifier=64000", "--max-output-tokens", int) == (
+        None, {"generate": 128000, "refine": 128000, "verify": 64000})
+    assert parse_per_role("100, generate=7", "--max-output-tokens", int) == (100, {"generate": 7})
+    # a role named exactly wins over an alias naming it, in either order
+    for text in ("refine=5,generator=9", "generator=9,refine=5"):
+        assert parse_per_role(text, "--max-output-tokens", int)[1] == {"generate": 9, "refine": 5}
+    assert parse_per_role("meta-verifier=0.5", "--temperature", float) == (None, {"meta_verify": 0.5})
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("writer=5", "unknown role 'writer'"), ("verify=x", "--max-output-tokens"), ("verify=5,7", "only the first"),
+    ("verify=5,verify=6", "given twice"), ("", "no value"), ("verify=0", "must be >= 1"),
+])
+def test_per_role_parsing_errors(text, needle):
+    with pytest.raises(UserError) as e:
+        CommonArgs(model="m", base_url=["http://127.0.0.1:9/v1"], max_output_tokens=text)._config(None)
+    assert needle in str(e.value) and "--max-output-tokens" in str(e.value)
+
+
+def test_role_names_are_the_client_roles_and_the_method_aliases_those_of_training():
+    from proofsmith.train import PROMPT_ROLE
+
+    assert set(ROLES) == {"generate", "verify", "meta_verify", "refine", "grade"}
+    for name, role in PROMPT_ROLE.items():  # the training role names mean the same prompt role
+        assert role in ROLE_ALIASES[name]
+
+
+def test_model_config_roles_drive_each_roles_sampling():
+    cfg = ModelConfig(model="m", base_urls=["http://127.0.0.1:9/v1"], max_output_tokens=1000, temperature=0.7,
+                      roles={"generator": {"max_output_tokens": 128000}, "verify": {"temperature": 0.2}})
+    client = open_client(cfg)
+    assert client.params_for("generate").max_tokens == 128000
+    assert client.params_for("refine").max_tokens == 128000
+    assert client.params_for("verify").max_tokens == 1000 and client.params_for("verify").temperature == 0.2
+    assert client.params_for("meta_verify").temperature == 0.7
+    assert client.params_for("default").max_tokens == 1000
+
+
+def test_cli_per_role_limits_and_sampling_reach_the_requests(files):
+    srv = role_server()
+    try:
+        common = ["--model", "m", "--base-url", srv.base_url, "--json", "--run-dir", str(files["dir"] / "r"),
+                  "--max-output-tokens", "generator=128000,verifier=64000", "--temperature", "0.9,verify=0.3"]
+        p = cli("prove", str(files["problem"]), *common, cwd=files["dir"])
+        assert p.returncode == 0, p.stderr
+        p = cli("verify", str(files["problem"]), str(files["proof"]), *common, cwd=files["dir"])
+        assert p.returncode == 0, p.stderr
+        gen, ver = srv.requests[0].body, srv.requests[1].body
+        assert (gen["max_tokens"], gen["temperature"]) == (128000, 0.9)
+        assert (ver["max_tokens"], ver["temperature"]) == (64000, 0.3)
+    finally:
+        srv.stop()
+
+
+def test_budget_needs_a_limit_for_every_role(files):
+    p = cli("prove", str(files["problem"]), "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
+            "--max-tokens", "1000", "--max-output-tokens", "generator=100,verifier=100", cwd=files["dir"])
+    one_line_error(p, "--max-output-tokens for every role", "meta_verify", "grade")
+
+
+async def test_budget_reserves_each_roles_own_worst_case(scripted_server):
+    """A token budget that admits two verify requests at once (limit 5) but not two generate
+    requests (limit 1000): the per-role limit is what the budget reserves."""
+    scripted_server.default = "ok"
+    scripted_server.delay = 0.3
+    cfg = ModelConfig(model="m", base_urls=[scripted_server.base_url], budget=Budget(max_tokens=600),
+                      roles={"verify": {"max_output_tokens": 5}, "generate": {"max_output_tokens": 1000}})
+    async with open_client(cfg) as client:
+        msgs = [[{"role": "user", "content": f"q{i}"}] for i in range(2)]
+        await asyncio.gather(*(client.complete(m, role="verify") for m in msgs))
+        assert scripted_server.max_in_flight == 2
+        scripted_server.clear_requests()
+        await asyncio.gather(*(client.complete(m, role="generate") for m in
+                               [[{"role": "user", "content": f"g{i}"}] for i in range(2)]))
+        assert scripted_server.max_in_flight == 1
+        assert [r.body["max_tokens"] for r in scripted_server.requests] == [1000, 1000]
+
+
+# ----------------------------------------------------------------------------- the models file
+
+
+MODELS = """
+[models.dsm]
+model = "served-name"
+base_urls = ["{url}"]
+api_key_env = "TEST_DSM_KEY"
+context_length = 163840
+max_output_tokens = 64000
+temperature = 0.8
+prices = {{ prompt_per_million = 1.0, completion_per_million = 2.0 }}
+
+[models.dsm.roles]
+generator = {{ max_output_tokens = 128000 }}
+"""
+
+
+def test_models_file_gives_everything_from_the_model_name(files):
+    with role_server(api_key="sekret", served_model="served-name") as srv:
+        (files["dir"] / "proofsmith.toml").write_text(MODELS.format(url=srv.base_url))
+        env = {"TEST_DSM_KEY": "sekret"}
+        p = cli("prove", str(files["problem"]), "--model", "dsm", "--json", "--run-dir", str(files["dir"] / "r"),
+                cwd=files["dir"], env=env)
+        assert p.returncode == 0, p.stderr
+        body = srv.requests[-1].body
+        assert body["model"] == "served-name" and body["max_tokens"] == 128000 and body["temperature"] == 0.8
+        assert srv.requests[-1].headers["Authorization"] == "Bearer sekret"
+        assert json.loads(p.stdout)["usage"]["cost"] > 0  # the file's prices
+        p = cli("verify", str(files["problem"]), str(files["proof"]), "--model", "dsm", "--json",
+                "--run-dir", str(files["dir"] / "r"), cwd=files["dir"], env=env)
+        assert p.returncode == 0, p.stderr
+        assert srv.requests[-1].body["max_tokens"] == 64000
+        # command-line options override the file: a plain number sets every role
+        p = cli("prove", str(files["problem"]), "--model", "dsm", "--max-output-tokens", "77", "--temperature",
+                "0.1", "--run-dir", str(files["dir"] / "r"), cwd=files["dir"], env=env)
+        assert p.returncode == 0, p.stderr
+        assert (srv.requests[-1].body["max_tokens"], srv.requests[-1].body["temperature"]) == (77, 0.1)
+        # the key's variable unset: one line naming the file and the key
+        p = cli("prove", str(files["problem"]), "--model", "dsm", cwd=files["dir"])
+        one_line_error(p, "proofsmith.toml", "models.dsm.api_key_env", "TEST_DSM_KEY")
+
+
+def test_config_option_and_models_not_in_the_file(files, tmp_path):
+    with role_server() as srv:
+        other = tmp_path / "elsewhere" / "models.toml"
+        other.parent.mkdir()
+        other.write_text(f'[models.local]\nmodel = "m"\nbase_urls = "{srv.base_url}"\n')
+        p = cli("prove", str(files["problem"]), "--config", str(other), "--model", "local", "--json",
+                "--run-dir", str(files["dir"] / "r"), cwd=files["dir"])
+        assert p.returncode == 0, p.stderr
+        assert srv.requests[-1].body["model"] == "m"
+        # a model the file does not name is used as before (a name at --base-url)
+        p = cli("prove", str(files["problem"]), "--config", str(other), "--model", "x", "--base-url", srv.base_url,
+                "--json", "--run-dir", str(files["dir"] / "r2"), cwd=files["dir"])
+        assert p.returncode == 0, p.stderr
+        assert srv.requests[-1].body["model"] == "x"
+    one_line_error(cli("prove", str(files["problem"]), "--config", str(tmp_path / "nope.toml"), "--model", "local",
+                       cwd=files["dir"]), "nope.toml", "not found")
+
+
+@pytest.mark.parametrize("text,needles", [
+    ("[models.a]\ntemperature = 'hot'\n", ["models.a.temperature"]),
+    ("[models.a]\ntempreature = 1.0\n", ["models.a.tempreature", "Extra inputs"]),
+    ("[models.a]\napi_key = 'sk-123'\n", ["models.a.api_key", "api_key_env"]),
+    ("[models.a]\nbase_urls = ['http://u:p@h/v1']\n", ["models.a.base_urls", "credentials"]),
+    ("[models.a]\nbase_urls = ['http://h/v1?api_key=k']\n", ["models.a.base_urls", "credentials"]),
+    ("[models.a.roles]\nwriter = { max_output_tokens = 5 }\n", ["models.a.roles", "unknown role 'writer'"]),
+    ("[models.a.roles.verify]\nmax_output_tokens = 0\n", ["models.a.roles.verify.max_output_tokens"]),
+    ("[models.a]\ncontext_length = -1\n", ["models.a.context_length"]),
+    ("[models.a]\nprices = { prompt_per_milion = 1.0 }\n", ["models.a.prices", "unknown price 'prompt_per_milion'"]),
+    ("[modls.a]\n", ["modls"]),
+    ("[models.a\n", ["not valid TOML"]),
+    ("[models.a]\nmodel = 'embedded'\nbase_urls = ['http://h/v1']\n", ["models.a", "embedded"]),
+])
+def test_models_file_errors_name_the_file_and_the_key(tmp_path, text, needles):
+    path = tmp_path / "proofsmith.toml"
+    path.write_text(text)
+    with pytest.raises(UserError) as e:
+        load_models_file(cwd=tmp_path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: ") and "\n" not in msg
+    for n in needles:
+        assert n in msg, msg
+    assert "sk-123" not in msg and "u:p" not in msg
+
+
+def test_models_file_entries_become_model_configs(tmp_path):
+    mf = parse_models_file(MODELS.format(url="http://h:1/v1"), tmp_path / "proofsmith.toml")
+    os.environ["TEST_DSM_KEY"] = "k"
+    try:
+        cfg = ModelConfig(**mf.config_for("dsm"))
+    finally:
+        del os.environ["TEST_DSM_KEY"]
+    assert cfg.model == "served-name" and cfg.api_key == "k" and cfg.context_length == 163840
+    assert cfg.output_limits() == {"generate": 128000, "refine": 128000, "verify": 64000, "meta_verify": 64000,
+                                   "grade": 64000}
+    assert mf.config_for("other") is None
+    assert load_models_file(cwd=tmp_path) is None  # no file there: none
+
+
+# ----------------------------------------------------------------------------- context length
+
+
+async def test_prompt_too_long_is_refused_before_sending_naming_the_item(scripted_server):
+    from proofsmith import roles
+    from proofsmith.records import Problem
+
+    client = LLMClient(Endpoint(base_url=scripted_server.base_url, model="m"), context_length=1000,
+                       role_params={"verify": ModelConfig().role_params("verify", 500)})
+    problem = Problem(id="p7", statement="Show it.")
+    try:
+        with pytest.raises(PromptTooLongError) as e:
+            await roles.verify(client, problem, "x " * 1000, n=2)
+        msg = str(e.value)
+        assert "problem p7, proof p-" in msg and "context length 1000" in msg and "500 max output tokens" in msg
+        assert scripted_server.requests == []
+        await roles.verify(client, problem, "short proof", n=1)  # one that fits is sent
+        assert len(scripted_server.requests) == 1
+    finally:
+        await client.aclose()
+
+
+def test_search_over_long_problem_is_a_failed_item_never_sent(tmp_path):
+    srv = start_world(World(gen_quality=lambda problem, i: 1.0))
+    try:
+        probs = tmp_path / "problems.jsonl"
+        rows = [("good-1", "Show A."), ("long", "Show " + "x" * 20000), ("good-2", "Show B.")]
+        probs.write_text("".join(json.dumps({"id": i, "problem": s}) + "\n" for i, s in rows))
+        tpl = TEMPLATES.save(tmp_path / "tpl")
+        r = CliRunner().invoke(app, ["search", "--problems", str(probs), "--json", "--model", "m", "--base-url",
+                                     srv.base_url, "--run-dir", str(tmp_path / "run"), "--templates", str(tpl),
+                                     "--initial-proofs", "2", "--verifications", "2", "--max-iterations", "1",
+                                     "--context-length", "3000", "--max-output-tokens", "500"])
+        assert r.exit_code == EXIT_PARTIAL, r.output
+        doc = json.loads(r.stdout)
+        by_id = {p["problem"]["id"]: p for p in doc["problems"]}
+        assert by_id["good-1"]["stopped"] == by_id["good-2"]["stopped"] == "passed"
+        assert doc["failed"][0]["id"] == "long"
+        assert "problem long" in doc["failed"][0]["error"] and "too long" in doc["failed"][0]["error"]
+        assert not any("xxxxxxxx" in r.prompt for r in srv.requests)
+    finally:
+        srv.stop()
+
+
+def test_limits_larger_than_the_context_are_refused_at_once(files):
+    p = cli("prove", str(files["problem"]), "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
+            "--context-length", "4096", "--max-output-tokens", "1000,generator=8000", cwd=files["dir"])
+    one_line_error(p, "max_output_tokens of generate (8000)", "context length 4096")
