@@ -453,7 +453,9 @@ def test_loop_one_round_cpu_with_scripted_judge_and_resume(tmp_path):
         logs.clear()
         s2 = run_loop(cfg, log=logs.append)  # resume: every step is skipped
         assert s2["final_model"] == s["final_model"]
-        assert all("skipped" in m for m in logs) and len(logs) == 4
+        steps = [m for m in logs if m.startswith("round-1/")]
+        assert all("skipped" in m for m in steps) and len(steps) == 4
+        assert [m for m in logs if m not in steps] == s2["notes"] == s["notes"]  # only the round's notes again
 
 
 @pytest.mark.train
