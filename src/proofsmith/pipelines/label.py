@@ -31,6 +31,7 @@ decisions (the queue file with ``label`` filled in) back into the run store.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -455,6 +456,9 @@ def load_items(store: Any) -> list[LabelItem]:
     return store.load_records("LabelItem", LabelItem)
 
 
+EXPORT_MANIFEST = "export.json"
+
+
 def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
@@ -495,10 +499,52 @@ def export_labels(items: list[LabelItem], out_dir: str | Path) -> dict[str, Any]
     # failure (or a kill) never leaves a partial file, and a bad row changes no file
     texts = {"verification": _jsonl(ver), "meta_verification": _jsonl(meta),
              "human_queue": _jsonl(queue), "labels": _jsonl(labels)}
+    rows = {"verification": len(ver), "meta_verification": len(meta),
+            "human_queue": len(queue), "labels": len(labels)}
+    # the four renames are not one atomic step: the manifest first says "incomplete" and is
+    # completed last, so a kill between two renames is detectable (see check_export)
+    manifest = out / EXPORT_MANIFEST
+    write_atomic(manifest, json.dumps({"complete": False}) + "\n")
     files = {name: write_atomic(out / f"{name}.jsonl", text) for name, text in texts.items()}
+    write_atomic(manifest, json.dumps({
+        "complete": True,
+        "files": {name: {"file": f"{name}.jsonl", "rows": rows[name],
+                         "sha256": hashlib.sha256(texts[name].encode("utf-8")).hexdigest()}
+                  for name in texts},
+    }, indent=2) + "\n")
     return {"dir": str(out), "files": {k: str(v) for k, v in files.items()},
-            "rows": {"verification": len(ver), "meta_verification": len(meta),
-                     "human_queue": len(queue), "labels": len(labels)}}
+            "manifest": str(manifest), "rows": rows}
+
+
+def check_export(out_dir: str | Path) -> dict[str, Any]:
+    """Check that ``out_dir`` holds one complete set of label exports: the manifest
+    (``export.json``, written last by :func:`export_labels`) is there and every file's
+    SHA-256 matches it. Returns the manifest; raises :class:`UserError` naming what is wrong
+    (an export interrupted between two renames, or a file edited since)."""
+    out = Path(out_dir)
+    manifest = out / EXPORT_MANIFEST
+    again = "re-run `proofsmith label` on its run directory (it resumes, pays for nothing twice, and re-exports)"
+    if not manifest.is_file():
+        raise UserError(f"{out}: no {EXPORT_MANIFEST}: not a complete label export; {again}")
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        complete = data["complete"]
+        entries = data.get("files", {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{manifest}: not a label export manifest ({e})") from None
+    if complete is not True:
+        raise UserError(f"{out}: the label export there is incomplete (interrupted while its "
+                        f"files were replaced, so they may be from two exports); {again}")
+    for name, entry in entries.items():
+        f = out / entry["file"]
+        try:
+            digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        except OSError as e:
+            raise UserError(f"{f}: cannot read ({e.strerror or e}); {again}") from None
+        if digest != entry["sha256"]:
+            raise UserError(f"{f}: does not match {EXPORT_MANIFEST} (changed since the export, or "
+                            f"an interrupted export); {again}")
+    return data
 
 
 def import_human(store: Any, path: str | Path) -> dict[str, int]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..errors import UserError
 from ..inputs import jsonl_rows
 from ..records import VALID_SCORES, majority_score
 from . import PROMPT_ROLE, ROLES, TrainError
@@ -221,6 +222,13 @@ def load_examples(source: str | Path) -> Examples:
 
         if RunStore.is_run_dir(p):
             return examples_from_store(p)
+        from ..pipelines.label import EXPORT_MANIFEST, check_export
+
+        if (p / EXPORT_MANIFEST).exists():
+            try:
+                check_export(p)  # one complete export, not files of two interrupted ones
+            except UserError as e:
+                raise TrainError(str(e)) from None
         files = sorted(f for f in p.glob("*.jsonl") if f.name not in _EXPORT_SKIP)
         if not files:
             raise TrainError(f"{p}: neither a run directory (run.sqlite) nor a label export (*.jsonl)")
