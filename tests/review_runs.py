@@ -9,6 +9,7 @@ human, three labeled), every model answer and the problem carrying XSS payloads.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from pipeline_server import TEMPLATES, World, start_world
@@ -24,6 +25,11 @@ from proofsmith.store import RunStore
 PAYLOAD = ('<img src=x onerror="window.__xss=1">"\'><script>window.__xss=2</script>'
            '<svg onload="window.__xss=4"></svg> $\\href{javascript:window.__xss=3}{click}$ {{7*7}}')
 PROBLEM_ID = 'gamma"><svg onload=window.__xss=5>'
+if os.environ.get("PROOFSMITH_SCREENSHOTS"):
+    # screenshots for the docs (PROOFSMITH_SCREENSHOTS=DIR): the same runs without the probes,
+    # so the pictures show what a user sees; the escaping tests need the default (probes on)
+    PAYLOAD = ""
+    PROBLEM_ID = "gamma"
 PROBLEM = Problem(id=PROBLEM_ID, statement="Show that $x^2 \\ge 0$ for real $x$. " + PAYLOAD)
 
 # name: (quality, verifier scores by sample) -> decision with n=4, m=3, k=2

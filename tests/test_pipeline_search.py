@@ -70,7 +70,9 @@ async def test_search_stages_selection_and_stop_rule(servers, tmp_path):
     assert it1.passed == it1.new_proofs and len(it1.new_proofs) == 2
     sel = res.selected
     assert sel is not None and sel.mean_score == 1.0 and sel.passed
-    assert sel.parents == [initial[2].id]  # first in pool order among the tied best
+    # the two children tie; ties go by pool order, and children join the pool in their
+    # parents' pool order (not rank order: the adaptive policy must build the same pool)
+    assert sel.parents == [initial[1].id]
     assert sel.rank == 1 and len(sel.verifications) == 4 and sel.verifications[0].text
     # lineage: the analyses each refinement was given, and they appear in the prompt in order
     for ref, req in zip(it1.refinements, by["REFINE"]):

@@ -252,7 +252,8 @@ class SearchResult(BaseModel):
 
 def rank_key(entry: "PoolProof", order: int) -> tuple:
     """Sort key of the ranking rule: rank score desc (the mean chosen by ``rank_by``),
-    self-score desc (None = 0), pool order."""
+    self-score desc (None = 0), pool order (initial proofs in sample order, then each
+    iteration's children in their parents' pool order: ties go to the older proof)."""
     m = entry.rank_score
     return (m is None, -(m or 0.0), -(entry.self_score or 0.0), order)
 
@@ -457,7 +458,11 @@ class _Search:
         top = self.ranked()[: cfg.refine_top]
         info = IterationInfo(iteration=it, refined=[e.id for e in top])
         jobs: list[tuple[Proof, list[Verification], int, int]] = []  # proof, analyses, offset, k
-        for entry in top:
+        # parents in pool order, not rank order: children join the pool (whose order breaks
+        # exact ties) in an order fixed by *which* proofs were refined, so the adaptive policy,
+        # which knows its admitted proofs' ranks only roughly, builds the same pool
+        pos = {e.id: i for i, e in enumerate(self.pool)}
+        for entry in sorted(top, key=lambda e: pos[e.id]):
             proof = self.proofs[entry.id]
             usable = self.usable_analyses(entry.id)
             groups: dict[tuple[str, ...], list[Verification]] = {}
