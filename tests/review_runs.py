@@ -97,7 +97,7 @@ async def _search(base_url: str, run_dir: Path) -> None:
                        meta_verify=True, meta_verifications=3)
     async with LLMClient(Endpoint(base_url=base_url, model="m"), store=store) as client:
         await run_search_many(client, [PROBLEM], cfg, TEMPLATES)
-    store.set_meta("eval", {"problems": [{"problem_id": PROBLEM_ID, "points": 3, "max_points": 7, "grade_source": PAYLOAD}]})
+    store.set_meta("eval", {"problems": [{"problem_id": PROBLEM_ID, "points": 3, "max_points": 7, "grade_source": PAYLOAD or "reference-guided grading"}]})
     store.close()
 
 

@@ -34,7 +34,7 @@ pytestmark = [
                        reason="chromium/chromedriver not installed (run scripts/install_browser.sh)"),
 ]
 
-GRADER2 = '<img src=x onerror="window.__xss=6">' if PAYLOAD else "grader-2"  # untrusted text too
+GRADER2 = '<img src=x onerror="window.__xss=6">' if PAYLOAD else "grader-0"  # untrusted text too
 
 # Any of these true means data ran as code or became markup.
 XSS_PROBE = """
