@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scripted_server import Reply, ScriptedRequest, ScriptedServer  # noqa: E402
+from scripted_server import Reply, ScriptedRequest, ScriptedServer, server_factory  # noqa: E402
 
 __all__ = ["Reply", "ScriptedRequest", "ScriptedServer"]
 
@@ -53,16 +53,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def make_server() -> Iterator[Callable[..., ScriptedServer]]:
     """Factory: ``make_server(**ScriptedServer kwargs)`` -> a started server; all are
     stopped at the end of the test."""
-    servers: list[ScriptedServer] = []
-
-    def factory(**kwargs) -> ScriptedServer:
-        srv = ScriptedServer(**kwargs).start()
-        servers.append(srv)
-        return srv
-
-    yield factory
-    for srv in servers:
-        srv.stop()
+    yield from server_factory(ScriptedServer)
 
 
 @pytest.fixture

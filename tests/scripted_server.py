@@ -40,7 +40,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -482,8 +482,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--text", default="ok", help="answer text")
     ap.add_argument("--no-record", action="store_true", help="do not keep received requests")
     args = ap.parse_args(argv)
-    srv = ScriptedServer(default=args.text, capacity=args.capacity, delay=args.delay,
-                         port=args.port, record=not args.no_record)
+    serve_forever(ScriptedServer(default=args.text, capacity=args.capacity, delay=args.delay,
+                                 port=args.port, record=not args.no_record))
+
+
+def serve_forever(srv: "ScriptedServer") -> None:
+    """Start ``srv``, print ``PORT <n>`` and serve until interrupted (the scripts' main)."""
     srv.start()
     print(f"PORT {srv.port}", flush=True)
     try:
@@ -493,6 +497,23 @@ def main(argv: list[str] | None = None) -> None:
         pass
     finally:
         srv.stop()
+
+
+def server_factory(cls: type) -> Iterator[Callable[..., Any]]:
+    """The body of a pytest factory fixture: ``yield from server_factory(ScriptedServer)``
+    gives ``factory(**kwargs)`` -> a started server; every server is stopped afterwards."""
+    servers: list[Any] = []
+
+    def factory(**kwargs: Any) -> Any:
+        srv = cls(**kwargs).start()
+        servers.append(srv)
+        return srv
+
+    try:
+        yield factory
+    finally:
+        for srv in servers:
+            srv.stop()
 
 
 if __name__ == "__main__":

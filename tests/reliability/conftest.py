@@ -11,22 +11,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fault_server import FaultServer  # noqa: E402
+from scripted_server import server_factory  # noqa: E402
 
 
 @pytest.fixture
 def make_fault_server() -> Iterator[Callable[..., FaultServer]]:
     """Factory: ``make_fault_server(**FaultServer kwargs)`` -> a started server (stopped after
     the test)."""
-    servers: list[FaultServer] = []
-
-    def factory(**kwargs) -> FaultServer:
-        srv = FaultServer(**kwargs).start()
-        servers.append(srv)
-        return srv
-
-    yield factory
-    for srv in servers:
-        srv.stop()
+    yield from server_factory(FaultServer)
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripted_server import Reply, ScriptedRequest, ScriptedServer  # noqa: E402
+from scripted_server import Reply, ScriptedRequest, ScriptedServer, serve_forever  # noqa: E402
 
 __all__ = ["Fault", "FaultServer", "BlackHoleServer", "MALFORMED", "Reply"]
 
@@ -255,15 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     name, _, param = args.fault.partition(":")
     fault = {"status": lambda: Fault.status(int(param)), "malformed": lambda: Fault.malformed(param)}.get(
         name, lambda: Fault(fault=name))()
-    srv = FaultServer(port=args.port, default=fault).start()
-    print(f"PORT {srv.port}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        srv.stop()
+    serve_forever(FaultServer(port=args.port, default=fault))
 
 
 if __name__ == "__main__":
