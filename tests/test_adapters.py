@@ -87,7 +87,7 @@ async def test_trl_reward_mixed_roles_by_role_tag():
     # a verifier answer in a meta row (and vice versa) lacks that role's phrases: format 0
     assert out == [1.0, 0.5, 0.0, 0.0]
     assert logged["proofsmith_verifier/format_failure_rate"] == 0.5
-    assert logged["proofsmith_verifier/meta-verifier/reward"] == pytest.approx(0.25)
+    assert logged["proofsmith_verifier/meta_verifier/reward"] == pytest.approx(0.25)
     assert logged["proofsmith_verifier/verifier/reward"] == pytest.approx(0.5)
     with pytest.raises(TrainError, match="no generator reward"):
         await fn(prompts=["g"], completions=["x"], role=["generator"], problem=[PROBLEM])
