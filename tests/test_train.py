@@ -135,6 +135,7 @@ def test_datasets_and_exports(tmp_path):
         build_dataset("verifier", [], t)
 
 
+@pytest.mark.train  # needs the [train] extra
 def test_verifier_dataset_mixes_meta_verification_with_role_tags(tmp_path):
     pytest.importorskip("datasets")
     from proofsmith.prompts import Templates
