@@ -163,7 +163,7 @@ def test_training_roles_read_both_spellings_and_write_one():
     from proofsmith.train import PROMPT_ROLE, ROLES
     from proofsmith.train.adapters import role_of
     from proofsmith.train.config import RFTConfig, TrainConfig
-    from proofsmith.train.data import Examples, to_openrlhf, verl_rows
+    from proofsmith.train.data import Examples, verl_rows
     from proofsmith.train.judge import MethodReward
 
     assert ROLES == ("verifier", "meta_verifier", "generator") and set(PROMPT_ROLE) == set(ROLES)
