@@ -111,6 +111,8 @@ def test_label_help_shows_new_names_only():
     text = _help("label", "run")
     for flag in ("--verifications", "--meta-verifications", "--confirmations"):
         assert flag in text
+    for default in ("(n). Default: 8.", "(m). Default: 3.", "(k). Default: 2."):  # the defaults are still shown
+        assert default in text
     for old in ("--n ", "--m ", "--k "):
         assert old not in text
 
