@@ -85,7 +85,7 @@ async def _label(base_url: str, run_dir: Path) -> None:
     store = RunStore(run_dir)
     items = [LabelInput(problem=PROBLEM, proof_id=n, proof=proof_text(n)) for n in CASES]
     async with LLMClient(Endpoint(base_url=base_url, model="m"), store=store) as client:
-        await run_label_many(client, items, LabelConfig(n=4, m=3, k=2), TEMPLATES)
+        await run_label_many(client, items, LabelConfig(verifications=4, meta_verifications=3, confirmations=2), TEMPLATES)
     export_labels(load_items(store), run_dir / "labels")
     store.close()
 
@@ -125,7 +125,7 @@ def make_search_run(run_dir: Path) -> Path:
 async def _refine(base_url: str, run_dir: Path) -> None:
     store = RunStore(run_dir)
     async with LLMClient(Endpoint(base_url=base_url, model="m"), store=store) as client:
-        await run_refine_many(client, [PROBLEM], RefineConfig(threads=2, max_attempts=3, grade_samples=2), TEMPLATES)
+        await run_refine_many(client, [PROBLEM], RefineConfig(threads=2, max_attempts=3, verifications=2), TEMPLATES)
     store.close()
 
 

@@ -87,7 +87,7 @@ async def test_trl_reward_mixed_roles_by_role_tag():
     # a verifier answer in a meta row (and vice versa) lacks that role's phrases: format 0
     assert out == [1.0, 0.5, 0.0, 0.0]
     assert logged["proofsmith_verifier/format_failure_rate"] == 0.5
-    assert logged["proofsmith_verifier/meta-verifier/reward"] == pytest.approx(0.25)
+    assert logged["proofsmith_verifier/meta_verifier/reward"] == pytest.approx(0.25)
     assert logged["proofsmith_verifier/verifier/reward"] == pytest.approx(0.5)
     with pytest.raises(TrainError, match="no generator reward"):
         await fn(prompts=["g"], completions=["x"], role=["generator"], problem=[PROBLEM])
@@ -253,6 +253,7 @@ def word_tokenizer(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.train  # needs the [train] extra
 def test_verl_truncation_from_response_length(word_tokenizer):
     """verl passes the decoded response only: with reward_kwargs max_response_length and the
     policy's tokenizer, a response that fills the budget is truncated (R_format = 0)."""
@@ -271,6 +272,7 @@ def test_verl_truncation_from_response_length(word_tokenizer):
         verl_compute_score("proofsmith/verifier", text, "1", {}, max_response_length=n)
 
 
+@pytest.mark.train  # needs the [train] extra
 async def test_verl_async_truncation_from_response_length(word_tokenizer, monkeypatch):
     monkeypatch.setenv("PROOFSMITH_VERIFIER_MODEL", "judge")
     text = g_answer("1")
@@ -290,7 +292,9 @@ async def test_verl_async_truncation_from_response_length(word_tokenizer, monkey
 # -- OpenRLHF ---------------------------------------------------------------------------------
 
 
+@pytest.mark.train  # needs the [train] extra
 def test_openrlhf_reward_func():
+    pytest.importorskip("torch", reason="needs the [train] extra")
     prompts = ["<user>verify this</user>", "<user>rate this</user>", "<user>verify</user>"]
     responses = [v_answer("1"), m_answer("0.5"), "nothing"]
     labels = [
@@ -304,7 +308,9 @@ def test_openrlhf_reward_func():
     assert float(out["extra_logs"]["format_failure_rate"]) == pytest.approx(1 / 3)
 
 
+@pytest.mark.train  # needs the [train] extra
 def test_openrlhf_reward_file_entry_point():
+    pytest.importorskip("torch", reason="needs the [train] extra")
     spec = importlib.util.spec_from_file_location("orl", ROOT / "src/proofsmith/train/openrlhf_reward.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -314,9 +320,11 @@ def test_openrlhf_reward_file_entry_point():
         mod.reward_func(["Q"], ["Q"], ["1"])
 
 
+@pytest.mark.train  # needs the [train] extra
 def test_openrlhf_truncation_from_eos(monkeypatch):
     """OpenRLHF decodes with special tokens: a response ending with the EOS text finished, one
     without it was cut at max_new_tokens (finish reason "length")."""
+    pytest.importorskip("torch", reason="needs the [train] extra")
     monkeypatch.setenv("PROOFSMITH_EOS_TOKEN", "<|im_end|>")
     prompts = ["<|im_start|>user verify<|im_end|>"] * 3
     responses = [v_answer("1") + "<|im_end|>", v_answer("1"), v_answer("1") + "<|im_end|>"]
@@ -330,6 +338,7 @@ def test_openrlhf_truncation_from_eos(monkeypatch):
     assert out["rewards"].tolist() == [1.0, 1.0, 0.0]
 
 
+@pytest.mark.train  # needs the [train] extra
 def test_openrlhf_eos_from_policy_tokenizer(word_tokenizer, monkeypatch):
     monkeypatch.setenv("PROOFSMITH_TOKENIZER", word_tokenizer)
     out = openrlhf_reward_func(["Q" + v_answer("1") + "<eos>", "Q" + v_answer("1")], ["Q", "Q"],

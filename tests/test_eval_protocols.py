@@ -42,10 +42,10 @@ async def test_one_shot_paper_protocol_and_categories(servers, tmp_path):
     srv = servers(World(gen_quality=lambda prob, i: QUALITIES[prob][i], verify_score=_verify))
     async with client_for(srv, tmp_path / "run") as client:
         doc = await run_eval(SimpleNamespace(client=client, store=client.store), PROBLEMS, dataset="scripted",
-                             pipeline="one-shot", k=3, reference=True, templates=TEMPLATES, proofs=4)
+                             pipeline="one-shot", verifications=3, reference=True, templates=TEMPLATES, proofs=4)
     by = requests_by_role(srv)
     assert [r.n for r in by["GENERATE"]] == [4, 4, 4]  # one request of 4 proofs per problem
-    assert len(by["VERIFY"]) == 3 + 4 + 4 and all(r.n == 3 for r in by["VERIFY"])  # every valid proof, k=3
+    assert len(by["VERIFY"]) == 3 + 4 + 4 and all(r.n == 3 for r in by["VERIFY"])  # every valid proof, verifications=3
     e = {x["problem_id"]: x for x in doc["problems"]}
     assert [r["score"] for r in e["a1"]["proofs"]] == [1.0, 0.5, 0.0, 0.0]
     assert e["a1"]["proofs"][3]["proof"] is None and e["a1"]["proofs"][3]["verification"] is None
@@ -70,7 +70,7 @@ async def test_default_one_shot_is_unchanged(servers, tmp_path):
     srv = servers(World(gen_quality=lambda prob, i: QUALITIES[prob][i], verify_score=_verify))
     async with client_for(srv, tmp_path / "run") as client:
         doc = await run_eval(SimpleNamespace(client=client, store=client.store), PROBLEMS[:1], dataset="scripted",
-                             pipeline="one-shot", k=3, reference=False, templates=TEMPLATES)
+                             pipeline="one-shot", verifications=3, reference=False, templates=TEMPLATES)
     by = requests_by_role(srv)
     assert [r.n for r in by["GENERATE"]] == [1] and len(by["VERIFY"]) == 1
     assert "protocol" not in doc and "proofs" not in doc["problems"][0]
@@ -91,7 +91,7 @@ async def test_refine_curve_in_eval(servers, tmp_path):
     probs = [Problem(id="m", statement="mixed"), Problem(id="e", statement="easy")]
     async with client_for(srv, tmp_path / "run") as client:
         doc = await run_eval(SimpleNamespace(client=client, store=client.store), probs, dataset="scripted",
-                             pipeline="refine", k=3, reference=False, templates=TEMPLATES, attempts=3, samples=2,
+                             pipeline="refine", verifications=3, reference=False, templates=TEMPLATES, attempts=3, samples=2,
                              curve=True)
     e = {x["problem_id"]: x for x in doc["problems"]}
     # every answer with a body is verified once (3 + 2); grading the final proof again is served
@@ -121,7 +121,7 @@ async def test_eval_search_rank_by_filtered(servers, tmp_path):
         async with client_for(srv, tmp_path / rank_by) as client:
             doc = await run_eval(SimpleNamespace(client=client, store=client.store),
                                  [Problem(id="alpha", statement="Show that the scripted world is consistent.")],
-                                 dataset="scripted", pipeline="search", k=1, reference=False, templates=TEMPLATES,
+                                 dataset="scripted", pipeline="search", verifications=1, reference=False, templates=TEMPLATES,
                                  search_preset="small", rank_by=rank_by, meta_verify=True)
         assert doc["rank_by"] == rank_by and doc["meta_verify"] is True
         assert want in doc["problems"][0]["proof"]
@@ -218,7 +218,7 @@ async def test_report_from_protocol_eval_json_and_run_dir(servers, tmp_path):
     srv = servers(World(gen_quality=lambda prob, i: QUALITIES[prob][i], verify_score=_verify))
     async with client_for(srv, tmp_path / "run") as client:
         doc = await run_eval(SimpleNamespace(client=client, store=client.store), PROBLEMS, dataset="scripted",
-                             pipeline="one-shot", k=3, reference=False, templates=TEMPLATES, proofs=4)
+                             pipeline="one-shot", verifications=3, reference=False, templates=TEMPLATES, proofs=4)
         client.store.close()
     path = tmp_path / "eval.json"
     path.write_text(json.dumps(doc))

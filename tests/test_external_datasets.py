@@ -50,6 +50,7 @@ def test_parquet_with_column_mapping(tmp_path):
         load_dataset(str(tmp_path / "bad.parquet"))
 
 
+@pytest.mark.train  # needs the [train] extra
 def test_save_to_disk_directory_and_splits(tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "one"))
@@ -64,6 +65,7 @@ def test_save_to_disk_directory_and_splits(tmp_path):
         load_dataset(str(tmp_path / "empty"))
 
 
+@pytest.mark.train  # needs the [train] extra
 def test_hf_spec_with_config_and_split(tmp_path):
     pytest.importorskip("datasets")
     d = tmp_path / "hub-like"

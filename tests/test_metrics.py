@@ -141,7 +141,7 @@ async def test_grading_over_http(scripted_server):
     async with LLMClient(Endpoint(base_url=scripted_server.base_url, model="m")) as client:
         grades = await grade_with_reference(client, problem, "Since n^2 = |n|^2 >= 0.", n=2)
         assert [g.grade for g in grades] == [6, 6] and all(g.format_error is None for g in grades)
-        vg = await grade_by_verification(client, problem, "Since n^2 = |n|^2 >= 0.", k=3)
+        vg = await grade_by_verification(client, problem, "Since n^2 = |n|^2 >= 0.", verifications=3)
     assert vg.n == 3 and vg.mean == 0.5 and vg.majority == 0.5
     sent = [r.body for r in scripted_server.requests]
     grade_req = next(b for b in sent if "Contestant's proof" in b["messages"][0]["content"])

@@ -199,7 +199,7 @@ async def test_adaptive_label_same_labels_fewer_samples(make_server, tmp_path):
         w.fresh_samples = True  # batches continue the sample index, as a sampling server does
         return w
 
-    cfg = LabelConfig(n=4, m=3, k=2)
+    cfg = LabelConfig(verifications=4, meta_verifications=3, confirmations=2)
     runs = {}
     for kind in ("fixed", "adaptive"):
         srv = make_server(default=labels_world().reply)
@@ -274,7 +274,7 @@ async def test_eval_search_pipeline_takes_the_policy(servers, tmp_path):
     srv = servers(world())
     async with client_for(srv, tmp_path / "run") as client:
         session = SimpleNamespace(client=client, store=client.store)
-        doc = await run_eval(session, [PROBLEM], dataset="scripted", pipeline="search", k=1, reference=False,
+        doc = await run_eval(session, [PROBLEM], dataset="scripted", pipeline="search", verifications=1, reference=False,
                              templates=TEMPLATES, search_preset="small", policy=ADAPTIVE)
     assert len(doc["results"] if "results" in doc else doc["problems"]) == 1
     store = RunStore(tmp_path / "run")

@@ -67,7 +67,7 @@ def items() -> list[LabelInput]:
 
 
 async def test_label_every_branch_with_calls(server, tmp_path):
-    cfg = LabelConfig(n=4, m=3, k=2)
+    cfg = LabelConfig(verifications=4, meta_verifications=3, confirmations=2)
     store = RunStore(tmp_path / "run")
     async with LLMClient(Endpoint(base_url=server.base_url, model="m"), store=store) as client:
         res = await run_label_many(client, items(), cfg, TEMPLATES)
@@ -148,7 +148,7 @@ def ev(score, status):
 
 
 def test_decide_branches_directly():
-    cfg = LabelConfig(n=4, m=3, k=2)
+    cfg = LabelConfig(verifications=4, meta_verifications=3, confirmations=2)
     assert decide([ev(None, "invalid")], cfg)[:2] == ("needs-human", None)
     assert decide([ev(1.0, "no-issue"), ev(None, "invalid")], cfg)[:2] == ("labeled", 1.0)
     two = [ev(0.0, "confirmed"), AnalysisEvidence(id="b", score=0.0, status="confirmed"), ev(0.5, "rejected")]
@@ -159,9 +159,9 @@ def test_decide_branches_directly():
                                        AnalysisEvidence(id="c", score=0.5, status="confirmed")], cfg)
     assert (status, label) == ("needs-human", None) and "confirmed issues at score 0.5" in reason
     assert decide([ev(0.5, "undecided")], cfg)[0] == "needs-human"
-    assert decide([ev(0.0, "confirmed")], LabelConfig(n=4, m=3, k=1))[:2] == ("labeled", 0.0)
-    with pytest.raises(ValueError, match="k"):
-        LabelConfig(n=2, k=3)
+    assert decide([ev(0.0, "confirmed")], LabelConfig(verifications=4, meta_verifications=3, confirmations=1))[:2] == ("labeled", 0.0)
+    with pytest.raises(ValueError, match="confirmations"):
+        LabelConfig(verifications=2, confirmations=3)
 
 
 def test_read_proofs_inputs(tmp_path):
@@ -196,14 +196,14 @@ def test_label_cli_dispatch_and_import(server, tmp_path, flag):
     proofs.write_text("".join(json.dumps({"problem": PROBLEM.statement, "problem_id": PROBLEM.id,
                                           "id": n, "proof": proof_text(n)}) + "\n" for n in ("flawed", "lonely")))
     run = tmp_path / "run"
-    r = CliRunner().invoke(app, ["label", str(proofs), flag, "4", "--m", "3", "--k", "2", "--json",
+    r = CliRunner().invoke(app, ["label", str(proofs), flag, "4", "--meta-verifications", "3", "--confirmations", "2", "--json",
                                  "--model", "m", "--base-url", server.base_url, "--run-dir", str(run),
                                  "--templates", str(tmp_path / "tpl")])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout[r.stdout.index("{"):])
     assert doc["counts"] == {"label 0": 1, "needs-human": 1}
     store = RunStore(run)
-    assert store.get_meta("pipeline")["config"]["n"] == 4  # the flag's value reached the pipeline
+    assert store.get_meta("pipeline")["config"]["verifications"] == 4  # the flag's value reached the pipeline
     store.close()
     queue = run / "labels" / "human_queue.jsonl"
     row = json.loads(queue.read_text())

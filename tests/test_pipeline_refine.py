@@ -34,7 +34,7 @@ async def test_threads_chains_selection_and_grades(world_server, tmp_path):
     # self-evaluation improves the proof by 0.5.
     world = World(gen_quality=lambda p, i: [0.0, 0.5, 1.0][i], verify_score=grade_rule)
     srv = world_server(world)
-    cfg = RefineConfig(threads=3, max_attempts=2, grade_samples=3)
+    cfg = RefineConfig(threads=3, max_attempts=2, verifications=3)
     async with client_for(srv, tmp_path / "run") as client:
         res = await run_refine(client, PROBLEM, cfg, TEMPLATES)
     by = requests_by_role(srv)

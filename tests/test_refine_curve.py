@@ -68,7 +68,7 @@ async def test_curve_from_one_scripted_run(world_server, tmp_path):
         fresh_samples=True,  # a prompt asked again gets a new sample
     )
     srv = world_server(world)
-    cfg = RefineConfig(threads=2, max_attempts=3, grade_samples=3, curve=True)
+    cfg = RefineConfig(threads=2, max_attempts=3, verifications=3, curve=True)
     async with client_for(srv, tmp_path / "run") as client:
         res = await run_refine(client, PROBLEM, cfg, TEMPLATES)
     assert [len(t.chain) for t in res.threads] == [3, 1]

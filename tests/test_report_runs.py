@@ -39,7 +39,7 @@ def test_label_run_report_has_bodies_statement_and_decisions(server, tmp_path): 
     proofs.write_text("".join(json.dumps({"problem": LABEL_PROBLEM.statement, "problem_id": LABEL_PROBLEM.id,
                                           "id": n, "proof": proof_text(n)}) + "\n" for n in names))
     run = tmp_path / "run"
-    r = CliRunner().invoke(app, ["label", str(proofs), "--verifications", "4", "--m", "3", "--k", "2", "--json",
+    r = CliRunner().invoke(app, ["label", str(proofs), "--verifications", "4", "--meta-verifications", "3", "--confirmations", "2", "--json",
                                  "--model", "m", "--base-url", server.base_url, "--run-dir", str(run),
                                  "--templates", str(tmp_path / "tpl")])
     assert r.exit_code == 0, r.output

@@ -130,11 +130,12 @@ def test_datasets_and_exports(tmp_path):
     assert v[1]["extra_info"]["proof"] == "Obvious."
     o = [json.loads(x) for x in (to_openrlhf("meta-verifier", ex.meta_verification, tmp_path / "o.jsonl", t)
                                  .read_text().splitlines())]
-    assert json.loads(o[0]["label"])["role"] == "meta-verifier" and json.loads(o[0]["label"])["target"] == 1.0
+    assert json.loads(o[0]["label"])["role"] == "meta_verifier" and json.loads(o[0]["label"])["target"] == 1.0
     with pytest.raises(TrainError, match="no verifier examples"):
         build_dataset("verifier", [], t)
 
 
+@pytest.mark.train  # needs the [train] extra
 def test_verifier_dataset_mixes_meta_verification_with_role_tags(tmp_path):
     pytest.importorskip("datasets")
     from proofsmith.prompts import Templates
@@ -148,12 +149,12 @@ def test_verifier_dataset_mixes_meta_verification_with_role_tags(tmp_path):
     assert plain["role"] == ["verifier"] * 3
     body["data"]["meta_verification"] = True
     mixed = prepare_dataset(from_dict(TrainConfig, body))
-    assert sorted(mixed["role"]) == ["meta-verifier"] + ["verifier"] * 3
-    meta = [r for r in mixed if r["role"] == "meta-verifier"][0]
+    assert sorted(mixed["role"]) == ["meta_verifier"] + ["verifier"] * 3
+    meta = [r for r in mixed if r["role"] == "meta_verifier"][0]
     assert "Analysis: Too short." in meta["prompt"][0]["content"] and meta["target"] == 1.0
     # the meta-verifier role itself never mixes
     body.update(role="meta-verifier")
-    assert prepare_dataset(from_dict(TrainConfig, body))["role"] == ["meta-verifier"]
+    assert prepare_dataset(from_dict(TrainConfig, body))["role"] == ["meta_verifier"]  # the CLI spelling is read
     assert from_dict(LoopConfig, {}).meta_verification is True  # on by default in the loop
 
 
@@ -161,7 +162,7 @@ def _loop_cfg(tmp_path, **label):
     write_jsonl(tmp_path / "problems.jsonl", [{"id": "p1", "statement": "Prove that 1 < 2."}])
     body = {"output_dir": str(tmp_path / "loop"), "rounds": 1,
             "label": {"problems": str(tmp_path / "problems.jsonl"), "proofs_per_problem": 2,
-                      "n_verifications": 2, "n_meta": 1, "k_valid": 1, **label}}
+                      "verifications": 2, "meta_verifications": 1, "confirmations": 1, **label}}
     return from_dict(LoopConfig, body)
 
 
@@ -271,8 +272,8 @@ def test_example_configs_load():
         elif f.stem.startswith("rft"):
             assert load_rft_config(f).sources
         else:
-            role = f.stem.split("-cpu")[0]
-            assert load_train_config(f, role=role).role == role
+            role = f.stem.split("-cpu")[0]  # named after the command: meta-verifier-cpu.yaml
+            assert load_train_config(f, role=role).role == role.replace("-", "_")
     # the shipped seed proofs read against the example problems (label.seed_proofs)
     from proofsmith.train.loop import _label_problems, _seed_proofs
 
@@ -429,7 +430,7 @@ def test_loop_one_round_cpu_with_scripted_judge_and_resume(tmp_path):
             "generator": {"role": "generator", "data": {"path": str(tmp_path / "problems.jsonl"), "templates": str(t)},
                           "reward": {"verifier": judge}, "grpo": grpo, "progress": False, "tensorboard": False},
             "label": {"problems": str(tmp_path / "problems.jsonl"), "proofs_per_problem": 2, "max_new_tokens": 16,
-                      "judge": judge, "n_verifications": 2, "n_meta": 1, "k_valid": 1},
+                      "judge": judge, "verifications": 2, "meta_verifications": 1, "confirmations": 1},
             "rft": {"sources": [str(tmp_path / "samples.jsonl")], "min_score": 1.0, "progress": False,
                     "tensorboard": False, "sft": {"max_steps": 1, "per_device_train_batch_size": 1,
                                                   "max_length": 256, "save_steps": 10}},
@@ -491,7 +492,7 @@ def test_loop_two_rounds_new_labels_reach_rft_and_next_verifier(tmp_path):
             "generator": {"role": "generator", "data": {"path": str(tmp_path / "problems.jsonl"), "templates": str(t)},
                           "reward": {"verifier": judge}, "grpo": grpo, "progress": False, "tensorboard": False},
             "label": {"problems": str(tmp_path / "problems.jsonl"), "proofs_per_problem": 2,
-                      "judge": judge, "n_verifications": 2, "n_meta": 1, "k_valid": 1},
+                      "judge": judge, "verifications": 2, "meta_verifications": 1, "confirmations": 1},
             "rft": {"min_score": 1.0, "progress": False, "tensorboard": False,
                     "sft": {"max_steps": 1, "per_device_train_batch_size": 1, "max_length": 256, "save_steps": 10}},
         }
@@ -521,7 +522,7 @@ def test_loop_two_rounds_new_labels_reach_rft_and_next_verifier(tmp_path):
     n_meta = len(load_examples(r1["label"]["export"]).meta_verification)
     assert n_meta == 4  # 2 proofs x 2 agreeing analyses
     assert v1["examples_per_role"] == {"verifier": 2}
-    assert v2s["examples_per_role"] == {"verifier": 4, "meta-verifier": n_meta}
+    assert v2s["examples_per_role"] == {"verifier": 4, "meta_verifier": n_meta}
     assert r2["counts"]["verifier_examples"] == v2s["examples_per_role"]
     assert r1["counts"]["label"] == {"answers": 3, "both_sections": 2, "seeded": 0, "labeled": 2}
     assert s["final_model"] == r2["rft"]["final_model"] and r2["rft"]["samples"] == 6
@@ -560,7 +561,7 @@ def test_loop_seeded_label_step_reaches_rft_and_next_round(tmp_path):
                           "reward": {"verifier": judge}, "grpo": grpo, "progress": False, "tensorboard": False},
             "label": {"problems": str(tmp_path / "problems.jsonl"), "proofs_per_problem": 2,
                       "seed_proofs": str(tmp_path / "search.json"),
-                      "judge": judge, "n_verifications": 2, "n_meta": 1, "k_valid": 1},
+                      "judge": judge, "verifications": 2, "meta_verifications": 1, "confirmations": 1},
             "rft": {"min_score": 1.0, "progress": False, "tensorboard": False,
                     "sft": {"max_steps": 1, "per_device_train_batch_size": 1, "max_length": 256, "save_steps": 10}},
         }
@@ -569,7 +570,7 @@ def test_loop_seeded_label_step_reaches_rft_and_next_round(tmp_path):
     assert r1["counts"]["label"] == {"answers": 2, "both_sections": 0, "seeded": 2, "labeled": 2}
     assert r1["counts"]["rft_samples"] == {"generator": 2, "verifier": 4}
     assert r1["rft"]["samples"] == 6 and r1["next_model"] == r1["rft"]["final_model"]
-    assert r2["counts"]["verifier_examples"] == {"verifier": 4, "meta-verifier": 4}
+    assert r2["counts"]["verifier_examples"] == {"verifier": 4, "meta_verifier": 4}
     # round 2: seeds are not labeled again; the generator still writes no sections
     assert r2["counts"]["label"] == {"answers": 2, "both_sections": 0, "seeded": 0, "labeled": 0}
     assert "rft_samples" not in r2["label"] and r2["counts"]["rft"].get("skipped")

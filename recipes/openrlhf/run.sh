@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${POLICY_MODEL:?set POLICY_MODEL to the HF checkpoint of the policy}"
-ROLE="${ROLE:-verifier}"      # verifier | meta-verifier | generator
+ROLE="${ROLE:-verifier}"      # verifier | meta_verifier | generator
 SOURCE="${SOURCE:-}"
 mkdir -p data
 if [[ -n "$SOURCE" && ! -f "data/${ROLE}_openrlhf.jsonl" ]]; then

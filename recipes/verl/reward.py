@@ -6,7 +6,7 @@ verl config:
     custom_reward_function.name=compute_score_async   # async form: generator, verifier + meta
 
 The training role is read from each row's ``data_source`` (``proofsmith/verifier``,
-``proofsmith/meta-verifier``, ``proofsmith/generator``), written by
+``proofsmith/meta_verifier``, ``proofsmith/generator``), written by
 ``proofsmith train data SOURCE --role ROLE --format verl -o train.parquet``.
 Judges (served by vLLM / SGLang) come from ``reward_router_address`` (verl's reward loop) or
 from the environment: PROOFSMITH_VERIFIER_URL / _MODEL, PROOFSMITH_META_URL / _MODEL

@@ -166,5 +166,5 @@ def refine(problem: Problem | str, *, threads: int = 4, max_attempts: int = 4, v
     from .pipelines.refine import RefineConfig, run_refine
 
     p, tpl = as_problem(problem), _templates(templates)
-    cfg = RefineConfig(threads=threads, max_attempts=max_attempts, grade_samples=verifications)
+    cfg = RefineConfig(threads=threads, max_attempts=max_attempts, verifications=verifications)
     return _session_call("refine", model, run_dir, options, lambda s: run_refine(s.client, p, cfg, tpl))

@@ -8,9 +8,16 @@ Every error that is meant for a person carries a one-line message, and derives f
 * :class:`StoreError` — a run directory that cannot be used as a run store;
 * :class:`TemplateError` — a prompt template that is missing or misuses a placeholder;
 * :class:`TrainError` — bad training input or configuration.
+
+Renamed options (one name per concept, docs/architecture.md "Names") keep their old spelling
+for one release: :func:`renamed` takes the value given under either name, warns with a
+:class:`RenamedWarning` for the old one and refuses both.
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import Any
 
 __all__ = [
     "ProofsmithError",
@@ -26,6 +33,8 @@ __all__ = [
     "TemplateError",
     "TrainError",
     "one_line",
+    "RenamedWarning",
+    "renamed",
 ]
 
 
@@ -85,3 +94,22 @@ class TemplateError(ProofsmithError, ValueError):
 
 class TrainError(ProofsmithError):
     """Bad training input or configuration (a one-line message for the CLI)."""
+
+
+class RenamedWarning(DeprecationWarning):
+    """An option, field or key was given under its old name (accepted for one release); the CLI
+    prints it as one ``proofsmith: warning: ...`` line."""
+
+
+def renamed(where: str, new: str, new_value: Any, old: str, old_value: Any, default: Any = None,
+            *, stacklevel: int = 3) -> Any:
+    """The value of ``new``, which was called ``old`` before: ``old_value`` when only the old
+    name was given (with a :class:`RenamedWarning`), else ``new_value`` (``default`` when
+    neither was given). ``None`` means "not given". Both given: ``ValueError`` (one line)."""
+    if old_value is None:
+        return default if new_value is None else new_value
+    if new_value is not None:
+        raise ValueError(f"{where}: {old} is the old name of {new}: give only {new}")
+    warnings.warn(f"{where}: {old} is deprecated (removed in the next release): use {new}",
+                  RenamedWarning, stacklevel=stacklevel)
+    return old_value

@@ -17,6 +17,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The method's model roles (docs/architecture.md "Names"): what a model is configured or trained
+# as. Data (JSON, YAML, datasets, per-role settings) spells them so; the CLI's command name
+# `train meta-verifier` has a dash, and that spelling is accepted wherever a role is read.
+MODEL_ROLES: tuple[str, ...] = ("generator", "verifier", "meta_verifier")
+
+
+def model_role(name: Any) -> Any:
+    """``name`` in the data spelling of :data:`MODEL_ROLES` (``meta-verifier`` ->
+    ``meta_verifier``); anything else is returned unchanged for the caller to refuse."""
+    if isinstance(name, str) and name.replace("-", "_") in MODEL_ROLES:
+        return name.replace("-", "_")
+    return name
+
+
 Score = float  # one of 0.0, 0.5, 1.0 once validated by the parser
 VALID_SCORES: tuple[float, ...] = (0.0, 0.5, 1.0)
 
@@ -33,6 +47,16 @@ def majority_score(scores: Iterable[float | None]) -> float | None:
     if not counts:
         return None
     return min(counts, key=lambda s: (-counts[s], s))
+
+
+def format_number(x: Any, digits: int = 3, missing: str = "–") -> str:
+    """A score, mean or count for a table or page: floats to ``digits`` decimals without
+    trailing zeros (``0.5``, ``0.667``, ``2``), ``missing`` for None, anything else as str."""
+    if x is None:
+        return missing
+    if isinstance(x, float):
+        return f"{x:.{digits}f}".rstrip("0").rstrip(".") if not x.is_integer() else str(int(x))
+    return str(x)
 
 
 def content_id(*parts: Any, prefix: str = "") -> str:

@@ -13,7 +13,7 @@ score or get an answer discarded (see ``proofsmith.parse``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from .llm.client import LLMClient
 from .parse import parse_generation, parse_meta_verification, parse_verification
@@ -85,6 +85,22 @@ def _proof_id(proof: Proof | str) -> str:
     return proof.id if isinstance(proof, Proof) else content_id(proof, prefix="p-")
 
 
+def _scored(parsed: Any) -> dict[str, Any]:
+    """The parsed verdict fields of a verification or meta-verification record."""
+    return dict(score=parsed.score, analysis=parsed.analysis, format_error=parsed.format_error)
+
+
+async def _judge(client: LLMClient, problem: Problem, prompt: str, role: str, body: str, about: str,
+                 n: int, start: int, params: dict[str, Any], record: Callable[[Completion], Any]) -> list:
+    """Samples ``start .. start+n-1`` of a judging prompt about ``body`` (same body -> same
+    endpoint, for its prefix cache), each made a record by ``record``; the records are stored."""
+    comps = (await client.complete(_messages(prompt), n=start + n, role=role, prefix_key=content_id(body),
+                                   about=about, **params))[start:]
+    out = [record(c) for c in comps]
+    _save(client, out, problem)
+    return out
+
+
 def _to_proof(problem: Problem, c: Completion, **lineage: Any) -> Proof:
     parsed = parse_generation(
         c.text, truncated=c.truncated, problem=problem.statement, reasoning_separate=c.reasoning is not None
@@ -128,28 +144,15 @@ async def verify(
     """Sample ``n`` verifier analyses of one proof (the proof body only): samples
     ``start .. start+n-1`` of this prompt (earlier ones come back from the run store; an
     adaptive policy draws them in batches this way, see ``pipelines.adaptive``)."""
-    body = proof_text(proof)
+    body, pid = proof_text(proof), _proof_id(proof)
     prompt = _templates(templates).render("verify", problem=problem.statement, proof=body)
-    comps = (await client.complete(
-        _messages(prompt), n=start + n, role="verify", prefix_key=content_id(body),
-        about=f"problem {problem.id}, proof {_proof_id(proof)}", **params
-    ))[start:]
-    out = []
-    for c in comps:
-        parsed = parse_verification(
-            c.text, truncated=c.truncated, proof=body, reasoning_separate=c.reasoning is not None
-        )
-        out.append(
-            Verification(
-                **_common(c, problem, "v-", parsed, about=_proof_id(proof)),
-                proof_id=_proof_id(proof),
-                score=parsed.score,
-                analysis=parsed.analysis,
-                format_error=parsed.format_error,
-            )
-        )
-    _save(client, out, problem)
-    return out
+
+    def record(c: Completion) -> Verification:
+        parsed = parse_verification(c.text, truncated=c.truncated, proof=body, reasoning_separate=c.reasoning is not None)
+        return Verification(**_common(c, problem, "v-", parsed, about=pid), proof_id=pid, **_scored(parsed))
+
+    return await _judge(client, problem, prompt, "verify", body, f"problem {problem.id}, proof {pid}",
+                        n, start, params, record)
 
 
 async def meta_verify(
@@ -165,35 +168,21 @@ async def meta_verify(
 ) -> list[MetaVerification]:
     """Sample ``n`` meta-verifications (samples ``start .. start+n-1``): does the analysis name
     real issues that justify its score?"""
-    body = proof_text(proof)
+    body, pid = proof_text(proof), _proof_id(proof)
     if isinstance(verification, Verification):
         analysis, vid = verification.raw, verification.id
     else:
         analysis, vid = verification, content_id(verification, prefix="v-")
-    prompt = _templates(templates).render(
-        "meta_verify", problem=problem.statement, proof=body, analysis=analysis
-    )
-    comps = (await client.complete(
-        _messages(prompt), n=start + n, role="meta_verify", prefix_key=content_id(body),
-        about=f"problem {problem.id}, proof {_proof_id(proof)}, analysis {vid}", **params
-    ))[start:]
-    out = []
-    for c in comps:
-        parsed = parse_meta_verification(
-            c.text, truncated=c.truncated, proof=body, analysis=analysis, reasoning_separate=c.reasoning is not None
-        )
-        out.append(
-            MetaVerification(
-                **_common(c, problem, "m-", parsed, about=f"{_proof_id(proof)}/{vid}"),
-                proof_id=_proof_id(proof),
-                verification_id=vid,
-                score=parsed.score,
-                analysis=parsed.analysis,
-                format_error=parsed.format_error,
-            )
-        )
-    _save(client, out, problem)
-    return out
+    prompt = _templates(templates).render("meta_verify", problem=problem.statement, proof=body, analysis=analysis)
+
+    def record(c: Completion) -> MetaVerification:
+        parsed = parse_meta_verification(c.text, truncated=c.truncated, proof=body, analysis=analysis,
+                                         reasoning_separate=c.reasoning is not None)
+        return MetaVerification(**_common(c, problem, "m-", parsed, about=f"{pid}/{vid}"), proof_id=pid,
+                                verification_id=vid, **_scored(parsed))
+
+    return await _judge(client, problem, prompt, "meta_verify", body, f"problem {problem.id}, proof {pid}, analysis {vid}",
+                        n, start, params, record)
 
 
 async def refine(

@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Callable
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .llm.client import LLMClient
+from .records import model_role
 from .llm.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, Budget, Endpoint, Prices, SamplingParams
 from .runlock import RunLock
 from .store import RunStore
@@ -37,7 +38,7 @@ ROLES = _ROLES[1:]
 ROLE_ALIASES: dict[str, tuple[str, ...]] = {
     "generator": ("generate", "refine"),
     "verifier": ("verify",),
-    "meta-verifier": ("meta_verify",),
+    "meta_verifier": ("meta_verify",),  # also spelled meta-verifier (records.model_role)
 }
 
 
@@ -45,8 +46,8 @@ def role_names(name: str) -> tuple[str, ...]:
     """The prompt roles a per-role setting's key stands for (``ValueError`` for an unknown one)."""
     if name in ROLES:
         return (name,)
-    if name in ROLE_ALIASES:
-        return ROLE_ALIASES[name]
+    if model_role(name) in ROLE_ALIASES:
+        return ROLE_ALIASES[model_role(name)]
     raise ValueError(
         f"unknown role {name!r}: use one of {', '.join(ROLES)} "
         f"(or {', '.join(a + ' = ' + '+'.join(r) for a, r in ROLE_ALIASES.items())})"
@@ -115,7 +116,7 @@ class ModelConfig(BaseModel):
     roles: dict[str, RoleSettings] = Field(
         default_factory=dict,
         description="Per-role temperature / top_p / max_output_tokens overriding the model's, keyed "
-        f"by prompt role ({', '.join(ROLES)}; generator = generate+refine, verifier, meta-verifier).",
+        f"by prompt role ({', '.join(ROLES)}; generator = generate+refine, verifier, meta_verifier).",
     )
     context_length: int | None = Field(
         None, gt=0,

@@ -132,7 +132,7 @@ def test_label_cli_exports_the_others_lists_the_failed_and_exits_3(srv, tpl, tmp
     proofs.write_text("".join(json.dumps({"problem": it.problem.statement, "problem_id": "q", "id": it.proof_id,
                                           "proof": it.proof}) + "\n" for it in label_items()))
     run = tmp_path / "run"
-    r = CliRunner().invoke(app, ["label", str(proofs), "--n", "2", "--json", "--model", "m", "--base-url", srv.base_url,
+    r = CliRunner().invoke(app, ["label", str(proofs), "--verifications", "2", "--json", "--model", "m", "--base-url", srv.base_url,
                                  "--run-dir", str(run), "--templates", str(tpl)])
     assert r.exit_code == EXIT_PARTIAL, r.output
     doc = _json(r)
@@ -306,7 +306,7 @@ def test_label_cli_adaptive_exports_the_others_and_exits_3(srv, tpl, tmp_path):
     proofs.write_text("".join(json.dumps({"problem": it.problem.statement, "problem_id": "q", "id": it.proof_id,
                                           "proof": it.proof}) + "\n" for it in label_items()))
     run = tmp_path / "run"
-    r = CliRunner().invoke(app, ["label", str(proofs), "--n", "4", "--json", "--model", "m", "--base-url", srv.base_url,
+    r = CliRunner().invoke(app, ["label", str(proofs), "--verifications", "4", "--json", "--model", "m", "--base-url", srv.base_url,
                                  "--run-dir", str(run), "--templates", str(tpl), "--verification-policy", "adaptive",
                                  "--batch", "2"])
     assert r.exit_code == EXIT_PARTIAL, r.output
@@ -432,7 +432,7 @@ def test_label_run_stopped_by_a_run_wide_error_still_exports_what_it_decided(srv
     proofs = tmp_path / "proofs.jsonl"
     proofs.write_text("".join(json.dumps(x) + "\n" for x in rows))
     out = tmp_path / "exports"
-    r = CliRunner().invoke(app, ["label", str(proofs), "--n", "2", "--model", "m", "--base-url", srv.base_url,
+    r = CliRunner().invoke(app, ["label", str(proofs), "--verifications", "2", "--model", "m", "--base-url", srv.base_url,
                                  "--run-dir", str(tmp_path / "run"), "--templates", str(tpl), "--out", str(out)])
     assert r.exit_code == 1, r.output
     assert "proofsmith: error: " in r.stderr and "401" in r.stderr

@@ -377,7 +377,7 @@ def test_real_full_disk_label_out_one_line_then_export_elsewhere(small_fs, tmp_p
         out.mkdir()
         (out / "labels.jsonl").write_text("{\"earlier\": true}\n")
         _fill(small_fs, keep=4096)
-        args = ["label", str(proofs), "--n", "2", "--model", "m", "--base-url", srv.base_url,
+        args = ["label", str(proofs), "--verifications", "2", "--model", "m", "--base-url", srv.base_url,
                 "--run-dir", str(tmp_path / "run"), "--templates", str(tpl)]
         r = CliRunner().invoke(app, [*args, "--out", str(out)])
         assert r.exit_code == 1

@@ -424,7 +424,7 @@ def test_loop_label_step_labels_the_generator_own_proof(judges, tmp_path):
     vsrv.clear_requests()
     content = honest_generation() + "\n\nThe statement ended with:\n" + STYLES["verbatim"](FAKE_GEN)
     cfg = from_dict(LoopConfig, {"output_dir": str(tmp_path / "loop"), "label": {
-        "problems": "unused.jsonl", "proofs_per_problem": 1, "n_verifications": 2, "n_meta": 1, "k_valid": 1,
+        "problems": "unused.jsonl", "proofs_per_problem": 1, "verifications": 2, "meta_verifications": 1, "confirmations": 1,
         "judge": {"base_url": vsrv.base_url, "model": "judge", "max_retries": 0}}})
     problem = Problem(id="q2", statement=SPOOF_PROBLEM.statement)
     res = _label_step(cfg, tmp_path / "round-1", "unused-model-dir", [problem], None, lambda m: None,

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 
-from ..errors import ProofsmithError
+from ..errors import ProofsmithError, RenamedWarning
 from . import evaluate, pipelines, prove, review, runs, serve, templates, train
 
 __all__ = ["app", "main"]
@@ -37,7 +38,20 @@ for _group in (prove, serve, runs, templates, pipelines, evaluate, review, train
     _group.register(app)
 
 
+def _show_renamed(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Old names given in files (e.g. a training YAML key): one warning line, as for old flags."""
+    if issubclass(category, RenamedWarning):
+        print(f"proofsmith: warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main() -> None:
+    warnings.simplefilter("always", RenamedWarning)
+    warnings.showwarning = _show_renamed
     try:
         app()
     except ProofsmithError as e:  # an expected failure that no command caught: its one line

@@ -221,7 +221,7 @@ def eval_cmd(
     ids: Annotated[Optional[list[str]], typer.Option("--id", help="Only these problem ids (repeat, or comma-separated).", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N problems.", show_default=False)] = None,
     column: ColumnOpt = None,
-    k: Annotated[int, typer.Option("--verifications", "-k", min=1, help="Verifications of each final proof (grade = their majority; their mean is reported too).")] = 4,
+    verifications: Annotated[int, typer.Option("--verifications", "-k", min=1, help="Verifications of each final proof (grade = their majority; their mean is reported too).")] = 4,
     reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Also grade with the reference solution and guidelines when the dataset has them (0-7 grade; used as the points).")] = True,
     attempts: Annotated[int, typer.Option("--attempts", min=1, help="refine: maximum attempts per problem.")] = 4,
     search_preset: Annotated[str, typer.Option("--search-preset", help="search: preset of the pool search (small, paper or release).")] = "small",
@@ -279,7 +279,7 @@ def eval_cmd(
         tpl = or_fail(load_templates, opts.templates)
 
     async def work(session: Any, progress: Any) -> dict:
-        return await run_eval(session, problems, dataset=str(dataset), pipeline=pipeline, k=k,
+        return await run_eval(session, problems, dataset=str(dataset), pipeline=pipeline, verifications=verifications,
                               reference=reference, attempts=attempts, templates=tpl, search_preset=search_preset,
                               samples=samples, progress=progress, policy=policy, proofs=proofs, curve=curve,
                               rank_by=rank_by, meta_verify=meta_verify)
@@ -345,8 +345,8 @@ def _print_verifier(doc: dict[str, Any]) -> None:
 @model_options
 def eval_verifier_cmd(
     file: Annotated[Path, typer.Argument(help="Proofs with human grades: our predictions JSONL, released DeepSeekMath-V2 outputs, or an IMO-GradingBench-style CSV (problem, proof/response, human grade/points).", show_default=False)],
-    run_verifier: Annotated[bool, typer.Option("--run-verifier", help="Verify every proof k times with the model instead of reading automatic ratings from the file.")] = False,
-    k: Annotated[int, typer.Option("--verifications", "-k", min=1, help="With --run-verifier: verifications per proof (their mean is the automatic rating).")] = 4,
+    run_verifier: Annotated[bool, typer.Option("--run-verifier", help="Verify every proof --verifications times with the model instead of reading automatic ratings from the file.")] = False,
+    verifications: Annotated[int, typer.Option("--verifications", "-k", min=1, help="With --run-verifier: verifications per proof (their mean is the automatic rating).")] = 4,
     thresholds: Annotated[Optional[list[float]], typer.Option("--threshold", help="Pass threshold on [0, 1] (repeat; default 0.5, 0.75, 1).", show_default=False)] = None,
     points_per_problem: PointsOpt = None,
     rating_scale: RatingScaleOpt = "auto",
@@ -378,10 +378,10 @@ def eval_verifier_cmd(
                 tpl = or_fail(load_templates, opts.templates)
 
         async def work(session: Any, progress: Any) -> Any:
-            return await rate_with_verifier(session.client, to_rate, k=k, templates=tpl, source=str(file))
+            return await rate_with_verifier(session.client, to_rate, verifications=verifications, templates=tpl, source=str(file))
 
-        failed = with_session(cfg, opts.run_dir, "eval-verifier", work, f"verifying {len(to_rate)} proofs x{k}")
-        source = f"mean of {k} verifications by {cfg.model}"
+        failed = with_session(cfg, opts.run_dir, "eval-verifier", work, f"verifying {len(to_rate)} proofs x{verifications}")
+        source = f"mean of {verifications} verifications by {cfg.model}"
     else:
         failed = []
     doc = or_fail(evaluate_verifier, preds, thresholds=ths, points_per_problem=points_per_problem,

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import inspect
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Optional
@@ -431,6 +432,22 @@ def or_fail(fn: Callable, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except (ProofsmithError, ValueError, OSError) as e:
         fail(str(e))
+
+
+# ----------------------------------------------------------------------------- renamed options
+
+
+def renamed_option(new_flag: str, value: Any, old_flag: str, old_value: Any, default: Any) -> Any:
+    """The value of option ``new_flag`` whose old flag ``old_flag`` is kept, hidden, for one
+    release (both options default to None = not given): the old flag's value with a warning
+    line on stderr, else ``value`` (``default`` when neither is given). Both: one error line."""
+    if old_value is None:
+        return default if value is None else value
+    if value is not None:
+        fail(f"{old_flag} is the old name of {new_flag}: give only {new_flag}")
+    print(f"proofsmith: warning: {old_flag} is deprecated (removed in the next release): use {new_flag}",
+          file=sys.stderr)
+    return old_value
 
 
 # ----------------------------------------------------------------------------- problems

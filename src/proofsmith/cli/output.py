@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..records import Usage
+from ..records import Usage, format_number
 
 out = Console(highlight=False, soft_wrap=True, emoji=False)  # stdout: results (Markdown / tables)
 err = Console(stderr=True, highlight=False, emoji=False)  # stderr: progress, warnings, errors
@@ -95,11 +95,7 @@ def fmt_score(x: float | None) -> str:
 
 def fmt_cell(x: Any, digits: int = 3) -> str:
     """A table cell: ``-`` when missing, floats without trailing zeros."""
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}".rstrip("0").rstrip(".") if not x.is_integer() else f"{int(x)}"
-    return str(x)
+    return format_number(x, digits, missing="-")
 
 
 def fmt_count(v: Any) -> str:

@@ -26,7 +26,8 @@ from ..records import Usage
 from ..session import Session
 from .options import (
     ColumnOpt, CommonArgs, DatasetOpt, JsonOpt, LimitOpt, ProblemArg, ProblemsOpt,
-    budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, with_session,
+    budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, renamed_option,
+    with_session,
 )
 from .output import err, exit_partial, fail, fmt_score, out, print_json, print_usage, print_verbatim
 from .verification import BatchOpt, DeltaOpt, EpsilonOpt, PolicyOpt, RankByOpt, policy_from_options
@@ -84,7 +85,7 @@ def refine_cmd(
     column: ColumnOpt = None,
     threads: Annotated[int, typer.Option("--threads", "-k", min=1, help="Independent threads K per problem.")] = 4,
     max_attempts: Annotated[int, typer.Option("--max-attempts", "-t", min=1, help="Answers per thread T, the first generation included.")] = 4,
-    verifications: Annotated[int, typer.Option("--verifications", min=0, help="Verifications N of each final proof (majority grade) for pass@1 and best@K; 0 = do not grade.")] = 0,
+    verifications: Annotated[Optional[int], typer.Option("--verifications", min=0, help="Verifications N of each final proof (majority grade) for pass@1 and best@K; 0 = do not grade. Default: 0.", show_default=False)] = None,
     grade_samples: Annotated[Optional[int], typer.Option("--grade-samples", min=0, hidden=True, help="Old name of --verifications (kept for one release).")] = None,
     curve: Annotated[bool, typer.Option("--curve/--no-curve", help="Grade every answer (needs --verifications) and report pass@1 and best@K for max attempts 1..T from this one run (the paper's refinement curve).")] = False,
     opts: CommonArgs = None,  # type: ignore[assignment]
@@ -95,9 +96,9 @@ def refine_cmd(
     """
     from ..pipelines.refine import RefineConfig, run_refine_many
 
+    verifications = renamed_option("--verifications", verifications, "--grade-samples", grade_samples, 0)
     probs = or_fail(problems_from_options, problem_file, problems, dataset, limit, columns=column)
-    n_verifications = verifications if grade_samples is None else grade_samples
-    cfg = or_fail(lambda: RefineConfig(threads=threads, max_attempts=max_attempts, grade_samples=n_verifications, curve=curve))
+    cfg = or_fail(lambda: RefineConfig(threads=threads, max_attempts=max_attempts, verifications=verifications, curve=curve))
     tpl = or_fail(load_templates, opts.templates)
     results, run_dir = _run_many("refine", run_refine_many, probs, cfg, tpl, opts, opts.budget())
 
@@ -220,10 +221,12 @@ def label_run(
     problems: ProblemsOpt = None,
     dataset: DatasetOpt = None,
     column: ColumnOpt = None,
-    verifications: Annotated[int, typer.Option("--verifications", min=1, help="Verifier analyses per proof (n).")] = 8,
+    verifications: Annotated[Optional[int], typer.Option("--verifications", min=1, help="Verifier analyses per proof (n). Default: 8.", show_default=False)] = None,
+    meta_verifications: Annotated[Optional[int], typer.Option("--meta-verifications", min=1, help="Meta-verifications per issue-reporting analysis (m). Default: 3.", show_default=False)] = None,
+    confirmations: Annotated[Optional[int], typer.Option("--confirmations", min=1, help="Confirmed lowest-score analyses needed to label a proof below 1 (k). Default: 2.", show_default=False)] = None,
     n: Annotated[Optional[int], typer.Option("--n", min=1, hidden=True, help="Old name of --verifications (kept for one release).")] = None,
-    m: Annotated[int, typer.Option("--m", min=1, help="Meta-verifications per issue-reporting analysis.")] = 3,
-    k: Annotated[int, typer.Option("--k", min=1, help="Confirmed lowest-score analyses needed to label a proof below 1.")] = 2,
+    m: Annotated[Optional[int], typer.Option("--m", min=1, hidden=True, help="Old name of --meta-verifications (kept for one release).")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, hidden=True, help="Old name of --confirmations (kept for one release).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Directory for the exported JSONL files (default: <run dir>/labels).", show_default=False)] = None,
     verification_policy: PolicyOpt = "fixed",
     delta: DeltaOpt = 0.01,
@@ -237,9 +240,12 @@ def label_run(
     from ..pipelines import StageProgress
     from ..pipelines.label import LabelConfig, export_labels, load_items, read_proofs_file, run_label_many
 
+    cfg = or_fail(lambda: LabelConfig(
+        verifications=renamed_option("--verifications", verifications, "--n", n, 8),
+        meta_verifications=renamed_option("--meta-verifications", meta_verifications, "--m", m, 3),
+        confirmations=renamed_option("--confirmations", confirmations, "--k", k, 2)))
     probs = or_fail(problems_from_options, None, problems, dataset, None, False, columns=column)
     items = or_fail(read_proofs_file, proofs_file, probs or None)
-    cfg = or_fail(lambda: LabelConfig(n=verifications if n is None else n, m=m, k=k))
     policy = policy_from_options(verification_policy, delta, batch)
     tpl = or_fail(load_templates, opts.templates)
 
@@ -316,8 +322,8 @@ def register(app: typer.Typer) -> None:
     label_app = typer.Typer(
         cls=_LabelGroup,
         no_args_is_help=True,
-        help="Automated labeling: `proofsmith label PROOFS_FILE` labels proofs (n analyses, m "
-        "meta-verifications, k confirmations); `proofsmith label import-human FILE --run-dir DIR` "
+        help="Automated labeling: `proofsmith label PROOFS_FILE` labels proofs (--verifications n, "
+        "--meta-verifications m, --confirmations k); `proofsmith label import-human FILE --run-dir DIR` "
         "merges human decisions for the human queue.",
     )
     label_app.command("run")(label_run)

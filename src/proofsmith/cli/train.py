@@ -73,7 +73,7 @@ def verifier(config: ConfigOpt, output_dir: OutOpt = None, as_json: JsonOpt = Fa
 
 def meta_verifier(config: ConfigOpt, output_dir: OutOpt = None, as_json: JsonOpt = False) -> None:
     """GRPO on meta-verification: reward R_format · R_score against the target quality."""
-    _grpo("meta-verifier", config, output_dir, as_json)
+    _grpo("meta_verifier", config, output_dir, as_json)
 
 
 def generator(config: ConfigOpt, output_dir: OutOpt = None, as_json: JsonOpt = False) -> None:
@@ -107,7 +107,7 @@ def loop(config: ConfigOpt, output_dir: OutOpt = None, as_json: JsonOpt = False)
 
 def data(
     source: Annotated[Path, typer.Argument(help="Label export (JSONL file or directory) or run directory.")],
-    role: Annotated[str, typer.Option("--role", "-r", help="verifier | meta-verifier | generator")],
+    role: Annotated[str, typer.Option("--role", "-r", help="verifier | meta_verifier | generator (meta-verifier also works)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .jsonl, .parquet")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="trl | verl | openrlhf")] = "trl",
     templates: TemplatesOpt = None,

@@ -1,6 +1,6 @@
 """Grading final proofs: by verification, against a reference solution, or by human grades.
 
-1. **Verification grading** — k verifier analyses of the proof (``roles.verify``); the grade is
+1. **Verification grading** — ``verifications`` verifier analyses of the proof (``roles.verify``); the grade is
    their *mean* score and their *majority* score (the most frequent valid score; a tie goes to
    the lower score, so an unsettled proof is not rounded up). Unparseable analyses are
    discarded, never counted as 0. Points = score × the problem's points.
@@ -17,10 +17,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any
 
+from ..errors import renamed
 from ..records import Problem, Proof, content_id, majority_score, mean_valid
 
 __all__ = [
@@ -50,14 +51,7 @@ class VerificationGrade:
     verification_ids: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "scores": self.scores,
-            "mean": self.mean,
-            "majority": self.majority,
-            "n": self.n,
-            "n_valid": self.n_valid,
-            "verification_ids": self.verification_ids,
-        }
+        return asdict(self)
 
 
 def summarize_verifications(scores: list[float | None]) -> VerificationGrade:
@@ -66,14 +60,17 @@ def summarize_verifications(scores: list[float | None]) -> VerificationGrade:
     return VerificationGrade(list(scores), mean_valid(valid), majority_score(valid), len(scores), len(valid))
 
 
-async def grade_by_verification(client: Any, problem: Problem, proof: Proof | str, *, k: int = 4,
-                                templates: Any = None, **params: Any) -> VerificationGrade:
-    """Verify ``proof`` k times with the verifier role and summarise the scores."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1 (got {k})")
+async def grade_by_verification(client: Any, problem: Problem, proof: Proof | str, *,
+                                verifications: int | None = None, templates: Any = None,
+                                k: int | None = None, **params: Any) -> VerificationGrade:
+    """Verify ``proof`` ``verifications`` times (default 4; old name ``k``, accepted for one
+    release) with the verifier role and summarise the scores."""
+    n = renamed("grade_by_verification", "verifications", verifications, "k", k, 4)
+    if n < 1:
+        raise ValueError(f"verifications must be >= 1 (got {n})")
     from .. import roles  # lazy: roles pull in the LLM client
 
-    vs = await roles.verify(client, problem, proof, n=k, templates=templates, **params)
+    vs = await roles.verify(client, problem, proof, n=n, templates=templates, **params)
     g = summarize_verifications([v.score for v in vs])
     g.verification_ids = [v.id for v in vs]
     return g
@@ -143,15 +140,7 @@ class ReferenceGrade:
     sample_index: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "problem_id": self.problem_id,
-            "grade": self.grade,
-            "format_error": self.format_error,
-            "raw": self.raw,
-            "call_id": self.call_id,
-            "sample_index": self.sample_index,
-        }
+        return asdict(self)
 
 
 async def grade_with_reference(client: Any, problem: Problem, proof: Proof | str, *, n: int = 1,

@@ -88,6 +88,18 @@ class Prediction:
         return str(c) if c else None
 
 
+def _json_cell(v: Any, kind: type, where: str, bad_json: str, bad_kind: str) -> Any:
+    """A cell holding a ``kind`` (dict / list) itself or as JSON text (CSV cells are text)."""
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError:
+            raise UserError(f"{where}: {bad_json}") from None
+    if not isinstance(v, kind):
+        raise UserError(f"{where}: {bad_kind}")
+    return v
+
+
 def _num(path: Path, unit: str, n: int, col: str, v: Any) -> float | None:
     if v is None:
         return None
@@ -131,13 +143,8 @@ def load_predictions(path: str | Path) -> list[Prediction]:
     for n, row in rows:
         mp = row.get("model_prediction")
         if mp is not None:
-            if isinstance(mp, str):
-                try:
-                    mp = json.loads(mp)
-                except json.JSONDecodeError:
-                    raise UserError(f"{p}: {unit} {n}: column 'model_prediction': not a JSON object") from None
-            if not isinstance(mp, dict):
-                raise UserError(f"{p}: {unit} {n}: column 'model_prediction': expected an object")
+            mp = _json_cell(mp, dict, f"{p}: {unit} {n}: column 'model_prediction'", "not a JSON object",
+                            "expected an object")
             id_col, pid = pick(row, "problem_idx", "problem_id", "id")
             if id_col is None:
                 raise UserError(f"{p}: {unit} {n}: missing column 'problem_idx'")
@@ -179,13 +186,8 @@ def load_predictions(path: str | Path) -> list[Prediction]:
         scores: list[float] = []
         v_col, vs = pick(row, "verifications", "verification_scores")
         if v_col is not None:
-            if isinstance(vs, str):
-                try:
-                    vs = json.loads(vs)
-                except json.JSONDecodeError:
-                    raise UserError(f"{p}: {unit} {n}: column '{v_col}': expected a list of scores") from None
-            if not isinstance(vs, list):
-                raise UserError(f"{p}: {unit} {n}: column '{v_col}': expected a list of scores")
+            vs = _json_cell(vs, list, f"{p}: {unit} {n}: column '{v_col}'", "expected a list of scores",
+                            "expected a list of scores")
             for x in vs:
                 s = x.get("score") if isinstance(x, dict) else x
                 s = _num(p, unit, n, v_col, s)

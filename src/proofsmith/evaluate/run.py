@@ -1,18 +1,18 @@
 """``eval DATASET``: prove every problem with a pipeline, then grade each final proof.
 
-Pipelines (imported lazily, so a missing one gives one clear error):
+Pipelines:
 
 - ``one-shot``: ``roles.generate(n=samples)``; the final proof is the valid one with the highest
   self-score (ties: first);
 - ``one-shot`` with ``proofs=P`` (**the paper's one-shot protocol**, METHOD.md "Evaluation
   reported": ``--proofs 8 --verifications 8``): ``roles.generate(n=P)``; *every* proof is
-  graded by the majority of k verifications (a discarded generation scores 0), and the
+  graded by the majority of V = ``verifications`` verifications (a discarded generation scores 0), and the
   problem's score is the mean over its P proofs. No reference grading (the paper grades by
-  verification). Today's default (one graded proof) is kept: the protocol costs P × k
+  verification). Today's default (one graded proof) is kept: the protocol costs P × V
   verifications per problem;
 - ``refine``: ``proofsmith.pipelines.refine.run_refine`` (sequential refinement; ``samples``
   threads of at most ``attempts`` answers; its selected, best-self-score proof). With
-  ``curve=True`` every answer of the run is graded (k verifications, majority) and the entry
+  ``curve=True`` every answer of the run is graded (V verifications, majority) and the entry
   gets ``curve``: pass@1 and best@K for max attempts 1..``attempts`` (the document: their mean
   over problems in ``refine_curve``, next to the paper's numbers);
 - ``search``: ``proofsmith.pipelines.search.run_search`` (pool search; its selected proof;
@@ -22,7 +22,7 @@ When problems have a ``category`` (IMO-ProofBench: Algebra, Combinatorics, Geome
 theory) the document gets ``categories``: per category the number of problems, points and
 percent, next to the paper's one-shot numbers where the paper has that category.
 
-Grading of each final proof (``grading.py``): k verifications (majority and mean) always;
+Grading of each final proof (``grading.py``): ``verifications`` verifications (majority and mean) always;
 reference-guided 0–7 grade when the problem has a reference solution and ``reference`` is on.
 The points of a problem are the reference grade × max_points / 7 when there is one, else the
 verification majority × max_points. A problem with no valid proof scores 0.
@@ -36,8 +36,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ProofsmithError, UserError
-from ..records import Problem, Proof, Usage
+from ..errors import ProofsmithError, UserError, renamed
+from ..records import Problem, Proof, Usage, format_number
 from .grading import (
     combine_reference_grades,
     grade_by_verification,
@@ -77,21 +77,6 @@ def _finished(result: Any) -> Any:
     if getattr(result, "stopped", None) == "failed":
         raise ProblemFailed(getattr(result, "message", "") or "the pipeline failed on this problem")
     return result
-
-
-def _pipeline(module: str, name: str) -> Any:
-    import importlib
-
-    try:
-        mod = importlib.import_module(f"proofsmith.pipelines.{module}")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("proofsmith"):
-            raise UserError(f"the {module} pipeline is not available in this installation (no proofsmith.pipelines.{module})") from None
-        raise
-    fn = getattr(mod, name, None)
-    if fn is None:
-        raise UserError(f"the {module} pipeline is not available (proofsmith.pipelines.{module} has no {name})")
-    return fn
 
 
 def _as_proof(problem: Problem, obj: Any) -> Proof | None:
@@ -145,14 +130,12 @@ async def _prove(client: Any, problem: Problem, pipeline: str, *, attempts: int,
         proofs = await roles.generate(client, problem, n=samples, templates=templates)
         return final_proof(problem, proofs)
     if pipeline == "refine":
-        run_refine = _pipeline("refine", "run_refine")
-        from ..pipelines.refine import RefineConfig
+        from ..pipelines.refine import RefineConfig, run_refine
 
         result = await run_refine(client, problem, RefineConfig(threads=samples, max_attempts=attempts), templates)
         return final_proof(problem, _finished(result))
     if pipeline == "search":
-        run_search = _pipeline("search", "run_search")
-        from ..pipelines.search import SearchConfig
+        from ..pipelines.search import SearchConfig, run_search
 
         cfg = SearchConfig.preset(search_preset, meta_verify=meta_verify or None, rank_by=rank_by)
         result = await run_search(client, problem, cfg, templates, policy=policy)
@@ -160,17 +143,18 @@ async def _prove(client: Any, problem: Problem, pipeline: str, *, attempts: int,
     raise UserError(f"unknown pipeline {pipeline!r}: choose one-shot, refine or search")
 
 
-async def _one_shot_protocol(client: Any, problem: Problem, entry: dict[str, Any], *, proofs: int, k: int,
-                             templates: Any) -> dict[str, Any]:
-    """The paper's one-shot protocol: ``proofs`` proofs, each graded by the majority of k
-    verifications; the problem's score is the mean over all ``proofs`` (a discarded one is 0)."""
+async def _one_shot_protocol(client: Any, problem: Problem, entry: dict[str, Any], *, proofs: int,
+                             verifications: int, templates: Any) -> dict[str, Any]:
+    """The paper's one-shot protocol: ``proofs`` proofs, each graded by the majority of
+    ``verifications`` verifications; the problem's score is the mean over all ``proofs`` (a discarded one is 0)."""
     from .. import roles
     from ..pipelines import gather_stages
 
     max_points = entry["max_points"]
     got = await roles.generate(client, problem, n=proofs, templates=templates)
     valid = [p for p in got if p.proof]
-    grades = await gather_stages(grade_by_verification(client, problem, p, k=k, templates=templates) for p in valid)
+    grades = await gather_stages(grade_by_verification(client, problem, p, verifications=verifications, templates=templates)
+                                 for p in valid)
     by_id = {p.id: g for p, g in zip(valid, grades)}
     rows = []
     for p in got:
@@ -189,7 +173,7 @@ async def _one_shot_protocol(client: Any, problem: Problem, entry: dict[str, Any
     return entry
 
 
-async def eval_problem(client: Any, problem: Problem, *, pipeline: str, k: int, reference: bool,
+async def eval_problem(client: Any, problem: Problem, *, pipeline: str, verifications: int, reference: bool,
                        attempts: int = 4, templates: Any = None, search_preset: str = "small",
                        samples: int = 1, policy: Any = None, proofs: int | None = None,
                        curve: bool = False, rank_by: str = "raw", meta_verify: bool = False) -> dict[str, Any]:
@@ -198,13 +182,14 @@ async def eval_problem(client: Any, problem: Problem, *, pipeline: str, k: int, 
     if problem.metadata.get("category"):
         base["category"] = str(problem.metadata["category"])
     if pipeline == "one-shot" and proofs is not None:
-        return await _one_shot_protocol(client, problem, base, proofs=proofs, k=k, templates=templates)
+        return await _one_shot_protocol(client, problem, base, proofs=proofs, verifications=verifications,
+                                        templates=templates)
     curve_points = None
     if pipeline == "refine" and curve:
         from ..pipelines.refine import RefineConfig, run_refine
 
         result = _finished(await run_refine(
-            client, problem, RefineConfig(threads=samples, max_attempts=attempts, grade_samples=k, curve=True), templates))
+            client, problem, RefineConfig(threads=samples, max_attempts=attempts, verifications=verifications, curve=True), templates))
         curve_points = [c.model_dump() for c in result.curve]
         proof = final_proof(problem, result)
     else:
@@ -222,7 +207,7 @@ async def eval_problem(client: Any, problem: Problem, *, pipeline: str, k: int, 
     if proof is None:
         entry.update(points=0.0, grade_source="no valid proof", verification=None, reference_grade=None)
         return entry
-    vg = await grade_by_verification(client, problem, proof, k=k, templates=templates)
+    vg = await grade_by_verification(client, problem, proof, verifications=verifications, templates=templates)
     entry["verification"] = vg.to_json()
     ref = None
     if reference and problem.reference_solution:
@@ -239,14 +224,16 @@ async def eval_problem(client: Any, problem: Problem, *, pipeline: str, k: int, 
     return entry
 
 
-async def run_eval(session: Any, problems: list[Problem], *, dataset: str, pipeline: str, k: int = 4,
+async def run_eval(session: Any, problems: list[Problem], *, dataset: str, pipeline: str, verifications: int | None = None,
                    reference: bool = True, attempts: int = 4, templates: Any = None,
                    search_preset: str = "small", samples: int = 1, progress: Any = None,
                    policy: Any = None, proofs: int | None = None, curve: bool = False,
-                   rank_by: str = "raw", meta_verify: bool = False) -> dict[str, Any]:
+                   rank_by: str = "raw", meta_verify: bool = False, k: int | None = None) -> dict[str, Any]:
     """Prove and grade every problem concurrently on one client; returns the results document
     (the shape of ``eval --predictions --json`` plus per-problem grading details).
+    ``verifications``: of each graded proof (default 4; old name ``k``, accepted for one release).
     ``policy``: the search pipeline's verification policy (pipelines.adaptive; default fixed)."""
+    verifications = renamed("run_eval", "verifications", verifications, "k", k, 4)
     client = session.client
     store = getattr(session, "store", None)
     if store is not None:
@@ -255,7 +242,7 @@ async def run_eval(session: Any, problems: list[Problem], *, dataset: str, pipel
     from ..pipelines import ItemFailure, error_line, run_items
 
     outs = await run_items(
-        eval_problem(client, p, pipeline=pipeline, k=k, reference=reference, attempts=attempts,
+        eval_problem(client, p, pipeline=pipeline, verifications=verifications, reference=reference, attempts=attempts,
                      templates=templates, search_preset=search_preset, samples=samples, policy=policy,
                      proofs=proofs, curve=curve, rank_by=rank_by, meta_verify=meta_verify) for p in problems
     )
@@ -272,7 +259,7 @@ async def run_eval(session: Any, problems: list[Problem], *, dataset: str, pipel
     doc = {
         "dataset": dataset,
         "pipeline": pipeline,
-        "verifications": k,
+        "verifications": verifications,
         "points": round(points, 4),
         "max_points": round(max_points, 4),
         "percent": round(100.0 * points / max_points, 4) if max_points else 0.0,
@@ -286,7 +273,7 @@ async def run_eval(session: Any, problems: list[Problem], *, dataset: str, pipel
         "failed": failed,
     }
     if pipeline == "one-shot" and proofs is not None:
-        doc["protocol"] = {"name": "paper one-shot", "proofs": proofs, "verifications": k,
+        doc["protocol"] = {"name": "paper one-shot", "proofs": proofs, "verifications": verifications,
                            "score": "mean over the proofs of the majority of the verifications"}
     if pipeline == "search":
         doc["rank_by"] = rank_by
@@ -345,17 +332,9 @@ def curve_table(entries: list[dict[str, Any]], attempts: int, threads: int) -> d
     return {"threads": threads, "n_problems": len(curves), "rows": rows, "paper_source": PAPER_REFINE_CURVE_SOURCE}
 
 
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.3f}".rstrip("0").rstrip(".") if not x.is_integer() else str(int(x))
-    return str(x)
-
-
 def _md_cell(x: Any) -> str:
     """A Markdown table cell: model/user text cannot break the table (pipes, newlines escaped)."""
-    return _fmt(x).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    return format_number(x).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def eval_markdown(doc: dict[str, Any]) -> str:
@@ -363,7 +342,7 @@ def eval_markdown(doc: dict[str, Any]) -> str:
     table and the refinement curve when present (with the paper's numbers and their source)."""
     lines = [f"# Eval: {_md_cell(doc.get('dataset'))} ({_md_cell(doc.get('pipeline'))})", ""]
     pct = doc.get("percent")
-    lines.append(f"Total: {_fmt(doc.get('points'))}/{_fmt(doc.get('max_points'))} = "
+    lines.append(f"Total: {format_number(doc.get('points'))}/{format_number(doc.get('max_points'))} = "
                  f"{float(pct or 0):.1f}% over {doc.get('n_problems', 0)} problems; "
                  f"{_md_cell(doc.get('verifications'))} verifications per proof.")
     prot = doc.get("protocol")
@@ -374,8 +353,8 @@ def eval_markdown(doc: dict[str, Any]) -> str:
         lines.append(f"Search ranked by the {_md_cell(doc['rank_by'])} mean verification score.")
     lines += ["", "| problem | category | points | max | % | grade source |", "|---|---|---|---|---|---|"]
     for e in doc.get("problems", []):
-        lines.append(f"| {_md_cell(e.get('problem_id'))} | {_md_cell(e.get('category') or '')} | {_fmt(e.get('points'))} | "
-                     f"{_fmt(e.get('max_points'))} | {_fmt(e.get('percent'))} | {_md_cell(e.get('grade_source'))} |")
+        lines.append(f"| {_md_cell(e.get('problem_id'))} | {_md_cell(e.get('category') or '')} | {format_number(e.get('points'))} | "
+                     f"{format_number(e.get('max_points'))} | {format_number(e.get('percent'))} | {_md_cell(e.get('grade_source'))} |")
     cats = doc.get("categories")
     if cats:
         lines += ["", "## By category", "",
@@ -383,17 +362,17 @@ def eval_markdown(doc: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|"]
         for r in cats["rows"]:
             p = r.get("paper") or {}
-            lines.append(f"| {_md_cell(r['category'])} | {r['n_problems']} | {_fmt(r['points'])}/{_fmt(r['max_points'])} | "
-                         f"{float(r['percent']):.1f} | {_fmt(r['score'])} | {_fmt(p.get('DeepSeekMath-V2'))} | "
-                         f"{_fmt(p.get('GPT-5-Thinking-High'))} | {_fmt(p.get('Gemini 2.5 Pro'))} |")
+            lines.append(f"| {_md_cell(r['category'])} | {r['n_problems']} | {format_number(r['points'])}/{format_number(r['max_points'])} | "
+                         f"{float(r['percent']):.1f} | {format_number(r['score'])} | {format_number(p.get('DeepSeekMath-V2'))} | "
+                         f"{format_number(p.get('GPT-5-Thinking-High'))} | {format_number(p.get('Gemini 2.5 Pro'))} |")
         lines += ["", f"Paper numbers: {cats['paper_source']}; other problems than these, for orientation."]
     curve = doc.get("refine_curve")
     if curve:
         lines += ["", f"## Sequential refinement curve ({curve['threads']} threads, {curve['n_problems']} problems)", "",
                   "| max attempts | pass@1 | best@K | paper pass@1 | paper best@32 |", "|---|---|---|---|---|"]
         for r in curve["rows"]:
-            lines.append(f"| {r['max_attempts']} | {_fmt(r['pass_at_1'])} | {_fmt(r['best_at_k'])} | "
-                         f"{_fmt(r['paper_pass_at_1'])} | {_fmt(r['paper_best_at_32'])} |")
+            lines.append(f"| {r['max_attempts']} | {format_number(r['pass_at_1'])} | {format_number(r['best_at_k'])} | "
+                         f"{format_number(r['paper_pass_at_1'])} | {format_number(r['paper_best_at_32'])} |")
         lines += ["", f"Paper numbers: {curve['paper_source']}."]
     for n in doc.get("notes", []) or []:
         lines.append(f"\nNote: {_md_cell(n)}")

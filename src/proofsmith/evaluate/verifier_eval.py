@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..errors import UserError
+from ..errors import UserError, renamed
 from ..records import Problem
 from .metrics import DEFAULT_THRESHOLDS, REFERENCE_POINTS, verifier_metrics
 from .predictions import Prediction, human_points, resolve_scales
@@ -103,11 +103,13 @@ def evaluate_verifier(
     }
 
 
-async def rate_with_verifier(client: Any, predictions: list[Prediction], *, k: int = 4,
-                             templates: Any = None, source: str | None = None) -> list[dict[str, Any]]:
-    """Verify every proof ``k`` times; set its ``auto_score`` to the mean valid score.
+async def rate_with_verifier(client: Any, predictions: list[Prediction], *, verifications: int | None = None,
+                             templates: Any = None, source: str | None = None,
+                             k: int | None = None) -> list[dict[str, Any]]:
+    """Verify every proof ``verifications`` times (default 4; old name ``k``, accepted for one
+    release); set its ``auto_score`` to the mean valid score.
 
-    A proof whose k analyses are all unparseable gets no automatic rating (and is reported as
+    A proof whose analyses are all unparseable gets no automatic rating (and is reported as
     an error by :func:`evaluate_verifier`). A proof whose verification calls fail (e.g. too long
     for the verifier: HTTP 400) is left out: returned as ``{"id", "row", "error"}`` (pass the
     list to :func:`evaluate_verifier` as ``failed``); the other proofs are rated."""
@@ -115,6 +117,7 @@ async def rate_with_verifier(client: Any, predictions: list[Prediction], *, k: i
 
     from .grading import grade_by_verification
 
+    n = renamed("rate_with_verifier", "verifications", verifications, "k", k, 4)
     where = f"{source}: " if source else ""
     for pr in predictions:
         if not pr.proof:
@@ -124,7 +127,7 @@ async def rate_with_verifier(client: Any, predictions: list[Prediction], *, k: i
 
     async def one(pr: Prediction) -> None:
         problem = Problem(id=pr.problem_id, statement=pr.problem or "")
-        g = await grade_by_verification(client, problem, pr.proof or "", k=k, templates=templates)
+        g = await grade_by_verification(client, problem, pr.proof or "", verifications=n, templates=templates)
         pr.verification_scores = [s for s in g.scores if s is not None]
         pr.auto_score = g.mean
 

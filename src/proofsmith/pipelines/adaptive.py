@@ -487,7 +487,7 @@ async def label_one(client: Any, item: Any, cfg: Any, templates: Any, report: An
     from . import gather_stages, usage_of_records
     from .label import AnalysisEvidence, LabelItem, decide
 
-    problem, n, m, k, th = item.problem, cfg.n, cfg.m, cfg.k, cfg.meta_threshold
+    problem, n, m, k, th = item.problem, cfg.verifications, cfg.meta_verifications, cfg.confirmations, cfg.meta_threshold
     vs: list[Any] = []
     tasks: dict[str, asyncio.Task] = {}
 

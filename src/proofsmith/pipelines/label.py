@@ -17,7 +17,8 @@ Read top to bottom. For each proof:
    The reason and the evidence (every analysis with its score, status and meta-verifications)
    are kept with the label.
 
-Defaults (the paper gives no values): **n = 8, m = 3, k = 2**. Eight analyses make it likely
+Defaults (the paper gives no values): **n = 8, m = 3, k = 2** (``LabelConfig`` fields and CLI
+options ``verifications``, ``meta_verifications``, ``confirmations``). Eight analyses make it likely
 that a real flaw is reported more than once; m = 3 is odd (no ties) and the smallest majority
 that survives one wrong meta-verification; k = 2 asks two independent confirmed analyses before
 a proof is labeled below 1, so one mistaken analysis never labels a proof by itself.
@@ -40,7 +41,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .. import roles
-from ..errors import UserError
+from ..errors import UserError, renamed
 from ..fileio import write_atomic
 from ..inputs import jsonl_rows, read_text
 from ..llm.client import BudgetExceeded, LLMClient
@@ -55,24 +56,32 @@ from . import adaptive
 from .adaptive import VerificationPolicy
 
 
-@dataclass
+@dataclass(init=False)
 class LabelConfig:
-    """n: verifier analyses per proof. m: meta-verifications per issue-reporting analysis.
-    k: confirmed lowest-score analyses needed to label a proof with that score.
-    meta_threshold: a meta score >= this confirms the analysis, below it rejects it."""
+    """verifications: verifier analyses per proof (n). meta_verifications: meta-verifications per
+    issue-reporting analysis (m). confirmations: confirmed lowest-score analyses needed to label
+    a proof with that score (k). meta_threshold: a meta score >= this confirms the analysis,
+    below it rejects it. The old names ``n``, ``m``, ``k`` are accepted for one release (with a
+    RenamedWarning)."""
 
-    n: int = 8
-    m: int = 3
-    k: int = 2
+    verifications: int = 8
+    meta_verifications: int = 3
+    confirmations: int = 2
     meta_threshold: float = 0.5
 
-    def __post_init__(self) -> None:
-        for name in ("n", "m", "k"):
+    def __init__(self, verifications: int | None = None, meta_verifications: int | None = None,
+                 confirmations: int | None = None, meta_threshold: float = 0.5, *,
+                 n: int | None = None, m: int | None = None, k: int | None = None) -> None:
+        self.verifications = renamed("label", "verifications", verifications, "n", n, 8)
+        self.meta_verifications = renamed("label", "meta_verifications", meta_verifications, "m", m, 3)
+        self.confirmations = renamed("label", "confirmations", confirmations, "k", k, 2)
+        self.meta_threshold = meta_threshold
+        for name in ("verifications", "meta_verifications", "confirmations"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"label: {name} must be a positive integer (got {v!r})")
-        if self.k > self.n:
-            raise ValueError(f"label: k ({self.k}) cannot exceed n ({self.n})")
+        if self.confirmations > self.verifications:
+            raise ValueError(f"label: confirmations ({self.confirmations}) cannot exceed verifications ({self.verifications})")
         t = self.meta_threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1:
             raise ValueError(f"label: meta_threshold must be a number in [0, 1] (got {t!r})")
@@ -136,10 +145,10 @@ def decide(analyses: list[AnalysisEvidence], cfg: LabelConfig) -> tuple[str, flo
     at_lowest = [a for a in valid if a.score == lowest]
     confirmed_low = [a.id for a in at_lowest if a.status == "confirmed"]
     ev = {"lowest_score": lowest, "lowest_ids": [a.id for a in at_lowest], "confirmed_lowest": confirmed_low}
-    if len(confirmed_low) >= cfg.k:
+    if len(confirmed_low) >= cfg.confirmations:
         return ("labeled", lowest,
                 f"{len(confirmed_low)} of {len(at_lowest)} analyses with the lowest score {lowest:g} "
-                f"confirmed by meta-verification (k={cfg.k})", ev)
+                f"confirmed by meta-verification (k={cfg.confirmations})", ev)
     issues = [a for a in valid if a.score < 1]  # type: ignore[operator]
     if all(a.status == "rejected" for a in issues):
         return ("labeled", 1.0,
@@ -147,7 +156,7 @@ def decide(analyses: list[AnalysisEvidence], cfg: LabelConfig) -> tuple[str, flo
     confirmed = [a for a in issues if a.status == "confirmed"]
     undecided = [a for a in issues if a.status == "undecided"]
     parts = [f"only {len(confirmed_low)} of {len(at_lowest)} analyses with the lowest score {lowest:g} "
-             f"confirmed (k={cfg.k} needed)"]
+             f"confirmed (k={cfg.confirmations} needed)"]
     higher = sorted({a.score for a in confirmed if a.score != lowest})  # type: ignore[type-var]
     if higher:
         parts.append("confirmed issues at score " + ", ".join(f"{s:g}" for s in higher))
@@ -171,13 +180,13 @@ async def run_label(
     if policy is not None and policy.adaptive:
         return await adaptive.label_one(client, item, cfg, templates, report, policy)
     problem = item.problem
-    report(problem.id, f"{item.proof_id}: {cfg.n} analyses")
-    vs = await roles.verify(client, problem, item.proof, n=cfg.n, templates=templates)
+    report(problem.id, f"{item.proof_id}: {cfg.verifications} analyses")
+    vs = await roles.verify(client, problem, item.proof, n=cfg.verifications, templates=templates)
     issues = [v for v in vs if v.score is not None and v.score < 1]
     report(problem.id, f"{item.proof_id}: meta-verifying {len(issues)} analyses")
     shared = SharedRequests()  # identical analyses share one request
     metas = await gather_stages(
-        shared(content_id(v.raw), roles.meta_verify, client, problem, item.proof, v, n=cfg.m, templates=templates)
+        shared(content_id(v.raw), roles.meta_verify, client, problem, item.proof, v, n=cfg.meta_verifications, templates=templates)
         for v in issues
     )
     meta_of = {v.id: ms for v, ms in zip(issues, metas)}

@@ -14,7 +14,7 @@ Read top to bottom:
 3. A thread's *final proof* is the last proof of its chain that has a body.
 4. **best@K selection**: the final proof with the highest self-score (None = 0); ties go to
    the lowest thread index.
-5. **Grading** (``grade_samples = N > 0``): each final proof gets N verifications in one
+5. **Grading** (``verifications = N > 0``): each final proof gets N verifications in one
    ``verify(n=N)`` call. Its grade is the *majority* of its valid scores: the most frequent
    score, ties broken toward the lower score; no valid score, or no final proof, grades 0.
    ``pass_at_1`` = mean grade over the K threads; ``best_at_k`` = grade of the selected proof.
@@ -42,32 +42,40 @@ from typing import Any, Iterator, Literal
 from pydantic import BaseModel, Field
 
 from .. import roles
+from ..errors import renamed
 from ..llm.client import BudgetExceeded, LLMClient
 from ..prompts import Templates
 from ..records import Problem, Proof, Usage, content_id, majority_score
 from . import BudgetStop, Reporter, SharedRequests, gather_stages, error_line, noop_report, record_pipeline, run_items, usage_of_records
 
 
-@dataclass
+@dataclass(init=False)
 class RefineConfig:
     """threads: independent threads K (one ``generate(n=K)`` call starts them).
     max_attempts: answers per thread T, the first generation included (1 = no refinement).
-    grade_samples: verifications N of each thread's final proof (0 = do not grade)."""
+    verifications: verifications N of each thread's final proof (0 = do not grade); old name
+    ``grade_samples`` (accepted for one release, with a RenamedWarning)."""
 
     threads: int = 4
     max_attempts: int = 4
-    grade_samples: int = 0
+    verifications: int = 0
     curve: bool = False  # grade every answer and report pass@1 / best@K for limits 1..max_attempts
+
+    def __init__(self, threads: int = 4, max_attempts: int = 4, verifications: int | None = None,
+                 curve: bool = False, *, grade_samples: int | None = None) -> None:
+        self.threads, self.max_attempts, self.curve = threads, max_attempts, curve
+        self.verifications = renamed("refine", "verifications", verifications, "grade_samples", grade_samples, 0)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         for name in ("threads", "max_attempts"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"refine: {name} must be a positive integer (got {v!r})")
-        if not isinstance(self.grade_samples, int) or self.grade_samples < 0:
-            raise ValueError(f"refine: grade_samples must be >= 0 (got {self.grade_samples!r})")
-        if self.curve and not self.grade_samples:
-            raise ValueError("refine: the refinement curve needs grading (grade_samples >= 1)")
+        if not isinstance(self.verifications, int) or self.verifications < 0:
+            raise ValueError(f"refine: verifications must be >= 0 (got {self.verifications!r})")
+        if self.curve and not self.verifications:
+            raise ValueError("refine: the refinement curve needs grading (verifications >= 1)")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -247,7 +255,7 @@ async def run_refine(
     message = ""
     pass_at_1 = best_at_k = None
     curve: list[CurvePoint] = []
-    if cfg.grade_samples and stopped != "budget":
+    if cfg.verifications and stopped != "budget":
         # the final proofs, and with the curve every answer with a body (each is the final
         # answer of its thread under some limit)
         todo: dict[str, Proof] = {f.id: f for f in finals.values()}
@@ -257,7 +265,7 @@ async def run_refine(
         shared = SharedRequests()
         try:
             vs_all = await gather_stages(
-                shared(content_id(p.proof), roles.verify, client, problem, p, n=cfg.grade_samples, templates=templates)
+                shared(content_id(p.proof), roles.verify, client, problem, p, n=cfg.verifications, templates=templates)
                 for p in todo.values()
             )
         except BudgetStop as e:

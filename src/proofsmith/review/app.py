@@ -40,6 +40,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..records import format_number
 from .data import FLAGS, ReviewError
 from .decisions import validate_annotator
 from .render import segments
@@ -54,14 +55,6 @@ ANNOTATOR_COOKIE = "ps_annotator"
 TOKEN_COOKIE = "ps_token"
 
 
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.3f}".rstrip("0").rstrip(".") if not x.is_integer() else str(int(x))
-    return str(x)
-
-
 def _score_class(s: Any) -> str:
     if s is None:
         return "s-none"
@@ -72,7 +65,7 @@ def _score_class(s: Any) -> str:
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("proofsmith.review", "templates"),
                       autoescape=select_autoescape(["html"], default=True), trim_blocks=True, lstrip_blocks=True)
-    env.filters["num"] = _fmt
+    env.filters["num"] = format_number
     env.filters["sclass"] = _score_class
     env.globals["segments"] = segments
     env.globals["FLAGS"] = FLAGS
@@ -328,23 +321,22 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
         except (ValueError, ReviewError) as e:
             return api_error(e)
 
-    async def api_decision(request: Request) -> Response:
+    async def save_decision(request: Request, resolve: bool) -> Response:
+        """A grader's decision on a proof (with marked spans), or a resolution of a conflict."""
         try:
             d = await body(request)
+            how = (None, "resolve") if resolve else (d.get("spans"),)
             row = await run_in_threadpool(review.decide, d.get("run", 0), str(d.get("proof_id", "")),
-                                          need_annotator(request), d.get("score"), d.get("comment", ""), d.get("spans"))
+                                          need_annotator(request), d.get("score"), d.get("comment", ""), *how)
         except ReviewError as e:
             return api_error(e)
         return JSONResponse({"saved": row})
 
+    async def api_decision(request: Request) -> Response:
+        return await save_decision(request, resolve=False)
+
     async def api_resolve(request: Request) -> Response:
-        try:
-            d = await body(request)
-            row = await run_in_threadpool(review.decide, d.get("run", 0), str(d.get("proof_id", "")),
-                                          need_annotator(request), d.get("score"), d.get("comment", ""), None, "resolve")
-        except ReviewError as e:
-            return api_error(e)
-        return JSONResponse({"saved": row})
+        return await save_decision(request, resolve=True)
 
     async def api_undo(request: Request) -> Response:
         try:

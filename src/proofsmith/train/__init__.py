@@ -17,16 +17,18 @@ Modules:
   commands  — the ``proofsmith train`` CLI
 """
 
-ROLES = ("verifier", "meta-verifier", "generator")
+# the training roles: records.MODEL_ROLES in training order; ``meta-verifier`` (the CLI
+# command's spelling) is read as ``meta_verifier`` (records.model_role)
+ROLES = ("verifier", "meta_verifier", "generator")
 
 # training role -> the prompt role / parser used for its answers
-PROMPT_ROLE = {"verifier": "verify", "meta-verifier": "meta_verify", "generator": "generate"}
+PROMPT_ROLE = {"verifier": "verify", "meta_verifier": "meta_verify", "generator": "generate"}
 
 import typing  # noqa: E402
 
 from pydantic import BaseModel, ConfigDict, model_validator  # noqa: E402
 
-from proofsmith.errors import TrainError  # noqa: E402,F401  (re-exported: ``from . import TrainError``)
+from proofsmith.errors import TrainError, renamed  # noqa: E402,F401  (re-exported: ``from . import TrainError``)
 
 
 class ConfigModel(BaseModel):
@@ -36,6 +38,20 @@ class ConfigModel(BaseModel):
     A number is accepted where text is expected, one string where a list of strings is."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    # old key -> new key: accepted for one release with a RenamedWarning; both given: an error
+    renamed_keys: typing.ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: typing.Any) -> typing.Any:
+        if not isinstance(data, dict) or not cls.renamed_keys:
+            return data
+        out = dict(data)
+        for old, new in cls.renamed_keys.items():
+            if old in out:
+                # both given: ValueError, worded by config.from_dict as one line naming the section
+                out[new] = renamed(cls.__name__, new, out.get(new), old, out.pop(old), stacklevel=2)
+        return out
 
     @model_validator(mode="before")
     @classmethod

@@ -23,8 +23,9 @@ OpenRLHF (0.10.2+: ``--reward.remote_url path/to/openrlhf_reward.py --data.label
     :func:`openrlhf_reward_func` — ``reward_func(queries, prompts, labels)`` returning
     ``{"rewards", "scores", "extra_logs"}``; see ``proofsmith/train/openrlhf_reward.py``.
 
-The role is taken from ``data_source`` (``proofsmith/verifier``, ``proofsmith/meta-verifier``,
-``proofsmith/generator``) or from ``extra_info["role"]``.
+The role is taken from ``data_source`` (``proofsmith/verifier``, ``proofsmith/meta_verifier``,
+``proofsmith/generator``) or from ``extra_info["role"]`` (``meta-verifier``, the spelling of
+data written before the names were unified, is read as ``meta_verifier``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import os
 from typing import Any, Sequence
 
 from ..redact import redact_text
+from ..records import model_role
 from ..rewards import RewardResult
 from . import ROLES, TrainError
 from .judge import JudgeEndpoint, MethodReward, RewardItem
@@ -128,11 +130,11 @@ class TRLReward:
                  eos_token_id: int | None = None, on_results=None,
                  by_role: dict[str, MethodReward] | None = None):
         self.reward = reward
-        self.by_role = dict(by_role or {})
+        self.by_role = {model_role(k): v for k, v in (by_role or {}).items()}
         self.max_completion_length = max_completion_length
         self.eos_token_id = eos_token_id
         self.on_results = on_results
-        self.__name__ = "proofsmith_" + reward.role.replace("-", "_")
+        self.__name__ = "proofsmith_" + reward.role
         self.last_results: list[RewardResult] = []
 
     def _truncated(self, ids: Sequence[int] | None) -> bool:
@@ -182,7 +184,7 @@ class TRLReward:
             raise TrainError(f"column 'role' has {len(roles)} values for {len(items)} completions")
         groups: dict[str, list[int]] = {}
         for i in range(len(items)):
-            groups.setdefault(roles[i] if roles is not None and roles[i] else self.reward.role, []).append(i)
+            groups.setdefault(model_role(roles[i]) if roles is not None and roles[i] else self.reward.role, []).append(i)
         results: list[RewardResult] = [None] * len(items)  # type: ignore[list-item]
         for role, idx in groups.items():
             reward = self.reward if role == self.reward.role else self.by_role.get(role)
@@ -211,6 +213,7 @@ def role_of(data_source: str | None, extra_info: dict | None) -> str:
     role = (extra_info or {}).get("role")
     if not role and data_source and data_source.startswith(DATA_SOURCE_PREFIX):
         role = data_source[len(DATA_SOURCE_PREFIX):]
+    role = model_role(role)  # data written before the names were unified says meta-verifier
     if role not in ROLES:
         raise TrainError(
             f"cannot tell the training role from data_source={data_source!r} / extra_info role={role!r}: "
@@ -474,7 +477,7 @@ def openrlhf_reward_func(queries: Sequence[str], prompts: Sequence[str], labels:
     by_role: dict[str, list[int]] = {}
     items: list[RewardItem] = []
     for i, (q, p, m) in enumerate(zip(queries, prompts, metas)):
-        role = m.get("role") or os.environ.get("PROOFSMITH_ROLE")
+        role = model_role(m.get("role") or os.environ.get("PROOFSMITH_ROLE"))
         if role not in ROLES:
             raise TrainError(f"label {i} has no valid role (got {role!r}); set it in the label or PROOFSMITH_ROLE")
         response = q[len(p):] if q.startswith(p) else q

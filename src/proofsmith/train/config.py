@@ -9,11 +9,12 @@ default).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from ..inputs import read_text
+from ..records import model_role
 from ..llm.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from . import ROLES, TrainError
 from . import ConfigModel
@@ -131,7 +132,8 @@ class GRPOSpec(ConfigModel):
 class TrainConfig(ConfigModel):
     """``proofsmith train verifier|meta-verifier|generator --config FILE.yaml``.
 
-    role: verifier | meta-verifier | generator (the CLI sub-command sets it).
+    role: verifier | meta_verifier | generator (the CLI sub-command sets it; ``meta-verifier``
+        is read as ``meta_verifier``).
     output_dir: checkpoints (``checkpoint-N``), the final model (``final/``), metrics
         (``metrics.csv``, TensorBoard events under ``tb/``) and the resolved config.
     resume: continue from the last checkpoint in ``output_dir`` when there is one.
@@ -150,6 +152,8 @@ class TrainConfig(ConfigModel):
     grpo: GRPOSpec = Field(default_factory=GRPOSpec)
     tensorboard: bool = True
     progress: bool = True
+
+    _role = field_validator("role")(lambda cls, v: model_role(v))
 
     def check(self) -> None:
         if self.role not in ROLES:
@@ -223,6 +227,8 @@ class RFTConfig(ConfigModel):
     tensorboard: bool = True
     progress: bool = True
 
+    _roles = field_validator("roles")(lambda cls, v: [model_role(r) for r in v])
+
     def check(self) -> None:
         if not self.sources:
             raise TrainError("sources is empty: give run directories or sample JSONL files")
@@ -242,7 +248,9 @@ class LabelSpec(ConfigModel):
     max_new_tokens: token limit of those generations (local transformers generation).
     judge: the endpoint that verifies and meta-verifies the new proofs (the current verifier,
         served); None: use the embedded model.
-    n_verifications, n_meta, k_valid: the labeling pipeline's n, m, k.
+    verifications, meta_verifications, confirmations: the labeling pipeline's n, m, k
+        (``LabelConfig``; old keys ``n_verifications``, ``n_meta``, ``k_valid`` are accepted for
+        one release, with a warning).
     seed_proofs: existing proofs to label in the first round's label step, alongside the
         generator's (e.g. from ``search`` runs of a stronger model): the JSON of
         ``proofsmith prove|search|refine --json`` or label-input JSONL
@@ -256,9 +264,12 @@ class LabelSpec(ConfigModel):
     proofs_per_problem: int = 2
     max_new_tokens: int = 512
     judge: JudgeEndpoint | None = None
-    n_verifications: int = 4
-    n_meta: int = 2
-    k_valid: int = 1
+    verifications: int = 4
+    meta_verifications: int = 2
+    confirmations: int = 1
+
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "n_verifications": "verifications", "n_meta": "meta_verifications", "k_valid": "confirmations"}
 
 
 class LoopConfig(ConfigModel):
@@ -330,6 +341,8 @@ def _one_error(cls: type, e: ValidationError, where: str) -> str:
         return f"{parent}: unknown key(s) {name} (known: {', '.join(known)})"
     if err["type"] in _EXPECTED:
         return f"{key}: expected {_EXPECTED[err['type']]}, got {err['input']!r}"
+    if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+        return f"{key}: {err['ctx']['error']}"
     return f"{key}: {err['msg']}"
 
 

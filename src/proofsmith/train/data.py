@@ -34,7 +34,7 @@ from typing import Any, Iterable
 
 from ..errors import UserError
 from ..inputs import jsonl_rows
-from ..records import VALID_SCORES, majority_score
+from ..records import VALID_SCORES, majority_score, model_role
 from . import PROMPT_ROLE, ROLES, TrainError
 
 _PROBLEM_KEYS = ("problem", "statement", "problem_statement")
@@ -54,9 +54,10 @@ class Examples:
     skipped: Counter = field(default_factory=Counter)
 
     def for_role(self, role: str) -> list[dict]:
+        role = model_role(role)
         if role == "verifier":
             return self.verification
-        if role == "meta-verifier":
+        if role == "meta_verifier":
             return self.meta_verification
         if role == "generator":
             return self.generation
@@ -253,7 +254,7 @@ def render_prompt(role: str, example: dict, templates: Any = None) -> list[dict[
     from ..prompts import Templates
 
     t = templates if templates is not None else Templates.load()
-    prole = PROMPT_ROLE[role]
+    prole = PROMPT_ROLE[model_role(role)]
     if prole == "verify":
         text = t.render("verify", problem=example["problem"], proof=example["proof"])
     elif prole == "meta_verify":
@@ -265,6 +266,7 @@ def render_prompt(role: str, example: dict, templates: Any = None) -> list[dict[
 
 def rows_for_role(role: str, examples: list[dict], templates: Any = None) -> list[dict]:
     """Rows with ``prompt`` (chat), ``problem``, ``target``, ``proof``, ``analysis``."""
+    role = model_role(role)
     if role not in ROLES:
         raise TrainError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
     if not examples:
@@ -299,7 +301,7 @@ def build_mixed_dataset(tagged: list[tuple[str, dict]], templates: Any = None):
     rows = []
     for role, ex in tagged:
         row = rows_for_role(role, [ex], templates)[0]
-        row["role"] = role
+        row["role"] = model_role(role)
         rows.append(row)
     # keep column types stable for Arrow: missing strings -> "", missing target -> NaN
     for r in rows:
@@ -327,6 +329,7 @@ def save_parquet(dataset, path: str | Path) -> Path:
 def verl_rows(role: str, examples: list[dict], templates: Any = None) -> list[dict]:
     """verl's RL data layout: ``data_source``, ``prompt`` (chat), ``ability``,
     ``reward_model`` {style, ground_truth}, ``extra_info`` (role, problem, proof, analysis)."""
+    role = model_role(role)
     out = []
     for i, r in enumerate(rows_for_role(role, examples, templates)):
         target = r["target"]
@@ -352,6 +355,7 @@ def to_verl(role: str, examples: list[dict], path: str | Path, templates: Any = 
 def to_openrlhf(role: str, examples: list[dict], path: str | Path, templates: Any = None) -> Path:
     """Write OpenRLHF JSONL: ``prompt`` (chat messages; use ``--apply_chat_template``) and a
     JSON ``label`` read by ``proofsmith/train/openrlhf_reward.py``."""
+    role = model_role(role)
     rows = []
     for r in rows_for_role(role, examples, templates):
         label = {"role": role, "target": r["target"], "problem": r["problem"], "proof": r["proof"],

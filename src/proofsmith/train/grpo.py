@@ -85,7 +85,7 @@ def prepare_dataset(cfg: TrainConfig, templates: Any = None):
 
     roles = [cfg.role]
     if cfg.role == "verifier" and cfg.data.meta_verification:
-        roles.append("meta-verifier")
+        roles.append("meta_verifier")
     sources = [load_examples(cfg.data.path)] + [load_examples(extra) for extra in cfg.data.extra_paths]
     tagged: list[tuple[str, dict]] = []
     for role in roles:

@@ -1,8 +1,8 @@
 """Generative rewards: score policy completions with served judges, then apply the method's rewards.
 
 - Generator training: the proof part Y of each completion is verified by a *verifier*
-  endpoint (``n_verify`` samples; ``R_Y`` = mean of the valid scores) and its self-evaluation
-  Z is meta-verified by a *meta-verifier* endpoint (``n_meta`` samples; ``R_meta(Z)`` = mean
+  endpoint (its ``n`` samples; ``R_Y`` = mean of the valid scores) and its self-evaluation
+  Z is meta-verified by a *meta-verifier* endpoint (its ``n`` samples; ``R_meta(Z)`` = mean
   of the valid quality scores); then :func:`proofsmith.rewards.generator_reward`.
 - Verifier training: ``R_format · R_score`` against the dataset's target score, times
   ``R_meta`` from a meta-verifier endpoint when one is configured (verification with
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..records import Problem, content_id, mean_valid
+from ..records import Problem, content_id, mean_valid, model_role
 from ..rewards import ALPHA, BETA, RewardResult, generator_reward, parse_answer, verifier_reward
 from ..session import ModelConfig, open_client
 from . import ROLES, ConfigModel, TrainError
@@ -166,7 +166,7 @@ def embedded_judges(*endpoints: "JudgeEndpoint | None"):
 class MethodReward:
     """The method's reward for one training role, with optional served judges.
 
-    role: verifier | meta-verifier | generator.
+    role: verifier | meta_verifier | generator (``meta-verifier`` is read as ``meta_verifier``).
     verifier: judge that scores proofs (required for the generator role).
     meta_verifier: judge that rates analyses (generator: rates the self-evaluation; verifier:
         rates the policy's analysis, giving ``R_V = R_format · R_score · R_meta``).
@@ -185,6 +185,7 @@ class MethodReward:
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        self.role = model_role(self.role)
         if self.role not in ROLES:
             raise TrainError(f"unknown role {self.role!r} (expected one of {', '.join(ROLES)})")
         if self.role == "generator" and self.verifier is None:
@@ -226,14 +227,14 @@ class MethodReward:
         return self._rule(item, item.target)
 
     def _rule(self, item: RewardItem, target: float, meta_score: float | None = None) -> RewardResult:
-        meta = self.role == "meta-verifier"
+        meta = self.role == "meta_verifier"
         return verifier_reward(
             item.completion, target, meta_score, meta=meta, truncated=item.truncated, proof=item.proof,
             analysis=item.analysis if meta else None, reasoning_separate=item.reasoning_separate,
         )
 
     async def ascore_one(self, item: RewardItem) -> RewardResult:
-        if self.role == "meta-verifier" or (self.role == "verifier" and self.meta_verifier is None):
+        if self.role == "meta_verifier" or (self.role == "verifier" and self.meta_verifier is None):
             return self.score_rule(item)
         if self.role == "verifier":
             return await self._verifier_with_meta(item)

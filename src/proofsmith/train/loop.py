@@ -205,7 +205,8 @@ def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, problems: list[Pr
     if not items:
         return result
     judge = copy.deepcopy(spec.judge) if spec.judge is not None else None
-    label_cfg = LabelConfig(n=spec.n_verifications, m=spec.n_meta, k=spec.k_valid)
+    label_cfg = LabelConfig(verifications=spec.verifications, meta_verifications=spec.meta_verifications,
+                            confirmations=spec.confirmations)
 
     async def run() -> Any:
         if judge is None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import write_atomic
+from ..records import model_role
 from ..redact import redact_value
 from . import ROLES, TrainError
 from .config import RFTConfig
@@ -62,7 +63,7 @@ def _samples_from_jsonl(path: Path, templates: Any) -> list[dict]:
     out = []
     for i, row in enumerate(read_jsonl(path), 1):
         where = f"{path}: row {i}"
-        role = row.get("role")
+        role = model_role(row.get("role"))
         if role not in ROLES:
             raise TrainError(f"{where}: role must be one of {', '.join(ROLES)} (got {role!r})")
         if "completion" not in row or "score" not in row:
