@@ -145,3 +145,19 @@ def test_review_passed_flag_follows_rank_by(make_server, tmp_path, rank_by, pass
     a = next(e for e in data.proofs.values() if "QUALITY=1." in (e.get("proof") or ""))
     assert a["passed"] is passed and ("passed" in a["flags"]) is passed
     assert (res["stopped"] == "passed") is passed
+
+
+def test_refine_run_report_marks_refines_selection(tmp_path):
+    from review_runs import PROBLEM_ID, make_refine_run
+
+    from proofsmith.store import RunStore
+
+    run = make_refine_run(tmp_path / "refine")
+    store = RunStore(run)
+    res = store.get_meta(f"refine/{PROBLEM_ID}")
+    store.close()
+    assert res and res["selected"]
+    doc = load_report_input(run)
+    (pr,) = doc["problems"]
+    assert pr["final_proof_id"] == res["selected"]["id"]
+    assert "highest self-score" in pr["grade_source"]

@@ -151,12 +151,15 @@ def document_from_records(
     # the search's own decision: its selected proof, ranked by the run's rank_by (raw or
     # filtered mean), and each pool proof's deciding score and rank
     search_runs: dict[str, dict] = {}
+    refine_runs: dict[str, dict] = {}
     pool_info: dict[str, dict] = {}
     for run in runs or []:
         for it in run.get("iterations") or []:
             duplicates.update(it.get("duplicates") or [])
+        prob_id = (run.get("problem") or {}).get("id") if isinstance(run.get("problem"), dict) else None
+        if "threads" in run and isinstance(run.get("selected"), dict):
+            refine_runs[prob_id] = run  # refine's best@K: the final proof with the highest self-score
         if isinstance(run.get("config"), dict) and "pool" in run:
-            prob_id = (run.get("problem") or {}).get("id") if isinstance(run.get("problem"), dict) else None
             search_runs[prob_id] = run
             for pe in run.get("pool") or []:
                 if isinstance(pe, dict):
@@ -243,6 +246,13 @@ def document_from_records(
             if entry["percent"] is None and _f(sel.get("rank_score")) is not None:
                 entry["percent"] = round(100 * float(sel["rank_score"]), 2)
                 entry["grade_source"] = f"selected by search: {sel.get('rank_by') or rank_by or 'raw'} mean verification score"
+        rsel = (refine_runs.get(pid) or {}).get("selected") or {}
+        if entry["final_proof_id"] is None and rsel and any(p["id"] == rsel.get("id") for p in ps):
+            entry["final_proof_id"] = rsel["id"]
+            ms = next(p["mean_score"] for p in ps if p["id"] == rsel["id"])
+            if entry["percent"] is None and ms is not None:
+                entry["percent"] = round(100 * ms, 2)
+                entry["grade_source"] = "selected by refine (highest self-score, best@K): its mean verification score"
         if entry["percent"] is None and ps:
             best = max((p["mean_score"] for p in ps if p["mean_score"] is not None), default=None)
             if best is not None:
