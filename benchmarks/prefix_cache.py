@@ -90,7 +90,11 @@ def raw_usage(base_url: str, model: str, prompt: str, api_key: str | None) -> di
 
 
 async def run(args: argparse.Namespace, base_url: str, model: str) -> dict[str, Any]:
-    prompt = Templates.load(None).render("verify", problem=PROBLEM, proof=proof_text(args.proof_words))
+    # a fresh tag in the problem (default): the run starts with a cold cache for this prompt even
+    # when the server has served an earlier run (the template's instructions before the problem
+    # stay shared, as between the problems of a real run)
+    problem = f"{PROBLEM} (run {args.tag})" if args.tag else PROBLEM
+    prompt = Templates.load(None).render("verify", problem=problem, proof=proof_text(args.proof_words))
     messages = [{"role": "user", "content": prompt}]
     metrics_url = args.metrics_url or re.sub(r"/v1/?$", "", base_url) + "/metrics"
     before = scrape(metrics_url)
@@ -107,15 +111,19 @@ async def run(args: argparse.Namespace, base_url: str, model: str) -> dict[str, 
                            "cached_per_request": [c.usage.cached_tokens for c in comps if c.usage.calls]})
     after = scrape(metrics_url)
     total = Usage.total([Usage(prompt_tokens=x["prompt_tokens"], cached_tokens=x["cached_tokens"], calls=x["requests"]) for x in rounds])
-    first = rounds[0]["per_request"][0] if rounds and rounds[0]["per_request"] else 0
+    prompts = [t for x in rounds for t in x["per_request"]]
+    cached = [t for x in rounds for t in x["cached_per_request"]]
+    first = prompts[0] if prompts else 0
     doc: dict[str, Any] = {
-        "base_url": base_url, "model": model, "samples": args.samples, "rounds": args.rounds,
+        "base_url": base_url, "model": model, "samples": args.samples, "rounds": args.rounds, "tag": args.tag,
         "use_n": args.use_n, "prompt_tokens_per_request": first,
         "proofsmith": {
             "requests": total.calls, "prompt_tokens": total.prompt_tokens, "cached_tokens": total.cached_tokens,
             "cached_share": round(total.cached_tokens / total.prompt_tokens, 4) if total.prompt_tokens else None,
-            "cached_share_after_first_request": (round(total.cached_tokens / (total.prompt_tokens - first), 4)
-                                                 if total.prompt_tokens > first else None),
+            "cached_first_request": cached[0] if cached else None,
+            # the requests after the first: their cached / their prompt tokens
+            "cached_share_after_first_request": (round(sum(cached[1:]) / sum(prompts[1:]), 4)
+                                                 if sum(prompts[1:]) else None),
         },
         "rounds_detail": rounds,
         "metrics_url": metrics_url,
@@ -141,8 +149,15 @@ def main() -> None:
                     help="one request with n=SAMPLES (default; off for the embedded llama.cpp server, "
                          "whose n>1 answers report one choice's usage)")
     ap.add_argument("--metrics-url", help="default: the base URL without /v1, plus /metrics")
+    ap.add_argument("--tag", default=None,
+                    help="text put in the problem so that this run's prompt is new to the server's cache "
+                         "(default: a random tag; --tag '' for the same prompt as every untagged run)")
     ap.add_argument("--slots", type=int, default=4, help="embedded server: parallel slots")
     args = ap.parse_args()
+    if args.tag is None:
+        import uuid
+
+        args.tag = uuid.uuid4().hex[:8]
     server = None
     if args.base_url is None:
         from proofsmith.llm.embedded import EmbeddedServer

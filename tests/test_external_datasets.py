@@ -112,3 +112,16 @@ def test_cli_column_flags_reach_the_problems(tmp_path):
     r = CliRunner().invoke(app, ["eval", str(f), "--column", "problem=prompt", "--model", "m",
                                  "--base-url", "http://127.0.0.1:9/v1"])
     assert r.exit_code == 1 and "no column 'prompt' (for problem)" in r.stderr
+
+
+@pytest.mark.parametrize("command", [["eval"], ["search"], ["refine"], ["label", "run"]])
+def test_column_help_has_an_example_for_each_field(command):
+    import re
+
+    from proofsmith.cli import app
+
+    r = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+    assert r.exit_code == 0, r.output
+    text = re.sub(r"[\s│]+", " ", r.output)
+    for example in ("problem=question", "id=uid", "reference_solution=answer", "grading_guidelines=rubric"):
+        assert f"--column {example}" in text, (command, example)

@@ -256,3 +256,30 @@ def test_read_proof_corpus_shapes(tmp_path):
     bad.write_text(json.dumps({"problem": "P", "attempts": "nope"}) + "\n")
     with pytest.raises(UserError, match="line 1: 'attempts' must be a list"):
         read_proofs_file(bad)
+
+
+def test_label_cli_token_line_is_the_common_one(server, tmp_path):
+    # every command prints "tokens: P prompt (C cached) + K completion in N calls" (docs/serving.md)
+    app = typer.Typer()
+
+    @app.callback()
+    def _cb() -> None:
+        pass
+
+    register(app)
+    TEMPLATES.save(tmp_path / "tpl")
+    proofs = tmp_path / "proofs.jsonl"
+    proofs.write_text(json.dumps({"problem": PROBLEM.statement, "problem_id": PROBLEM.id,
+                                  "id": "flawed", "proof": proof_text("flawed")}) + "\n")
+    r = CliRunner().invoke(app, ["label", str(proofs), "--verifications", "4", "--m", "3", "--k", "2",
+                                 "--model", "m", "--base-url", server.base_url, "--run-dir", str(tmp_path / "run"),
+                                 "--templates", str(tmp_path / "tpl")])
+    assert r.exit_code == 0, r.output
+    import re
+
+    m = re.search(r"tokens: ([\d,]+) prompt \(([\d,]+) cached\) \+ ([\d,]+) completion in (\d+) calls", r.stderr)
+    assert m, r.stderr
+    store = RunStore(tmp_path / "run")
+    s = store.summary()
+    store.close()
+    assert int(m.group(4)) == s["calls"] and int(m.group(1).replace(",", "")) > 0

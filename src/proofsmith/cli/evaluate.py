@@ -413,7 +413,11 @@ def report_cmd(
         output = source / "report.html" if source.is_dir() else source.with_suffix(".html")
     path = or_fail(build_report, doc, output)
     if json_out:
-        print_json({"report": str(path), "problems": len(doc.get("problems", [])), "bytes": path.stat().st_size})
+        summ = doc.get("summary") if isinstance(doc.get("summary"), dict) else {}
+        print_json({"report": str(path), "problems": len(doc.get("problems", [])), "bytes": path.stat().st_size,
+                    "rank_by": summ.get("rank_by"),
+                    "selected": {p.get("problem_id"): p.get("final_proof_id") for p in doc.get("problems", [])
+                                 if isinstance(p, dict)}})
     else:
         out.print(f"wrote {path} ({path.stat().st_size // 1024} KiB); open it in a browser (works offline)")
 

@@ -467,9 +467,13 @@ DatasetOpt = Annotated[
 ]
 ColumnOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--column", help="Column mapping for --problems / --dataset: FIELD=COLUMN, FIELD one of problem, id, "
-                                  "reference_solution, grading_guidelines (repeat, or comma-separated; e.g. "
-                                  "--column problem=question --column id=uid).", show_default=False),
+    typer.Option("--column", help="Map a column of the --problems / --dataset data (file, save_to_disk directory or hf: "
+                                  "data set) to a proofsmith field: FIELD=COLUMN, repeatable or comma-separated. "
+                                  "Fields, with an example each: problem (--column problem=question), "
+                                  "id (--column id=uid), reference_solution (--column reference_solution=answer), "
+                                  "grading_guidelines (--column grading_guidelines=rubric). A mapped column missing "
+                                  "from the data is an error naming the columns there are. See docs/evaluation.md.",
+                 show_default=False),
 ]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N problems.", show_default=False)]
 

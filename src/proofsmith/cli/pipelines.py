@@ -29,7 +29,7 @@ from .options import (
     budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, renamed_option,
     with_session,
 )
-from .output import err, exit_partial, fail, fmt_score, out, print_json, print_usage, print_verbatim
+from .output import exit_partial, fail, fmt_score, out, print_json, print_usage, print_verbatim
 from .verification import BatchOpt, DeltaOpt, EpsilonOpt, PolicyOpt, RankByOpt, policy_from_options
 
 
@@ -282,7 +282,7 @@ def label_run(
             out.print(f"\n_not labeled (budget): {len(res.unfinished)} proofs_")
         for f in res.failed:
             out.print(f"- {f.id}: failed — {f.error}", markup=False)
-        err.print(f"[dim]tokens: {res.usage.total_tokens:,} in {res.usage.calls} calls[/dim]")
+        print_usage([], res.usage)
     budget_note(res.stopped == "budget", opts.run_dir or run_dir)
     exit_partial(res.failed, len(items), "proofs")
 

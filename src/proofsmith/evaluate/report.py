@@ -148,9 +148,22 @@ def document_from_records(
     duplicates: set[str] = set()
     problems = list(problems)
     known_problems = {p.get("id") for p in problems}
+    # the search's own decision: its selected proof, ranked by the run's rank_by (raw or
+    # filtered mean), and each pool proof's deciding score and rank
+    search_runs: dict[str, dict] = {}
+    refine_runs: dict[str, dict] = {}
+    pool_info: dict[str, dict] = {}
     for run in runs or []:
         for it in run.get("iterations") or []:
             duplicates.update(it.get("duplicates") or [])
+        prob_id = (run.get("problem") or {}).get("id") if isinstance(run.get("problem"), dict) else None
+        if "threads" in run and isinstance(run.get("selected"), dict):
+            refine_runs[prob_id] = run  # refine's best@K: the final proof with the highest self-score
+        if isinstance(run.get("config"), dict) and "pool" in run:
+            search_runs[prob_id] = run
+            for pe in run.get("pool") or []:
+                if isinstance(pe, dict):
+                    pool_info[pe.get("id")] = pe
         prob = run.get("problem")
         if isinstance(prob, dict) and prob.get("id") not in known_problems:
             problems.append(prob)
@@ -199,6 +212,9 @@ def document_from_records(
                 ps.append(_proof_entry({"id": proof_id, "proof": b.get("proof")}, [], m_by_v))
                 known.add(proof_id)
         for pe in ps:
+            info = pool_info.get(pe["id"])
+            if info:
+                pe.update({k: info.get(k) for k in ("filtered_mean_score", "rank_by", "rank_score", "rank")})
             d = decisions.get(pe["id"])
             if d:
                 pe["label"] = {k: d.get(k) for k in ("status", "label", "reason")}
@@ -219,6 +235,24 @@ def document_from_records(
             "reference_grade": e.get("reference_grade"),
             "proofs": ps,
         }
+        run = search_runs.get(pid)
+        rank_by = e.get("rank_by") or (eval_doc or {}).get("rank_by") or ((run or {}).get("config") or {}).get("rank_by")
+        if rank_by:
+            entry["rank_by"] = rank_by
+        sel = (run or {}).get("selected") if isinstance((run or {}).get("selected"), dict) else None
+        if entry["final_proof_id"] is None and sel and any(p["id"] == sel.get("id") for p in ps):
+            # the search's selection (ranked by its rank_by), not the best raw mean
+            entry["final_proof_id"] = sel["id"]
+            if entry["percent"] is None and _f(sel.get("rank_score")) is not None:
+                entry["percent"] = round(100 * float(sel["rank_score"]), 2)
+                entry["grade_source"] = f"selected by search: {sel.get('rank_by') or rank_by or 'raw'} mean verification score"
+        rsel = (refine_runs.get(pid) or {}).get("selected") or {}
+        if entry["final_proof_id"] is None and rsel and any(p["id"] == rsel.get("id") for p in ps):
+            entry["final_proof_id"] = rsel["id"]
+            ms = next(p["mean_score"] for p in ps if p["id"] == rsel["id"])
+            if entry["percent"] is None and ms is not None:
+                entry["percent"] = round(100 * ms, 2)
+                entry["grade_source"] = "selected by refine (highest self-score, best@K): its mean verification score"
         if entry["percent"] is None and ps:
             best = max((p["mean_score"] for p in ps if p["mean_score"] is not None), default=None)
             if best is not None:
@@ -244,7 +278,10 @@ def document_from_records(
                 usage_by_role[role] = tot
     summ: dict[str, Any] = {}
     if eval_doc:
-        summ = {k: eval_doc.get(k) for k in ("points", "max_points", "percent", "grade_source", "scale", "pipeline", "dataset") if k in eval_doc}
+        summ = {k: eval_doc.get(k) for k in ("points", "max_points", "percent", "grade_source", "scale", "pipeline", "dataset", "rank_by") if k in eval_doc}
+    run_rank_by = sorted({p["rank_by"] for p in out_problems if p.get("rank_by")})
+    if "rank_by" not in summ and run_rank_by:
+        summ["rank_by"] = run_rank_by[0] if len(run_rank_by) == 1 else "/".join(run_rank_by)
     if summary:
         summ["calls"] = summary.get("calls")
         summ["cost"] = summary.get("cost")
@@ -597,7 +634,9 @@ def _tree(proofs: list[dict], final_id: Any) -> str:
         label = (
             f'<a href="#proof-{_e(pid)}">{_e(pid)}</a> '
             f'<span class="meta">it {_num(p.get("iteration", 0))}, self {_num(p.get("self_score"))}, '
-            f'mean {_num(p.get("mean_score"))}</span>'
+            f'mean {_num(p.get("mean_score"))}'
+            + (f', filtered {_num(p.get("filtered_mean_score"))}' if p.get("rank_by") == "filtered" else "")
+            + '</span>'
         )
         if final_id is not None and pid == _id(final_id):
             label += ' <span class="badge s-good">final</span>'
@@ -641,6 +680,11 @@ def _proof_html(p: dict, final: bool) -> str:
         head += " " + _badge(p["self_score"], "self ")
     if p.get("mean_score") is not None:
         head += " " + _badge(p["mean_score"], "verifiers ")
+    fm = p.get("filtered_mean_score")
+    if fm is not None and (p.get("rank_by") == "filtered" or _f(fm) != _f(p.get("mean_score"))):
+        head += " " + _badge(fm, "filtered ")
+    if p.get("rank") is not None:
+        head += f' <span class="meta">rank {_num(p["rank"])} by the {_e(p.get("rank_by") or "raw")} mean</span>'
     if p.get("automatic_rating") is not None:
         head += " " + _badge(p["automatic_rating"], "automatic ")
     if p.get("human_rating") is not None:
@@ -821,6 +865,13 @@ def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = Non
     for key, label in (("grade_source", "grade source"), ("pipeline", "pipeline"), ("dataset", "dataset"), ("calls", "LLM calls"), ("cost", "cost")):
         if s.get(key) not in (None, "", 0):
             cards.append(f'<div class="card"><div class="meta">{label}</div><div class="big small">{_num(s[key])}</div></div>')
+    rank_txt = ""
+    if s.get("rank_by") in ("raw", "filtered"):
+        rank_txt = ("search ranked, stopped and selected by the filtered mean verification score "
+                    "(analyses the meta-verifier rejected left out)" if s["rank_by"] == "filtered" else
+                    "search ranked, stopped and selected by the raw mean verification score (every valid analysis)")
+    elif s.get("rank_by"):
+        rank_txt = f"search ranked by the {_e(s['rank_by'])} mean verification score (differs between runs)"
     scale = s.get("scale")
     scale_txt = ""
     if isinstance(scale, dict) and isinstance(scale.get("groups"), dict):
@@ -893,6 +944,7 @@ def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = Non
 <main>
 <div class="summary">{"".join(cards)}</div>
 {f'<div class="meta">scale: {scale_txt}</div>' if scale_txt else ""}
+{f'<div class="meta rank-by">{rank_txt}</div>' if rank_txt else ""}
 {f'<ul class="notes">{notes}</ul>' if notes else ""}
 {tables}
 <div class="plots">{plots_html}</div>

@@ -35,7 +35,7 @@ class ReviewError(UserError):
 
 FLAGS: dict[str, str] = {
     "needs-human": "automatic labeling routed a proof to a human and no human decided it yet",
-    "passed": "a proof passed every valid verification",
+    "passed": "a proof passed every valid verification (every one the meta-verifier kept, in a search run with --rank-by filtered)",
     "disagreement": "the verifier samples of a proof gave different scores",
     "meta-rejected": "meta-verification rejected an analysis",
     "format-failure": "an answer was truncated or had no parseable format",
@@ -187,7 +187,7 @@ def load_run(run: Run, db: sqlite3.Connection | None = None) -> RunData:
                     proofs[pid]["verifications"] += proofs.pop(alias)["verifications"]
                     data.aliases[alias] = pid
         for e in proofs.values():
-            _score(e)
+            _score(e, filtered=rank_basis(data, e["problem_id"]) == "filtered")
             if e["problem_id"] not in data.problems:
                 data.problems[e["problem_id"]] = {"id": e["problem_id"], "statement": ""}
         return data
@@ -196,15 +196,17 @@ def load_run(run: Run, db: sqlite3.Connection | None = None) -> RunData:
             db.close()
 
 
-def _score(e: dict) -> None:
-    """Scores and flags of one proof (raw and meta-filtered mean of valid verifier scores)."""
+def _score(e: dict, filtered: bool = False) -> None:
+    """Scores and flags of one proof (raw and meta-filtered mean of valid verifier scores);
+    ``passed`` by the run's rank basis (``filtered``: the analyses the meta-verifier kept)."""
     vs = e["verifications"]
     valid = [v["score"] for v in vs if v.get("score") is not None]
     kept = [v["score"] for v in vs if v.get("score") is not None and not v["rejected"]]
     e["n_valid"] = len(valid)
     e["mean_score"] = mean(valid)
     e["filtered_mean_score"] = mean(kept)
-    e["passed"] = bool(valid) and all(s == 1 for s in valid)
+    deciding = kept if filtered else valid
+    e["passed"] = bool(deciding) and all(s == 1 for s in deciding)
     flags = set()
     if len(set(valid)) > 1:
         flags.add("disagreement")
@@ -262,12 +264,20 @@ def problem_rows(data: RunData, human_done: set[str]) -> list[dict]:
             "statement": prob.get("statement") or "", "proofs": len(ps),
             "selected": sel, "labels": labels, "eval": ev, "flags": sorted(flags),
             "search_stopped": (data.search.get(pid) or {}).get("stopped"),
+            "rank_by": rank_basis(data, pid),
         })
     return rows
 
 
 def _g(x: Any) -> str:
     return "–" if x is None else f"{float(x):g}"
+
+
+def rank_basis(data: RunData, pid: str) -> str | None:
+    """The mean that ranked and selected the problem's proofs: the search's (or search eval's)
+    ``rank_by`` (raw or filtered), None when no search ran."""
+    cfg = (data.search.get(pid) or {}).get("config") or {}
+    return cfg.get("rank_by") or (data.eval or {}).get("rank_by") or None
 
 
 def selected_proof(data: RunData, pid: str, ps: list[dict] | None = None) -> dict | None:
