@@ -31,7 +31,9 @@ One :class:`LLMClient` talks to one model served by one or more endpoints. It gi
   order (prefix keys move to their second choice, then come back). docs/reliability.md has
   the table of faults and behaviours;
 * resume through a :class:`~proofsmith.store.RunStore`: samples already stored under the same
-  request key are returned without any HTTP request, and each finished call is written at once;
+  request key are returned without any HTTP request, and each finished call is committed
+  before its samples are returned (group commits: the calls finishing in one event-loop tick
+  share one commit, see :mod:`proofsmith.store`);
   with a store, a sample that a concurrent caller is already fetching (same request key and
   sample index) is awaited instead of requested again (``stats["shared"]``).
 
@@ -601,7 +603,8 @@ class LLMClient:
         body = dict(body_base)
         if len(indices) > 1:
             body["n"] = len(indices)
-        payload = _BODY_ENCODER.encode(body).encode("utf-8")
+        body_json = _BODY_ENCODER.encode(body)
+        payload = body_json.encode("utf-8")
         worst = self._worst_case(_prompt_bound(body["messages"]), body.get("max_tokens"), len(indices))
         last_cause = "no attempt made"
         tried: list[str] = []  # endpoints that failed this request, in order
@@ -615,8 +618,10 @@ class LLMClient:
                     state = self._move(state, self._pick(prefix_key, avoid=state), None, role)
                     continue
                 attempt += 1
-                self._record(state, a, body, len(indices), role, key)
+                self._record(state, a, body, len(indices), role, key, body_json)
                 if a.error is None:
+                    if self.store is not None:  # committed (with this tick's others) before it is returned
+                        await self.store.durable()
                     return {c.sample_index: c for c in a.completions}
                 if a.fatal is not None:
                     raise a.fatal
@@ -759,7 +764,8 @@ class LLMClient:
             state.dead = False
         return alive
 
-    def _record(self, state: _EndpointState, a: _Attempt, body: dict, asked: int, role: str, key: str) -> None:
+    def _record(self, state: _EndpointState, a: _Attempt, body: dict, asked: int, role: str, key: str,
+                body_json: str | None = None) -> None:
         """Account for one attempt: endpoint state, usage, the store's calls table, events."""
         ep = state.endpoint
         if a.error is None:
@@ -778,6 +784,7 @@ class LLMClient:
                 call_id=a.call_id, request_key=key, role=role, endpoint=ep.base_url,
                 model=ep.model, request=body, response=a.response, completions=a.completions,
                 usage=a.usage, latency_s=a.latency, attempt=a.attempt, error=a.error,
+                request_json=body_json,
             )
         if a.fatal is not None:
             self._emit(
