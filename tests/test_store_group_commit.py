@@ -90,11 +90,13 @@ def test_a_transaction_left_open_by_a_finished_loop_is_committed_by_the_next_use
     store = RunStore(tmp_path)
 
     async def write_and_leave() -> None:
-        store.put(Problem(id="p", statement="s"))  # its tick may never run: the loop ends
+        store.put(Problem(id="p", statement="s"))
+        store._tick_handle.cancel()  # as if the loop ended before its tick ran
 
     loop = asyncio.new_event_loop()
     loop.run_until_complete(write_and_leave())
     loop.close()
+    assert committed(tmp_path, "SELECT COUNT(*) FROM records") == 0
     store.put(Problem(id="q", statement="t"))  # synchronous: commits both
     assert committed(tmp_path, "SELECT COUNT(*) FROM records") == 2
     store.close()
@@ -203,6 +205,17 @@ def test_reference_fields_from_text_and_reasoning_and_inline_when_not_a_slice(tm
     assert "$text" not in json.loads(blob_other)  # not a slice of the sample: kept as it is
     assert Proof.model_validate(store.get("Proof", "p-1")) == p
     assert store.load_records("Proof", Proof) == [p, other]
+    store.close()
+
+
+def test_a_sample_index_stored_before_keeps_its_text_and_records_never_point_at_a_lost_answer(tmp_path):
+    store = RunStore(tmp_path)
+    first, late = "the first answer, kept in the store " * 3, "a late duplicate answer, not stored " * 3
+    record(store, "c1", "k", [comp("k", 0, first, "c1")])
+    record(store, "c2", "k", [comp("k", 0, late, "c2")])  # same (request key, index): ignored
+    store.put(Proof(id="p-late", problem_id="q", raw=late, call_id="c2"))
+    assert store.get("Proof", "p-late")["raw"] == late
+    assert "$text" not in _record_json(tmp_path, "Proof")[0]
     store.close()
 
 

@@ -212,6 +212,7 @@ class RunStore:
         # group commits: the loop whose tick will commit the open transaction, the callers
         # awaiting that commit, and the error of a failed tick (raised by the next call)
         self._tick_loop: asyncio.AbstractEventLoop | None = None
+        self._tick_handle: asyncio.Handle | None = None
         self._waiters: list[asyncio.Future] = []
         self._failed: StoreError | None = None
         self.stats = {"commits": 0, "writes": 0}
@@ -266,11 +267,12 @@ class RunStore:
         """The one-line error of a row that cannot be read back (``what``: kind/id)."""
         return StoreError(f"run store damaged: {self.run_dir}: {what}: {reason_of(e)}")
 
-    def _write(self, what: str, ops: list[tuple[str, Any, bool]]) -> None:
-        """Run ``ops`` ((sql, args, many)) as one write: in the open transaction of this tick
-        inside a running event loop (committed by the tick), else committed at once. A failed
-        write rolls back the open transaction (and fails the callers awaiting it) and raises
-        one :class:`StoreError` line."""
+    def _write(self, what: str, ops: list[tuple[str, Any, bool]]) -> list[int]:
+        """Run ``ops`` ((sql, args, each)) as one write: in the open transaction of this tick
+        inside a running event loop (committed by the tick), else committed at once; returns
+        the rows changed by each statement (``each``: ``args`` is a list of rows, one statement
+        per row). A failed write rolls back the open transaction (and fails the callers
+        awaiting it) and raises one :class:`StoreError` line."""
         self._raise_failed()
         db = self._db
         try:
@@ -282,23 +284,25 @@ class RunStore:
         try:
             if not db.in_transaction:
                 db.execute("BEGIN IMMEDIATE")
-            for sql, args, many in ops:
-                if many:
-                    db.executemany(sql, args)
+            changed = []
+            for sql, args, each in ops:
+                if each:
+                    changed.extend(db.execute(sql, row).rowcount for row in args)
                 else:
-                    db.execute(sql, args)
+                    changed.append(db.execute(sql, args).rowcount)
             self.stats["writes"] += 1
             if loop is None:
                 db.execute("COMMIT")
                 self.stats["commits"] += 1
             elif self._tick_loop is None:
                 self._tick_loop = loop
-                loop.call_soon(self._tick)
+                self._tick_handle = loop.call_soon(self._tick)
         except BaseException as e:
             err = self._rollback(e, what)
             if err is not None:
                 raise err from None
             raise
+        return changed
 
     def _rollback(self, e: BaseException, what: str) -> StoreError | None:
         """Roll back the open transaction after ``e``; fail the callers awaiting it. SQLite may
@@ -519,9 +523,10 @@ class RunStore:
                 [(request_key, c.sample_index, call_id, c.model_dump_json(), now) for c in completions],
                 True,
             ))
-        self._write(f"call {call_id}", ops)
-        for c in completions:
-            self._remember(call_id, c.sample_index, request_key, c)
+        changed = self._write(f"call {call_id}", ops)
+        for c, inserted in zip(completions, changed[1:]):
+            if inserted:  # (a sample index already stored keeps its text: records must not point at it)
+                self._remember(call_id, c.sample_index, request_key, c)
 
     def calls(self, request_key: str | None = None) -> list[dict]:
         """Rows of the calls table (oldest first), optionally for one request key."""
