@@ -731,43 +731,24 @@ class LLMClient:
             raise TransportError(
                 f"{state.endpoint.base_url} does not answer a liveness probe (GET {state.probe_url}) "
                 f"within {self.probe_timeout:g} s", "dead")
-        # The post runs in this task (no extra task, no asyncio.wait per request: the client's
-        # per-call CPU). A timer wakes every probe_after seconds while it is pending and probes
-        # the endpoint in a side task; a dead endpoint cancels this task, which is turned into
-        # a TransportError here (an outside cancellation stays a cancellation).
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
+        post = asyncio.ensure_future(transport.post(state.url, state.headers, payload))
         t0 = time.monotonic()
-        watch: dict[str, Any] = {"dead": False, "probe": None, "timer": None}
-
-        async def check() -> None:
-            if not await self._alive(state):
-                state.dead = True
-                watch["dead"] = True
-                task.cancel()
-            else:
-                watch["timer"] = loop.call_later(self.probe_after, start_check)
-
-        def start_check() -> None:
-            watch["probe"] = loop.create_task(check())
-
-        watch["timer"] = loop.call_later(self.probe_after, start_check)
         try:
-            return await transport.post(state.url, state.headers, payload)
-        except asyncio.CancelledError:
-            if watch["dead"] and task.uncancel() == 0:  # cancelled by the watch only
-                raise TransportError(
-                    f"no answer from {state.endpoint.base_url} after {time.monotonic() - t0:.0f} s and no "
-                    f"answer to a liveness probe (GET {state.probe_url}) within {self.probe_timeout:g} s",
-                    "dead",
-                ) from None
-            raise
+            while True:
+                done, _ = await asyncio.wait({post}, timeout=self.probe_after)
+                if done:
+                    return post.result()
+                if not await self._alive(state):
+                    state.dead = True
+                    raise TransportError(
+                        f"no answer from {state.endpoint.base_url} after {time.monotonic() - t0:.0f} s and no "
+                        f"answer to a liveness probe (GET {state.probe_url}) within {self.probe_timeout:g} s",
+                        "dead",
+                    )
         finally:
-            watch["timer"].cancel()
-            probe = watch["probe"]
-            if probe is not None and not probe.done():
-                probe.cancel()
+            if not post.done():
+                post.cancel()
+                await asyncio.gather(post, return_exceptions=True)
 
     async def _alive(self, state: _EndpointState) -> bool:
         if time.monotonic() - state.alive_at < self.probe_after / 2:
