@@ -10,7 +10,8 @@ One :class:`LLMClient` talks to one model served by one or more endpoints. It gi
   :class:`LLMError` with a one-line message. A failed attempt is never stored as a sample;
 * timeouts that tell a long generation from a dead server: ``timeout`` caps one attempt,
   ``connect_timeout`` the connection, ``idle_timeout`` a silence inside a started body, and a
-  request waiting ``probe_after`` seconds makes the client probe ``GET {base_url}/models``:
+  request waiting ``probe_after`` seconds (checked every ``probe_after / 2`` seconds by one
+  watchdog per endpoint) makes the client probe ``GET {base_url}/models``:
   an endpoint that does not answer within ``probe_timeout`` is dead (the attempt ends, and
   retries probe first and send nothing while it stays dead); bodies over
   ``max_response_bytes`` are refused;
