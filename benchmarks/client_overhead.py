@@ -17,6 +17,13 @@ Usage::
     python benchmarks/client_overhead.py --transport httpx
     python benchmarks/client_overhead.py --transport bare-aiohttp   # reference: aiohttp alone
     python benchmarks/client_overhead.py --store               # also write every call to a RunStore
+    python benchmarks/client_overhead.py --concurrency --store-size 256   # store size only
+
+``--store-size CALLS`` measures the run store's size: CALLS verifications (``roles.verify``,
+``--n`` samples per request, answers of ``--answer-chars`` characters in the verifier's
+format) are run against the loopback server with a store, then run.sqlite's size (after a
+WAL checkpoint) is compared with the answer text it holds. ``PROOFSMITH_SRC`` (a ``src``
+directory) measures another checkout, e.g. the code before a change.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Any
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, os.environ.get("PROOFSMITH_SRC") or str(ROOT / "src"))
 
 from proofsmith.errors import one_line  # noqa: E402
 from proofsmith.llm.client import Endpoint, LLMClient  # noqa: E402
@@ -78,36 +85,52 @@ TRANSPORTS = {"aiohttp": "aiohttp", "httpx": HttpxTransport, "bare-aiohttp": "ai
 # request gets the same chat-completion answer after the latency; at most `capacity`
 # requests are served at once, the rest queue (FIFO).
 
-BODY = json.dumps(
-    {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "bench",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "A short answer of a few words."},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19,
-                  "prompt_tokens_details": {"cached_tokens": 4}},
-    }
-).encode()
-RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-    + str(len(BODY)).encode()
-    + b"\r\nConnection: keep-alive\r\n\r\n"
-    + BODY
-)
+SHORT_ANSWER = "A short answer of a few words."
+
+
+def verifier_answer(chars: int) -> str:
+    """An answer in the verifier's format of about ``chars`` characters (score 1)."""
+    head = "Here is my evaluation of the solution:\n"
+    tail = "\n\nBased on my evaluation, the final overall score should be: \\boxed{1}"
+    line = "Step {i} follows from the previous one by the stated identity, which holds for all n. "
+    body, i = [], 0
+    while len(head) + sum(map(len, body)) + len(tail) < chars:
+        body.append(line.format(i=i))
+        i += 1
+    return head + "".join(body) + tail
+
+
+def response_bytes(contents: list[str]) -> bytes:
+    body = json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "bench",
+            "choices": [
+                {"index": i, "message": {"role": "assistant", "content": c}, "finish_reason": "stop"}
+                for i, c in enumerate(contents)
+            ],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 7 * len(contents),
+                      "total_tokens": 12 + 7 * len(contents), "prompt_tokens_details": {"cached_tokens": 4}},
+        }
+    ).encode()
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: keep-alive\r\n\r\n"
+        + body
+    )
 
 
 class Server:
-    def __init__(self, latency: float, capacity: int):
+    def __init__(self, latency: float, capacity: int, n: int = 1, answer_chars: int = 0):
         self.latency = latency
         self.slots = asyncio.Semaphore(capacity)
         self.loop = asyncio.get_running_loop()
+        # every request is answered with n choices (the client asks n=1 or --n)
+        answer = verifier_answer(answer_chars) if answer_chars else SHORT_ANSWER
+        self.response = response_bytes([answer] * n)
 
     def protocol(self) -> asyncio.Protocol:
         return _Conn(self)
@@ -144,14 +167,14 @@ class _Conn(asyncio.Protocol):
         async with self.server.slots:
             await asyncio.sleep(self.server.latency)
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(RESPONSE)
+            self.transport.write(self.server.response)
 
     def connection_lost(self, exc) -> None:  # type: ignore[override]
         self.transport = None
 
 
-async def serve(port: int, latency: float, capacity: int) -> None:
-    server = Server(latency, capacity)
+async def serve(port: int, latency: float, capacity: int, n: int = 1, answer_chars: int = 0) -> None:
+    server = Server(latency, capacity, n, answer_chars)
     srv = await asyncio.get_running_loop().create_server(
         server.protocol, "127.0.0.1", port, backlog=4096, reuse_address=True
     )
@@ -171,10 +194,10 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(latency: float, capacity: int) -> tuple[subprocess.Popen, int]:
+def start_server(latency: float, capacity: int, n: int = 1, answer_chars: int = 0) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", "--latency", str(latency),
-         "--capacity", str(capacity)],
+         "--capacity", str(capacity), "--n", str(n), "--answer-chars", str(answer_chars)],
         stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout is not None
@@ -232,6 +255,7 @@ async def run_level(port: int, conc: int, window: float, latency: float, transpo
         await asyncio.gather(*workers)
         if session is not None:
             await session.close()
+    stats = dict(getattr(store, "stats", None) or {})  # group commits: writes per commit
     if store:
         store.close()
     capacity_tput = conc / latency
@@ -243,23 +267,72 @@ async def run_level(port: int, conc: int, window: float, latency: float, transpo
         "throughput": tput,
         "ratio": tput / capacity_tput,
         "cpu_ms_per_call": 1000 * cpu / max(calls, 1),
+        "writes_per_commit": stats["writes"] / max(stats["commits"], 1) if stats else None,
     }
+
+
+async def run_store_size(port: int, calls: int, n: int, conc: int, store_dir: str) -> dict:
+    """``calls`` verifications of distinct proofs (``n`` samples each) with a store; the
+    answer text stored vs the size of run.sqlite."""
+    from proofsmith import roles
+    from proofsmith.records import Problem
+
+    store = RunStore(store_dir)
+    problem = Problem(id="q", statement="Prove that the square of every odd integer is 1 mod 8.")
+    ep = Endpoint(base_url=f"http://127.0.0.1:{port}/v1", model="bench", max_concurrency=conc)
+    sem = asyncio.Semaphore(conc)
+    text_bytes = 0
+    prompt_bytes = 0
+    async with LLMClient(ep, store=store, max_retries=0) as client:
+
+        async def one(i: int) -> None:
+            nonlocal text_bytes, prompt_bytes
+            proof = f"Proof {i}. Write n = 2k + 1; then n^2 = 4k(k + 1) + 1 and k(k + 1) is even. " * 20
+            async with sem:
+                vs = await roles.verify(client, problem, proof, n=n)
+            assert len(vs) == n and all(v.score == 1.0 for v in vs)
+            text_bytes += sum(len(v.raw.encode()) for v in vs)  # the whole answer (no reasoning here)
+            prompt_bytes += len(roles._templates(None).render(
+                "verify", problem=problem.statement, proof=proof).encode())
+
+        await asyncio.gather(*(one(i) for i in range(calls)))
+    db = store._db
+    cols = {
+        "samples.completion": db.execute("SELECT SUM(LENGTH(CAST(completion AS BLOB))) FROM samples").fetchone()[0],
+        "records.json": db.execute("SELECT SUM(LENGTH(CAST(json AS BLOB))) FROM records").fetchone()[0],
+        "calls.request": db.execute("SELECT SUM(LENGTH(CAST(request AS BLOB))) FROM calls").fetchone()[0],
+        "calls.other": db.execute(
+            "SELECT SUM(LENGTH(CAST(response AS BLOB)) + IFNULL(LENGTH(CAST(reasoning AS BLOB)), 0)"
+            " + LENGTH(CAST(usage AS BLOB))) FROM calls").fetchone()[0],
+    }
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    size = os.path.getsize(Path(store_dir) / "run.sqlite")
+    samples = calls * n
+    return {"calls": calls, "samples": samples, "text_bytes": text_bytes, "prompt_bytes": prompt_bytes,
+            "store_bytes": size, "columns": cols}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 64, 1024])
+    ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 64, 1024],
+                    help="concurrency levels to measure (none: only --store-size)")
     ap.add_argument("--window", type=float, default=5.0, help="measured seconds per level")
     ap.add_argument("--latency", type=float, default=0.5)
     ap.add_argument("--transport", choices=["aiohttp", "httpx", "bare-aiohttp"], default="aiohttp",
                     help="bare-aiohttp: aiohttp alone without LLMClient (reference)")
     ap.add_argument("--store", action="store_true", help="record every call in a RunStore")
+    ap.add_argument("--store-size", type=int, default=0, metavar="CALLS",
+                    help="also measure the store size over CALLS verifications (0: skip)")
+    ap.add_argument("--n", type=int, default=4, help="samples per request of --store-size")
+    ap.add_argument("--answer-chars", type=int, default=10000,
+                    help="characters of each answer of --store-size (verifier format)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--capacity", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        asyncio.run(serve(args.port, args.latency, args.capacity))
+        asyncio.run(serve(args.port, args.latency, args.capacity, args.n, args.answer_chars))
         return
     print(f"transport={args.transport} latency={args.latency}s store={args.store} "
           f"cpus={os.cpu_count()} python={sys.version.split()[0]}")
@@ -276,7 +349,22 @@ def main() -> None:
             proc.terminate()
             proc.wait(10)
         print(f"{r['concurrency']:>6} {r['calls']:>7} {r['wall_s']:>8.2f} {r['throughput']:>9.1f} "
-              f"{r['ratio']:>14.3f} {r['cpu_ms_per_call']:>19.3f} {r['server_cpu']:>12.2f}", flush=True)
+              f"{r['ratio']:>14.3f} {r['cpu_ms_per_call']:>19.3f} {r['server_cpu']:>12.2f}"
+              + (f" {r['writes_per_commit']:>8.1f} writes/commit" if r["writes_per_commit"] else ""), flush=True)
+    if args.store_size:
+        proc, port = start_server(0.01, 64, args.n, args.answer_chars)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                r = asyncio.run(run_store_size(port, args.store_size, args.n, 64, tmp))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        text, size, k = r["text_bytes"], r["store_bytes"], r["samples"]
+        print(f"store size: {r['calls']} calls x n={args.n} = {k} samples of {args.answer_chars} chars; "
+              f"answer text {text} B, prompts {r['prompt_bytes']} B, run.sqlite {size} B = "
+              f"{size / text:.3f} x answer text; (size - text - prompts) / sample = "
+              f"{(size - text - r['prompt_bytes']) / k:.0f} B", flush=True)
+        print("  bytes by column: " + ", ".join(f"{c} {v or 0}" for c, v in r["columns"].items()), flush=True)
 
 
 if __name__ == "__main__":

@@ -73,8 +73,10 @@ class Record(BaseModel):
 
 
 class Usage(Record):
-    """Token accounting. ``cached_tokens`` is the part of ``prompt_tokens`` served from the
-    server's prefix cache; ``calls`` counts HTTP requests actually sent (not cache hits)."""
+    """Token accounting. ``prompt_tokens`` counts a request's prompt once, however many
+    samples (``n``) it asked for, as servers report it; ``cached_tokens`` is the part of
+    ``prompt_tokens`` served from the server's prefix cache; ``calls`` counts HTTP requests
+    actually sent (not cache hits). See docs/serving.md, "What proofsmith's accounting shows"."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -135,7 +135,7 @@ class ModelConfig(BaseModel):
         description="Longest time one attempt of a request may take, in seconds (an overall cap; "
         "long generations need it long). A dead server is found sooner: no connection within 10 s, "
         "a started answer silent for 120 s, or a server that answers nothing (not even GET /models) "
-        "after a request waited 60 s. Finite and > 0.",
+        "after a request waited 60 to 90 s. Finite and > 0.",
     )
     max_retries: int = Field(
         8, ge=0,

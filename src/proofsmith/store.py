@@ -10,12 +10,33 @@ Tables
              response JSON, reasoning JSON, usage JSON (+ token/cost columns), latency,
              attempt number, error (NULL when the call finished), started/finished times.
 ``samples``  (request_key, sample_index) -> completion JSON, unique; written in the same
-             transaction as the call that produced the sample.
+             transaction as the call that produced the sample. The one copy of each answer's
+             text (and of its separate reasoning).
 ``records``  (kind, id) -> JSON, upserted; ``kind`` is the record's type name ("Proof", ...).
+             In a version-2 store, a text field of an answer record (``raw``, ``analysis``,
+             ``proof``, ``self_evaluation``, ``reasoning``) that is a slice of its sample's
+             text is kept as a reference, ``"$text": {"key": request key, "i": sample index,
+             field: [start, end] | ["r", start, end]}`` (character offsets into the sample's
+             text, ``"r"``: into its reasoning), with the field itself null; reads resolve it
+             (:func:`resolve_record`), so readers see the record as it was put.
 ``meta``     key -> JSON value.
 
-The store is meant to be used from one thread (the asyncio thread of a run); every write is
-its own transaction, committed at once, so a ``kill -9`` loses only calls still in flight.
+The store is meant to be used from one thread (the asyncio thread of a run).
+
+Group commits. Inside a running event loop, writes go into one open transaction that is
+committed once per loop iteration (a *tick*: the first write schedules the commit with
+``loop.call_soon``), so the calls and records of one tick cost one commit. The connection sees
+its own uncommitted writes (read-your-writes); other connections see a tick's writes once it is
+committed. :meth:`RunStore.durable` waits for the commit: the client awaits it after each
+finished call, so an answer is committed before :meth:`LLMClient.complete` returns it, and
+anything a caller records about an answer is written after the answer. The committed state is
+always a prefix of the writes, so a ``kill -9`` loses only calls still in flight and the
+records of the last tick (rebuilt on resume from the committed samples, never paid again).
+Outside an event loop (scripts, the CLI's synchronous code) every write is committed at once.
+
+Versions: version 1 stores (written before text references) open and read as before, and
+keep being written without references (an older proofsmith can still read them); new stores
+are version 2 (an older proofsmith refuses them with a one-line version message).
 
 Errors are one-line :class:`StoreError` messages: a write that fails (full disk, read-only file
 system, ...) says ``cannot write run store <path>: no space left on device (<what>)``; the
@@ -26,12 +47,12 @@ that cannot be read back (invalid JSON, fields the records reject) says
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +64,20 @@ from .redact import redact_text, redact_url, redact_value
 
 from proofsmith.records import Completion, Record, Usage, content_id
 
-__all__ = ["RunStore", "StoreError", "STORE_FILENAME", "SCHEMA_VERSION"]
+__all__ = ["RunStore", "StoreError", "STORE_FILENAME", "SCHEMA_VERSION", "resolve_record"]
 
 STORE_FILENAME = "run.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the version of new stores
+READABLE_VERSIONS = (1, 2)  # 1: no text references in records, reasoning copied in calls
+REF_KEY = "$text"
+_REF_MARK = '"$text":'  # only a key can look like this in the JSON (a value's quotes are escaped)
+# the text fields of answer records that may be stored as a reference into their sample
+_REF_FIELDS = ("raw", "analysis", "proof", "self_evaluation", "reasoning")
+_REF_MIN_CHARS = 48  # shorter texts are stored as they are (a reference costs ~90 bytes)
+# the sample texts kept in memory for references (recent calls and cache reads): the records
+# of an answer are put right after the call that produced it
+_TEXTS_MAX_ENTRIES = 4096
+_TEXTS_MAX_CHARS = 32 << 20
 _MAGIC_KEY = "proofsmith_store_version"
 
 _SCHEMA = """
@@ -128,6 +159,42 @@ def reason_of(e: BaseException) -> str:
     return " ".join(f"{type(e).__name__}: {e}".split())
 
 
+def _sample_texts(db: sqlite3.Connection, key: str, idx: int) -> tuple[str, str | None] | None:
+    row = db.execute(
+        "SELECT completion FROM samples WHERE request_key=? AND sample_index=?", (key, idx)
+    ).fetchone()
+    if row is None:
+        return None
+    c = json.loads(row[0])
+    return c["text"], c.get("reasoning")
+
+
+def resolve_record(db: sqlite3.Connection, blob: str, what: str = "record",
+                   cache: dict | None = None) -> dict:
+    """The JSON of a records row as a dict, its text references (if any) replaced by the
+    sample texts they point at (``cache``: samples already read, for a batch of rows).
+    Raises ValueError (JSON) or LookupError (a reference to a missing sample)."""
+    doc = json.loads(blob)
+    if _REF_MARK not in blob or not isinstance(doc, dict) or not isinstance(doc.get(REF_KEY), dict):
+        return doc
+    ref = doc.pop(REF_KEY)
+    key, idx = ref.pop("key"), ref.pop("i")
+    texts = None if cache is None else cache.get((key, idx))
+    if texts is None:
+        texts = _sample_texts(db, key, idx)
+        if texts is None:
+            raise LookupError(f"its text is in sample {key[:16]}/{idx}, which is missing")
+        if cache is not None:
+            cache[(key, idx)] = texts
+    for name, span in ref.items():
+        src = texts[1] if span[0] == "r" else texts[0]
+        start, end = span[-2], span[-1]
+        if src is None or not (0 <= start <= end <= len(src)):
+            raise LookupError(f"its {name} points outside sample {key[:16]}/{idx}")
+        doc[name] = src[start:end]
+    return doc
+
+
 class RunStore:
     """SQLite (WAL) store of one run. See the module docstring for the tables."""
 
@@ -141,6 +208,17 @@ class RunStore:
             raise StoreError(f"cannot create run directory {self.run_dir}: {e.strerror or e}") from e
         self.path = self.run_dir / STORE_FILENAME
         existed = self.path.exists() and self.path.stat().st_size > 0
+        self.version = SCHEMA_VERSION
+        # group commits: the loop whose tick will commit the open transaction, the callers
+        # awaiting that commit, and the error of a failed tick (raised by the next call)
+        self._tick_loop: asyncio.AbstractEventLoop | None = None
+        self._tick_handle: asyncio.Handle | None = None
+        self._waiters: list[asyncio.Future] = []
+        self._failed: StoreError | None = None
+        self.stats = {"commits": 0, "writes": 0}
+        # (call id, sample index) -> (request key, text, reasoning) of recent samples
+        self._texts: dict[tuple[str, int], tuple[str, str, str | None]] = {}
+        self._texts_chars = 0
         try:
             touch_private_file(self.path)  # 0600; SQLite gives its -wal/-shm files the same mode
             self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
@@ -189,26 +267,105 @@ class RunStore:
         """The one-line error of a row that cannot be read back (``what``: kind/id)."""
         return StoreError(f"run store damaged: {self.run_dir}: {what}: {reason_of(e)}")
 
-    @contextlib.contextmanager
-    def _writing(self, what: str, transaction: bool = False) -> Iterator[sqlite3.Connection]:
-        """One write (in one IMMEDIATE transaction when ``transaction``): committed, or rolled
-        back and reported as one :class:`StoreError` line."""
+    def _write(self, what: str, ops: list[tuple[str, Any, bool]]) -> list[int]:
+        """Run ``ops`` ((sql, args, each)) as one write: in the open transaction of this tick
+        inside a running event loop (committed by the tick), else committed at once; returns
+        the rows changed by each statement (``each``: ``args`` is a list of rows, one statement
+        per row). A failed write rolls back the open transaction (and fails the callers
+        awaiting it) and raises one :class:`StoreError` line."""
+        self._raise_failed()
         db = self._db
         try:
-            if transaction:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if self._tick_loop is not None and self._tick_loop is not loop:
+            self.commit()  # a transaction left open by an event loop that is gone
+        try:
+            if not db.in_transaction:
                 db.execute("BEGIN IMMEDIATE")
-            yield db
-            if transaction:
+            changed = []
+            for sql, args, each in ops:
+                if each:
+                    changed.extend(db.execute(sql, row).rowcount for row in args)
+                else:
+                    changed.append(db.execute(sql, args).rowcount)
+            self.stats["writes"] += 1
+            if loop is None:
                 db.execute("COMMIT")
+                self.stats["commits"] += 1
+            elif self._tick_loop is None:
+                self._tick_loop = loop
+                self._tick_handle = loop.call_soon(self._tick)
         except BaseException as e:
-            # SQLite may already have rolled back on its own (e.g. SQLITE_FULL): only roll
-            # back a transaction that is still open, and never hide the cause.
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            if isinstance(e, sqlite3.Error):
-                raise self.write_error(e, what) from None
+            err = self._rollback(e, what)
+            if err is not None:
+                raise err from None
             raise
+        return changed
+
+    def _rollback(self, e: BaseException, what: str) -> StoreError | None:
+        """Roll back the open transaction after ``e``; fail the callers awaiting it. SQLite may
+        already have rolled back on its own (e.g. SQLITE_FULL): only roll back a transaction
+        that is still open, and never hide the cause."""
+        db = self._db
+        if db is not None and db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        self._tick_loop = None
+        err = self.write_error(e, what) if isinstance(e, sqlite3.Error) else None
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_exception(err or StoreError(f"cannot write run store {self.path}: {e!r} ({what})"))
+        return err
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            err, self._failed = self._failed, None
+            raise err
+
+    def _tick(self) -> None:
+        if self._db is None or self._tick_loop is None:
+            return
+        try:
+            self.commit()
+        except StoreError as e:  # nobody to raise to here: the waiters have it, and the next call
+            self._failed = e
+
+    def commit(self) -> None:
+        """Commit the open transaction now (if any) and wake the callers awaiting it."""
+        db = self._db
+        self._tick_loop = None
+        if db is not None and db.in_transaction:
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                err = self._rollback(e, "committing")
+                assert err is not None
+                raise err from None
+            self.stats["commits"] += 1
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def flush(self) -> None:
+        """Commit every write made so far (and raise the error of a failed tick, if any)."""
+        self.commit()
+        self._raise_failed()
+
+    async def durable(self) -> None:
+        """Return once every write made so far is committed (at the end of this tick)."""
+        if self._db is None or not self._db.in_transaction or self._tick_loop is None:
+            self._raise_failed()
+            return
+        if self._tick_loop is not asyncio.get_running_loop():  # left open by a loop that is gone
+            self.flush()
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        await fut
 
     def _load(self, what: str, fn: Any, blob: Any) -> Any:
         try:
@@ -235,11 +392,12 @@ class RunStore:
                     "use another --run-dir"
                 )
             version = json.loads(row[0])
-            if version != SCHEMA_VERSION:
+            if version not in READABLE_VERSIONS:
                 raise StoreError(
                     f"{self.path} has store schema version {version}, this proofsmith reads "
-                    f"version {SCHEMA_VERSION}"
+                    f"versions {', '.join(map(str, READABLE_VERSIONS))}"
                 )
+            self.version = version
             missing = _EXPECTED_TABLES - tables
             if missing:
                 raise StoreError(f"{self.path} is damaged: missing tables {sorted(missing)}")
@@ -283,7 +441,22 @@ class RunStore:
             c = self._load(f"sample {request_key}/{idx}", Completion.model_validate_json, blob)
             c.cached = True
             out[int(idx)] = c
+            self._remember(c.call_id, int(idx), request_key, c)
         return out
+
+    def _remember(self, call_id: str, idx: int, key: str, c: Completion) -> None:
+        """Keep a sample's texts at hand for the records put about it (bounded, oldest out)."""
+        if self.version < 2 or not call_id:
+            return
+        texts = self._texts
+        old = texts.pop((call_id, idx), None)
+        if old is not None:
+            self._texts_chars -= len(old[1]) + len(old[2] or "")
+        texts[(call_id, idx)] = (key, c.text, c.reasoning)
+        self._texts_chars += len(c.text) + len(c.reasoning or "")
+        while len(texts) > _TEXTS_MAX_ENTRIES or self._texts_chars > _TEXTS_MAX_CHARS:
+            _, t, r = texts.pop(next(iter(texts)))
+            self._texts_chars -= len(t) + len(r or "")
 
     def record_call(
         self,
@@ -300,8 +473,11 @@ class RunStore:
         latency_s: float,
         attempt: int,
         error: str | None,
+        request_json: str | None = None,
     ) -> None:
-        """Write one HTTP attempt and its finished samples in one committed transaction.
+        """Write one HTTP attempt and its finished samples in one transaction (committed at
+        once, or by this tick inside an event loop: see :meth:`durable`). ``request_json``:
+        ``request`` already encoded as JSON (the body sent), to save encoding it again.
 
         A failed attempt (``error`` set) must carry no completions: failed attempts never
         count as finished samples. A sample index that is already stored is kept as it was.
@@ -310,43 +486,47 @@ class RunStore:
             raise ValueError("a failed call cannot carry completions")
         now = time.time()
         reasoning = [c.reasoning for c in completions]
-        with self._writing(f"call {call_id}", transaction=True) as db:
-            db.execute(
-                "INSERT INTO calls (id, request_key, role, endpoint, model, request, response,"
-                " reasoning, usage, prompt_tokens, completion_tokens, cached_tokens, cost,"
-                " n_completions, latency_s, attempt, error, started_at, finished_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    call_id,
-                    request_key,
-                    role,
-                    redact_url(endpoint),
-                    model,
-                    _dumps(request),
-                    None if response is None else _dumps(response),
-                    _dumps(reasoning) if any(r is not None for r in reasoning) else None,
-                    usage.model_dump_json(),
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                    usage.cached_tokens,
-                    usage.cost,
-                    len(completions),
-                    float(latency_s),
-                    int(attempt),
-                    None if error is None else redact_text(error),
-                    now - float(latency_s),
-                    now,
-                ),
-            )
-            if completions:
-                db.executemany(
-                    "INSERT OR IGNORE INTO samples (request_key, sample_index, call_id,"
-                    " completion, created_at) VALUES (?,?,?,?,?)",
-                    [
-                        (request_key, c.sample_index, call_id, c.model_dump_json(), now)
-                        for c in completions
-                    ],
-                )
+        # version 2 keeps the reasoning once, in the samples (calls() reads it from there)
+        keep_reasoning = self.version < 2 and any(r is not None for r in reasoning)
+        ops: list[tuple[str, Any, bool]] = [(
+            "INSERT INTO calls (id, request_key, role, endpoint, model, request, response,"
+            " reasoning, usage, prompt_tokens, completion_tokens, cached_tokens, cost,"
+            " n_completions, latency_s, attempt, error, started_at, finished_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                call_id,
+                request_key,
+                role,
+                redact_url(endpoint),
+                model,
+                _dumps(request) if request_json is None else request_json,
+                None if response is None else _dumps(response),
+                _dumps(reasoning) if keep_reasoning else None,
+                usage.model_dump_json(),
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+                usage.cost,
+                len(completions),
+                float(latency_s),
+                int(attempt),
+                None if error is None else redact_text(error),
+                now - float(latency_s),
+                now,
+            ),
+            False,
+        )]
+        if completions:
+            ops.append((
+                "INSERT OR IGNORE INTO samples (request_key, sample_index, call_id,"
+                " completion, created_at) VALUES (?,?,?,?,?)",
+                [(request_key, c.sample_index, call_id, c.model_dump_json(), now) for c in completions],
+                True,
+            ))
+        changed = self._write(f"call {call_id}", ops)
+        for c, inserted in zip(completions, changed[1:]):
+            if inserted:  # (a sample index already stored keeps its text: records must not point at it)
+                self._remember(call_id, c.sample_index, request_key, c)
 
     def calls(self, request_key: str | None = None) -> list[dict]:
         """Rows of the calls table (oldest first), optionally for one request key."""
@@ -365,6 +545,9 @@ class RunStore:
 
             def load(blob: str | None, cid: str = cid) -> Any:
                 return None if blob is None else self._load(f"call {cid}", json.loads, blob)
+
+            if reas is None and err is None and self.version >= 2:
+                reas = self._call_reasoning(key, cid)
 
             out.append(
                 {
@@ -385,6 +568,17 @@ class RunStore:
                 }
             )
         return out
+
+    def _call_reasoning(self, key: str, call_id: str) -> str | None:
+        """The reasoning of a call's samples as calls() gives it (JSON list, in sample order;
+        None when none has reasoning), read from the samples table."""
+        reasoning = [
+            self._load(f"sample {key}/{idx}", json.loads, blob).get("reasoning")
+            for idx, blob in self._db.execute(
+                "SELECT sample_index, completion FROM samples WHERE request_key=? AND call_id=?"
+                " ORDER BY sample_index", (key, call_id))
+        ]
+        return _dumps(reasoning) if any(r is not None for r in reasoning) else None
 
     def count_samples(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
@@ -407,23 +601,57 @@ class RunStore:
         kind = type(record).__name__
         rid = id if id is not None else self._record_id(record)
         now = time.time()
-        with self._writing(f"record {kind}/{rid}") as db:
-            db.execute(
-                "INSERT INTO records (kind, id, json, created_at, updated_at) VALUES (?,?,?,?,?)"
-                " ON CONFLICT(kind, id) DO UPDATE SET json=excluded.json, updated_at=excluded.updated_at",
-                (kind, rid, record.model_dump_json(), now, now),
-            )
+        self._write(f"record {kind}/{rid}", [(
+            "INSERT INTO records (kind, id, json, created_at, updated_at) VALUES (?,?,?,?,?)"
+            " ON CONFLICT(kind, id) DO UPDATE SET json=excluded.json, updated_at=excluded.updated_at",
+            (kind, rid, self._encode(record), now, now),
+            False,
+        )])
+
+    def _encode(self, record: BaseModel) -> str:
+        """A record's JSON; in a version-2 store, its long text fields that are slices of its
+        sample's text (or reasoning) are references into it (see the module docstring)."""
+        call_id = getattr(record, "call_id", None)
+        src = self._texts.get((call_id, getattr(record, "sample_index", 0))) if call_id else None
+        if src is None:
+            return record.model_dump_json()
+        key, text, reasoning = src
+        doc = record.model_dump(mode="json")
+        ref: dict[str, Any] = {}
+        for name in _REF_FIELDS:
+            value = doc.get(name)
+            if not isinstance(value, str) or len(value) < _REF_MIN_CHARS:
+                continue
+            i = text.find(value)
+            if i >= 0:
+                ref[name] = [i, i + len(value)]
+            elif reasoning and (i := reasoning.find(value)) >= 0:
+                ref[name] = ["r", i, i + len(value)]
+            else:
+                continue
+            doc[name] = None
+        if not ref:
+            return record.model_dump_json()
+        doc[REF_KEY] = {"key": key, "i": getattr(record, "sample_index", 0), **ref}
+        return _dumps(doc)
+
+    def _decode(self, what: str, blob: str, cache: dict | None = None) -> dict:
+        try:
+            return resolve_record(self._db, blob, what, cache)
+        except (ValueError, TypeError, LookupError, KeyError) as e:
+            raise self.damaged(what, e) from None
 
     def get(self, kind: str, id: str) -> dict | None:
         row = self._db.execute(
             "SELECT json FROM records WHERE kind=? AND id=?", (kind, id)
         ).fetchone()
-        return None if row is None else self._load(f"record {kind}/{id}", json.loads, row[0])
+        return None if row is None else self._decode(f"record {kind}/{id}", row[0])
 
     def records(self, kind: str) -> list[dict]:
         """All records of one kind, in first-insertion order."""
+        cache: dict = {}
         return [
-            self._load(f"record {kind}/{rid}", json.loads, blob)
+            self._decode(f"record {kind}/{rid}", blob, cache)
             for rid, blob in self._db.execute(
                 "SELECT id, json FROM records WHERE kind=? ORDER BY rowid", (kind,)
             )
@@ -432,22 +660,27 @@ class RunStore:
     def load_records(self, kind: str, model: type[BaseModel]) -> list[Any]:
         """All records of one kind validated as ``model``; a row the model rejects is one
         ``run store damaged`` line."""
-        return [
-            self._load(f"record {kind}/{rid}", model.model_validate_json, blob)
-            for rid, blob in self._db.execute(
-                "SELECT id, json FROM records WHERE kind=? ORDER BY rowid", (kind,)
-            )
-        ]
+        cache: dict = {}
+        out = []
+        for rid, blob in self._db.execute(
+            "SELECT id, json FROM records WHERE kind=? ORDER BY rowid", (kind,)
+        ):
+            what = f"record {kind}/{rid}"
+            if _REF_MARK in blob:
+                out.append(self._load(what, model.model_validate, self._decode(what, blob, cache)))
+            else:
+                out.append(self._load(what, model.model_validate_json, blob))
+        return out
 
     # -- meta ---------------------------------------------------------------------------------
 
     def set_meta(self, key: str, value: Any) -> None:
-        with self._writing(f"meta {key}") as db:
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (key, _dumps(redact_value(value))),  # a URL value is kept without credentials
-            )
+        self._write(f"meta {key}", [(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, _dumps(redact_value(value))),  # a URL value is kept without credentials
+            False,
+        )])
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -502,12 +735,16 @@ class RunStore:
     # -- lifetime ------------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Commit what is pending, then close (a failed commit or tick is raised, after closing)."""
         db = getattr(self, "_db", None)
         if db is not None:
             try:
-                db.close()
+                self.flush()
             finally:
-                self._db = None  # type: ignore[assignment]
+                try:
+                    db.close()
+                finally:
+                    self._db = None  # type: ignore[assignment]
 
     def __enter__(self) -> "RunStore":
         return self

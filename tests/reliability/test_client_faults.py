@@ -199,6 +199,27 @@ async def test_long_generation_of_a_live_server_is_not_cut(fault_server):
     assert fault_server.model_requests >= 2  # it was probed while generating
 
 
+async def test_cancelling_a_watched_request_is_a_cancellation_and_leaves_nothing_behind(fault_server):
+    """The liveness watch runs in the request's own task: cancelling the caller while the
+    endpoint is being probed is a plain cancellation (not a 'dead' error), and after a watched
+    request the task carries no cancellation and no probe is left running."""
+    fault_server.script(Fault.slow_first_byte(5.0, "too late"), Fault.slow_first_byte(0.5, "in time"))
+    async with client(fault_server, timeout=60, probe_after=0.1, probe_timeout=0.5) as c:
+        t = asyncio.ensure_future(c.complete(MSG))
+        await asyncio.sleep(0.35)  # probes have run
+        assert fault_server.model_requests >= 1
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        out = await c.complete([{"role": "user", "content": "another"}])
+        assert out[0].text == "in time"
+        assert asyncio.current_task().cancelling() == 0
+        await asyncio.sleep(0.3)  # a leftover timer would start probes now
+        probes = fault_server.model_requests
+        await asyncio.sleep(0.3)
+        assert fault_server.model_requests == probes
+
+
 async def test_hanging_chat_endpoint_hits_the_total_timeout(fault_server):
     """/models answers but the completion never comes: the total timeout ends the attempt."""
     fault_server.script(Fault.hang(), "second try")

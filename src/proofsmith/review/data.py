@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..pipelines import majority_rejects
-from ..store import STORE_FILENAME, RunStore, StoreError
+from ..store import STORE_FILENAME, RunStore, StoreError, resolve_record
 
 __all__ = ["Run", "RunData", "ReviewError", "load_run", "signature", "FLAGS", "problem_rows"]
 
@@ -64,7 +64,10 @@ class Run:
 
 
 def _records(db: sqlite3.Connection, kind: str) -> list[dict]:
-    return [json.loads(r[0]) for r in db.execute("SELECT json FROM records WHERE kind=? ORDER BY rowid", (kind,))]
+    """The records of one kind as put (text references resolved from the samples)."""
+    cache: dict = {}
+    return [resolve_record(db, r[0], cache=cache)
+            for r in db.execute("SELECT json FROM records WHERE kind=? ORDER BY rowid", (kind,))]
 
 
 def _meta_prefix(db: sqlite3.Connection, prefix: str) -> dict[str, Any]:

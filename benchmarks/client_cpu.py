@@ -1,0 +1,95 @@
+"""Client CPU per call without sockets: LLMClient (+ RunStore) against an in-process fake
+transport, next to the same loop calling the fake transport directly ("bare").
+
+The socket-level benchmark (``client_overhead.py``) measures throughput, which on a shared,
+loaded machine mostly measures the machine; this one measures only the CPU the client and the
+store add per call (``time.process_time()`` over ``--calls`` calls by ``--concurrency``
+workers, distinct prompts so the store never answers from cache). Run the modes alternately
+several times and compare medians::
+
+    python benchmarks/client_cpu.py bare|client|store
+    PROOFSMITH_SRC=/path/to/other/src python benchmarks/client_cpu.py store   # another checkout
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.environ.get("PROOFSMITH_SRC") or str(Path(__file__).resolve().parents[1] / "src"))
+
+from proofsmith.llm.client import Endpoint, LLMClient  # noqa: E402
+from proofsmith.store import RunStore  # noqa: E402
+
+BODY = json.dumps({
+    "id": "x", "object": "chat.completion", "created": 0, "model": "bench",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "A short answer of a few words."},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19,
+              "prompt_tokens_details": {"cached_tokens": 4}},
+}).encode()
+
+
+class FakeTransport:
+    """Answers every post at the next loop iteration; probes say alive."""
+
+    def __init__(self, timeout: float, limit: int):
+        pass
+
+    async def post(self, url: str, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
+        await asyncio.sleep(0)
+        return 200, {}, BODY
+
+    async def probe(self, url: str, headers: dict, timeout: float) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def run(mode: str, store_dir: str, calls: int, conc: int) -> float:
+    store = RunStore(store_dir) if mode == "store" else None
+    ep = Endpoint(base_url="http://127.0.0.1:9/v1", model="bench", max_concurrency=conc)
+    async with LLMClient(ep, store=store, transport=FakeTransport, max_retries=0) as client:
+        todo = iter(range(calls))
+        fake = FakeTransport(1, 1)
+
+        async def worker() -> None:
+            for i in todo:
+                msgs = [{"role": "user", "content": f"Prove that {i} + 0 = {i}."}]
+                if mode == "bare":
+                    body = json.dumps({"model": "bench", "messages": msgs, "max_tokens": 64}).encode()
+                    _, _, data = await fake.post("u", {}, body)
+                    assert json.loads(data)["choices"][0]["message"]["content"]
+                else:
+                    out = await client.complete(msgs, max_tokens=64)
+                    assert out[0].text
+
+        t0 = time.process_time()
+        await asyncio.gather(*(worker() for _ in range(conc)))
+        cpu = time.process_time() - t0
+    if store is not None:
+        store.close()
+    return 1e6 * cpu / calls
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=["bare", "client", "store"],
+                    help="bare: the fake transport alone; client: LLMClient; store: LLMClient + RunStore")
+    ap.add_argument("--calls", type=int, default=6000, help="calls to make")
+    ap.add_argument("--concurrency", type=int, default=256, help="workers (and max_concurrency)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        us = asyncio.run(run(args.mode, tmp, args.calls, args.concurrency))
+    print(f"{args.mode} src={os.environ.get('PROOFSMITH_SRC') or 'this checkout'} {us:.0f} us CPU/call")
+
+
+if __name__ == "__main__":
+    main()
