@@ -102,7 +102,7 @@ async def test_eval_run_report_shows_rank_by(make_server, tmp_path):
     async with pipeline_server.client_for(srv, tmp_path / "run") as client:
         ev = await run_eval(SimpleNamespace(client=client, store=client.store),
                             [Problem(id="alpha", statement=STATEMENT)], dataset="scripted", pipeline="search",
-                            k=1, reference=False, templates=TEMPLATES, search_preset="small", rank_by="filtered",
+                            verifications=1, reference=False, templates=TEMPLATES, search_preset="small", rank_by="filtered",
                             meta_verify=True)
     doc = load_report_input(tmp_path / "run")
     assert doc["summary"]["rank_by"] == "filtered"
