@@ -2,7 +2,8 @@
 
 Prints, per step, the mean format reward (1 - format-failure rate), the mean total reward
 (R_format · R_score), TRL's ``frac_reward_zero_std`` (groups whose completions all got the same
-reward: they give GRPO no signal) and the step time; ends with a JSON summary. Uses the real
+reward: they give GRPO no signal), the share of completions cut at the token limit, their mean
+length and the step time; ends with a JSON summary. Uses the real
 reward and the package's templates, or another template directory (``--templates``).
 
     # the shipped format config (examples/train/verifier-format-cpu.yaml)
@@ -59,12 +60,14 @@ def main() -> None:
 
 
 def curve(metrics_csv: Path) -> list[dict]:
-    """One row per logged step: format, reward, zero-std fraction, step time."""
+    """One row per logged step: format, reward, zero-std fraction, share of completions cut at
+    the token limit, mean completion length (tokens), step time."""
     from proofsmith.train.grpo import read_metrics
 
     m = read_metrics(metrics_csv)
     cols = {"format": f"{NAME}/format", "reward": f"rewards/{NAME}/mean",
-            "zero_std": "frac_reward_zero_std", "step_s": "step_time"}
+            "zero_std": "frac_reward_zero_std", "clipped": "completions/clipped_ratio",
+            "mean_len": "completions/mean_length", "step_s": "step_time"}
     series = {k: dict(m.get(v, [])) for k, v in cols.items()}
     return [{"step": s, **{k: series[k].get(s) for k in cols}} for s in sorted(series["reward"])]
 
@@ -75,10 +78,10 @@ def report(metrics_csv: Path, plot: str | None) -> list[dict]:
     def f(x, spec):
         return format(x, spec) if x is not None else "-"
 
-    print(f"{'step':>4} {'format':>7} {'reward':>7} {'zero_std':>8} {'step_s':>7}")
+    print(f"{'step':>4} {'format':>7} {'reward':>7} {'zero_std':>8} {'clipped':>7} {'mean_len':>8} {'step_s':>7}")
     for r in rows:
-        print(f"{r['step']:>4} {f(r['format'], '7.3f')} {f(r['reward'], '7.3f')} "
-              f"{f(r['zero_std'], '8.2f')} {f(r['step_s'], '7.1f')}")
+        print(f"{r['step']:>4} {f(r['format'], '7.3f')} {f(r['reward'], '7.3f')} {f(r['zero_std'], '8.2f')} "
+              f"{f(r['clipped'], '7.3f')} {f(r['mean_len'], '8.1f')} {f(r['step_s'], '7.1f')}")
     if plot:
         write_plot(rows, Path(plot))
     return rows
@@ -92,9 +95,10 @@ def write_plot(rows: list[dict], path: Path) -> None:
 
     steps = [r["step"] for r in rows]
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
-    for key, label in (("format", "mean format reward"), ("reward", "mean reward (format x score)"),
-                       ("zero_std", "groups with zero reward std")):
-        ax.plot(steps, [r[key] for r in rows], marker="o", label=label)
+    for key, label, marker, size in (("format", "mean format reward", "s", 10),
+                                     ("reward", "mean reward (format x score)", "o", 5),
+                                     ("zero_std", "groups with zero reward std", "^", 6)):
+        ax.plot(steps, [r[key] for r in rows], marker=marker, markersize=size, label=label)
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel("per step")
     ax.legend(loc="center right", fontsize=8)
