@@ -606,6 +606,7 @@ def test_loop_seeded_label_step_reaches_rft_and_next_round(tmp_path):
 @pytest.mark.train
 @pytest.mark.slow
 @pytest.mark.embedded
+@pytest.mark.timeout(900)  # the loop subprocess's own limit; the suite's 300 s is too short on a loaded 2-core machine
 def test_cli_train_loop_example_config_two_rounds(tmp_path):
     """``proofsmith train loop`` runs the shipped small config (embedded weights and judge, two
     rounds) to the end; with --json, stdout is the summary alone (trainer logs go to stderr)."""
