@@ -272,7 +272,8 @@ def test_example_configs_load():
         elif f.stem.startswith("rft"):
             assert load_rft_config(f).sources
         else:
-            role = f.stem.split("-cpu")[0]  # named after the command: meta-verifier-cpu.yaml
+            # named after the command: meta-verifier-cpu.yaml, verifier-format-cpu.yaml
+            role = next(r for r in ("meta-verifier", "verifier", "generator") if f.stem.startswith(r))
             assert load_train_config(f, role=role).role == role.replace("-", "_")
     # the shipped seed proofs read against the example problems (label.seed_proofs)
     from proofsmith.train.loop import _label_problems, _seed_proofs
@@ -281,6 +282,29 @@ def test_example_configs_load():
                                            "seed_proofs": str(ROOT / "examples/train/seed_proofs.jsonl")}})
     seeds = _seed_proofs(cfg, _label_problems(cfg))
     assert [s.problem.id for s in seeds] == ["even-sum", "odd-square", "odd-square"]
+
+
+def test_verifier_format_example_config():
+    """The shipped CPU config whose format reward rises (benchmarks/README.md): it loads, its
+    template directory is ours and complete, and its verifier prompt states both phrases."""
+    from proofsmith.parse import VERIFIER_FINAL, VERIFIER_START
+    from proofsmith.prompts import Templates
+    from proofsmith.train.grpo import prepare_dataset
+
+    cfg = load_train_config(ROOT / "examples/train/verifier-format-cpu.yaml", role="verifier")
+    assert Path(cfg.data.templates) == ROOT / "examples/train/templates-format"
+    g = cfg.grpo
+    assert (g.num_generations, g.per_device_train_batch_size, g.max_completion_length, g.kl_beta) == (8, 8, 96, 0.0)
+    cfg.check()
+    t = Templates.load(cfg.data.templates)
+    text = t.render("verify", problem="P?", proof="Q.")
+    assert VERIFIER_START in text and VERIFIER_FINAL in text and "P?" in text and "Q." in text
+    assert len(text) < len(Templates.load().render("verify", problem="P?", proof="Q.")) / 2
+    ds = prepare_dataset(cfg, t)
+    assert set(ds["role"]) == {"verifier"} and len(ds) >= 6
+    for row in ds:
+        content = row["prompt"][0]["content"]
+        assert VERIFIER_START in content and row["problem"] in content and row["proof"] in content
 
 
 def test_from_dict_nested_defaults():
@@ -584,6 +608,7 @@ def test_loop_seeded_label_step_reaches_rft_and_next_round(tmp_path):
 @pytest.mark.train
 @pytest.mark.slow
 @pytest.mark.embedded
+@pytest.mark.timeout(900)  # the loop subprocess's own limit; the suite's 300 s is too short on a loaded 2-core machine
 def test_cli_train_loop_example_config_two_rounds(tmp_path):
     """``proofsmith train loop`` runs the shipped small config (embedded weights and judge, two
     rounds) to the end; with --json, stdout is the summary alone (trainer logs go to stderr)."""
