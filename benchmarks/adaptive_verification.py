@@ -323,10 +323,45 @@ async def label_benchmark(n_proofs: int, policy: VerificationPolicy) -> dict[str
                        for k in sorted(set(f["labels"].values()), key=str)}}
 
 
+def summarize(rows: list[dict], setting: dict, cpu: float, replay: bool) -> dict:
+    """The summary line over per-problem rows (also for rows merged from several runs)."""
+    n = len(rows)
+    sf, sa = sum(r["fixed_samples"] for r in rows), sum(r["adaptive_samples"] for r in rows)
+    summary = {
+        **setting, "problems": n,
+        "fixed_samples": sf, "adaptive_samples": sa, "ratio": round(sf / sa, 2),
+        "same_all": sum(all(r["same"].values()) for r in rows) / n,
+        "same_refined": sum(r["same"]["refined"] for r in rows) / n,
+        "same_passed": sum(r["same"]["passed"] for r in rows) / n,
+        "same_selected": sum(r["same"]["selected"] for r in rows) / n,
+        "cpu_s": round(cpu, 1),
+    }
+    for d in MIXES:
+        sub = [r for r in rows if r["difficulty"] == d]
+        if sub:
+            summary[f"ratio_{d}"] = round(sum(r["fixed_samples"] for r in sub) / sum(r["adaptive_samples"] for r in sub), 2)
+    rs = sum(r["self_agreement"]["rank_stages"] for r in rows)
+    if rs:
+        summary["rank_stages"] = rs
+        summary["fixed_vs_fixed_rank"] = round(sum(r["self_agreement"]["fixed_vs_fixed"] for r in rows) / rs, 3)
+        summary["fixed_vs_truth_rank"] = round(sum(r["self_agreement"]["fixed_vs_truth"] for r in rows) / rs, 3)
+    if replay:
+        rf = sum(r["replay_fixed_samples"] for r in rows)
+        for k in ("a", "a+c", "a+b+c"):
+            s = sum(r["replay"][k]["samples"] for r in rows)
+            summary[f"replay_{k}_ratio"] = round(rf / s, 2)
+        summary["replay_same"] = sum(r["replay"]["a+b+c"]["same"] for r in rows) / n
+    return summary
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="small", help="search preset (small, paper, release)")
     ap.add_argument("--problems", type=int, default=30)
+    ap.add_argument("--first", type=int, default=0,
+                    help="index of the first simulated problem (split a long run over processes)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="instead: summarize the rows of these --json files together")
     ap.add_argument("--delta", type=float, default=0.01)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--epsilon", type=float, default=0.0)
@@ -340,6 +375,15 @@ async def main() -> None:
         pol = VerificationPolicy(kind="adaptive", delta=args.delta, batch=args.batch)
         print("LABEL " + json.dumps(await label_benchmark(args.label, pol)), flush=True)
         return
+    if args.merge:
+        data = [json.loads(Path(f).read_text()) for f in args.merge]
+        rows = [r for d in data for r in d["rows"]]
+        setting = {k: data[0]["summary"][k] for k in ("preset", "override", "delta", "batch", "epsilon")}
+        summary = summarize(rows, setting, sum(d["summary"]["cpu_s"] for d in data), "replay" in rows[0])
+        print("SUMMARY " + json.dumps(summary), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+        return
     over = {}
     for kv in filter(None, args.override.split(",")):
         k, v = kv.split("=")
@@ -351,7 +395,7 @@ async def main() -> None:
     t0 = time.process_time()
     diffs = list(MIXES)
     try:
-        for i in range(args.problems):
+        for i in range(args.first, args.first + args.problems):
             diff = diffs[i % 3]
             prob = Problem(id=f"sim{i:04d}", statement=f"Simulated problem {i} ({diff}).")
             fixed, nf = await run_one(prob, diff, cfg, VerificationPolicy(), work)
@@ -373,32 +417,8 @@ async def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     cpu = time.process_time() - t0
-    n = len(rows)
-    sf, sa = sum(r["fixed_samples"] for r in rows), sum(r["adaptive_samples"] for r in rows)
-    summary = {
-        "preset": args.preset, "override": over, "problems": n, "delta": args.delta, "batch": args.batch, "epsilon": args.epsilon,
-        "fixed_samples": sf, "adaptive_samples": sa, "ratio": round(sf / sa, 2),
-        "same_all": sum(all(r["same"].values()) for r in rows) / n,
-        "same_refined": sum(r["same"]["refined"] for r in rows) / n,
-        "same_passed": sum(r["same"]["passed"] for r in rows) / n,
-        "same_selected": sum(r["same"]["selected"] for r in rows) / n,
-        "cpu_s": round(cpu, 1),
-    }
-    for d in diffs:
-        sub = [r for r in rows if r["difficulty"] == d]
-        if sub:
-            summary[f"ratio_{d}"] = round(sum(r["fixed_samples"] for r in sub) / sum(r["adaptive_samples"] for r in sub), 2)
-    rs = sum(r["self_agreement"]["rank_stages"] for r in rows)
-    if rs:
-        summary["rank_stages"] = rs
-        summary["fixed_vs_fixed_rank"] = round(sum(r["self_agreement"]["fixed_vs_fixed"] for r in rows) / rs, 3)
-        summary["fixed_vs_truth_rank"] = round(sum(r["self_agreement"]["fixed_vs_truth"] for r in rows) / rs, 3)
-    if args.replay:
-        rf = sum(r["replay_fixed_samples"] for r in rows)
-        for k in ("a", "a+c", "a+b+c"):
-            s = sum(r["replay"][k]["samples"] for r in rows)
-            summary[f"replay_{k}_ratio"] = round(rf / s, 2)
-        summary["replay_same"] = sum(r["replay"]["a+b+c"]["same"] for r in rows) / n
+    summary = summarize(rows, {"preset": args.preset, "override": over, "delta": args.delta,
+                               "batch": args.batch, "epsilon": args.epsilon}, cpu, args.replay)
     print("SUMMARY " + json.dumps(summary), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
