@@ -13,7 +13,8 @@ that send requests back to back against a server of capacity C; after a warm-up 
 
 Usage::
 
-    python benchmarks/client_overhead.py                       # aiohttp, C = 1, 64, 1024
+    python benchmarks/client_overhead.py                       # http1 (the default), C = 1, 64, 1024
+    python benchmarks/client_overhead.py --transport aiohttp   # LLMClient on aiohttp's ClientSession
     python benchmarks/client_overhead.py --transport httpx
     python benchmarks/client_overhead.py --transport bare-aiohttp   # reference: aiohttp alone
     python benchmarks/client_overhead.py --store               # also write every call to a RunStore
@@ -76,7 +77,7 @@ class HttpxTransport:
         await self._client.aclose()
 
 
-TRANSPORTS = {"aiohttp": "aiohttp", "httpx": HttpxTransport, "bare-aiohttp": "aiohttp"}
+TRANSPORTS = {"aiohttp": "aiohttp", "http1": "http1", "httpx": HttpxTransport, "bare-aiohttp": "aiohttp"}
 
 
 # -- the loopback server (run as a separate process: client_overhead.py --serve) ---------------
@@ -319,8 +320,9 @@ def main() -> None:
                     help="concurrency levels to measure (none: only --store-size)")
     ap.add_argument("--window", type=float, default=5.0, help="measured seconds per level")
     ap.add_argument("--latency", type=float, default=0.5)
-    ap.add_argument("--transport", choices=["aiohttp", "httpx", "bare-aiohttp"], default="aiohttp",
-                    help="bare-aiohttp: aiohttp alone without LLMClient (reference)")
+    ap.add_argument("--transport", choices=["http1", "aiohttp", "httpx", "bare-aiohttp"], default="http1",
+                    help="LLMClient's transport (http1: the default), or bare-aiohttp: aiohttp alone "
+                         "without LLMClient (reference)")
     ap.add_argument("--store", action="store_true", help="record every call in a RunStore")
     ap.add_argument("--store-size", type=int, default=0, metavar="CALLS",
                     help="also measure the store size over CALLS verifications (0: skip)")

@@ -298,3 +298,47 @@ def test_limits_larger_than_the_context_are_refused_at_once(files):
     p = cli("prove", str(files["problem"]), "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
             "--context-length", "4096", "--max-output-tokens", "1000,generator=8000", cwd=files["dir"])
     one_line_error(p, "max_output_tokens of generate (8000)", "context length 4096")
+
+
+# -- the request key with the messages encoded once (the client's fast path) -------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from proofsmith.llm.config import SamplingParams as _SP, encode_messages, request_key  # noqa: E402
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(), kids, max_size=3),
+                     max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=st.lists(st.dictionaries(st.text(), _json, max_size=4).map(lambda d: {"role": "user", **d}),
+                         min_size=1, max_size=3),
+       model=st.text(), temperature=st.floats(0, 2), top_p=st.floats(0.01, 1),
+       max_tokens=st.none() | st.integers(1, 10**6), extra=st.dictionaries(st.text(), _json, max_size=3))
+def test_request_key_is_the_same_with_the_messages_encoded_once(messages, model, temperature, top_p, max_tokens,
+                                                                extra):
+    params = _SP(temperature=temperature, top_p=top_p, max_tokens=max_tokens, extra=extra)
+    encoded = encode_messages(messages)
+    assert encoded is not None
+    assert request_key(model, messages, params, encoded) == request_key(model, messages, params)
+
+
+def test_messages_that_are_not_plain_json_keep_the_old_encoding():
+    messages = [{"role": "user", "content": object()}]
+    assert encode_messages(messages) is None
+    assert len(request_key("m", messages, _SP())) == 64  # the key encoder's str() fallback, as before
+
+
+def test_transport_from_the_models_file_reaches_the_client(tmp_path):
+    from proofsmith.models_file import resolve_config
+    from proofsmith.session import ModelConfig, open_client
+
+    path = tmp_path / "proofsmith.toml"
+    path.write_text('[models.x]\nbase_urls = ["http://127.0.0.1:9/v1"]\ntransport = "aiohttp"\n')
+    cfg = resolve_config("x", config_file=path)
+    assert cfg.transport == "aiohttp" and open_client(cfg).transport_name == "aiohttp"
+    assert open_client(ModelConfig(model="m", base_urls=["http://127.0.0.1:9/v1"])).transport_name == "http1"
+    path.write_text('[models.x]\nbase_urls = ["http://127.0.0.1:9/v1"]\ntransport = "curl"\n')
+    with pytest.raises(Exception, match="transport"):
+        resolve_config("x", config_file=path)

@@ -87,7 +87,7 @@ async def test_label_every_branch_with_calls(server, tmp_path):
     assert len(by["META"]) == 11 and all(r.n == 3 for r in by["META"])
     reasons = {it.id: it.label.reason for it in res.items}
     assert "no parseable analysis" in reasons["garbled"]
-    assert "only 1 of 1" in reasons["lonely"] and "k=2" in reasons["lonely"]
+    assert "only 1 of 1" in reasons["lonely"] and "2 confirmations needed" in reasons["lonely"]
     assert "undecided" in reasons["undecided"]
     assert "rejected" in reasons["invented"]
     flawed = next(it for it in res.items if it.id == "flawed")

@@ -375,3 +375,17 @@ def test_kill_9_during_a_burst_resumes_without_paying_twice_or_half_written_rows
         assert store.count_samples() == 2 * total
         assert store.summary()["finished_calls"] == total
         assert len(store.load_records("Verification", Verification)) == 2 * total
+
+
+async def test_closing_the_client_commits_the_last_tick(scripted_server, tmp_path):
+    # a record put right before the client closes is visible to another connection at once
+    store = RunStore(tmp_path)
+    async with LLMClient(Endpoint(base_url=scripted_server.base_url, model="m"), store=store) as c:
+        await c.complete([{"role": "user", "content": "hi"}])
+        store.set_meta("last", 1)
+    con = sqlite3.connect(str(tmp_path / "run.sqlite"))
+    try:
+        assert con.execute("SELECT value FROM meta WHERE key='last'").fetchone() == ("1",)
+    finally:
+        con.close()
+    store.close()

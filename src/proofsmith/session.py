@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -145,6 +145,13 @@ class ModelConfig(BaseModel):
         "and a failing server is avoided for a while.",
     )
 
+    transport: Literal["http1", "aiohttp"] = Field(
+        "http1",
+        description="HTTP client of the requests: http1 (proofsmith's lean HTTP/1.1 client, the "
+        "least CPU per request) or aiohttp (aiohttp's ClientSession). Same timeouts and failure "
+        "handling; set it in the models file (--config) or the Python API.",
+    )
+
     @field_validator("roles", mode="before")
     @classmethod
     def _canonical_roles(cls, v: Any) -> Any:
@@ -226,6 +233,7 @@ def open_client(
         timeout=cfg.timeout,
         max_retries=cfg.max_retries,
         on_event=on_event,
+        transport=cfg.transport,
     )
 
 

@@ -32,11 +32,23 @@ def msg(i) -> list[dict]:
     return [{"role": "user", "content": f"problem {i}"}]
 
 
+_TRANSPORT = {"name": "http1"}
+
+
+@pytest.fixture(autouse=True, params=["http1", "aiohttp"])
+def transport(request):
+    """Every fault test runs with both transports: the default (http1) and aiohttp."""
+    _TRANSPORT["name"] = request.param
+    yield request.param
+    _TRANSPORT["name"] = "http1"
+
+
 def client(*servers, **kw) -> LLMClient:
     eps = [Endpoint(base_url=s.base_url, model="m", max_concurrency=kw.pop("max_concurrency", 8))
            for s in servers]
     for k, v in FAST.items():
         kw.setdefault(k, v)
+    kw.setdefault("transport", _TRANSPORT["name"])
     return LLMClient(eps, **kw)
 
 

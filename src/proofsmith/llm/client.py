@@ -43,7 +43,8 @@ Base URLs are OpenAI-style, e.g. ``http://127.0.0.1:8000/v1``: requests go to
 a hint, because OpenAI-compatible servers serve the API under ``/v1``.
 
 The package is split by concern: ``llm.config`` (sampling parameters, endpoints, prices,
-budget, request keys), ``llm.transport`` (aiohttp), ``llm.response`` (the pure parser of one
+budget, request keys), ``llm.http1`` (the default transport), ``llm.transport`` (its errors, and
+aiohttp's transport), ``llm.response`` (the pure parser of one
 answer) and this module (endpoint choice, retries, accounting, sharing); the errors live in
 :mod:`proofsmith.errors`.
 """
@@ -76,7 +77,8 @@ from proofsmith.errors import (
     PromptTooLongError,
     ServerUnavailableError,
 )
-from proofsmith.llm.config import Budget, Endpoint, Prices, SamplingParams, request_key
+from proofsmith.llm.http1 import Http1Transport
+from proofsmith.llm.config import Budget, Endpoint, Prices, SamplingParams, encode_messages, request_key
 from proofsmith.llm.response import Retryable, parse_response, split_reasoning
 from proofsmith.llm.transport import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -102,7 +104,7 @@ log = logging.getLogger(__name__)
 _BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 # transport name -> factory (timeout, connection limit) -> transport
-_TRANSPORTS: dict[str, Callable[[float, int], Any]] = {"aiohttp": AiohttpTransport}
+_TRANSPORTS: dict[str, Callable[[float, int], Any]] = {"aiohttp": AiohttpTransport, "http1": Http1Transport}
 
 
 def _rendezvous_score(key: str, base_url: str) -> int:
@@ -227,7 +229,7 @@ class LLMClient:
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         on_event: Callable[[str, dict], None] | None = None,
-        transport: str | Callable[[float, int], Any] = "aiohttp",
+        transport: str | Callable[[float, int], Any] = "http1",
         endpoint_cooldown: float = 30.0,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
@@ -273,7 +275,7 @@ class LLMClient:
             )
         if isinstance(transport, str):
             if transport not in _TRANSPORTS:
-                raise ConfigurationError(f"unknown transport {transport!r} (use aiohttp or a transport factory)")
+                raise ConfigurationError(f"unknown transport {transport!r} (use http1, aiohttp or a transport factory)")
             self._transport_factory = _TRANSPORTS[transport]
             self.transport_name = transport
         else:  # a factory (timeout, connection limit) -> transport, e.g. the benchmark's httpx one
@@ -340,6 +342,9 @@ class LLMClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the connections; the store's pending writes (this tick's) are committed."""
+        if self.store is not None and getattr(self.store, "_db", None) is not None:
+            self.store.commit()
         for st in self._states.values():
             if st.watchdog is not None and not st.watchdog.done():
                 st.watchdog.cancel()
@@ -412,7 +417,8 @@ class LLMClient:
             raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
         self._ensure_loop()
         sp = self.params_for(role, params, **overrides)
-        key = self.request_key(messages, sp)
+        messages_json = encode_messages(messages)  # once, for the key and the body
+        key = request_key(self.model, messages, sp, messages_json)
         results: dict[int, Completion] = {}
         if self.store is not None:
             stored = self.store.cached_samples(key)
@@ -432,7 +438,7 @@ class LLMClient:
             joined = {i: self._inflight[(key, i)] for i in pending if (key, i) in self._inflight}
             mine = [i for i in pending if i not in joined]
             if mine:
-                results.update(await self._fetch_shared(key, messages, sp, role, prefix_key, mine))
+                results.update(await self._fetch_shared(key, messages, sp, role, prefix_key, mine, messages_json))
             if joined:
                 await asyncio.wait(list(joined.values()))  # never cancels the owner's futures
                 for i, fut in joined.items():
@@ -444,18 +450,19 @@ class LLMClient:
         return [results[i] for i in range(n)]
 
     async def _fetch_shared(self, key: str, messages: list[dict], sp: SamplingParams, role: str,
-                            prefix_key: str | None, indices: list[int]) -> dict[int, Completion]:
+                            prefix_key: str | None, indices: list[int],
+                            messages_json: str | None = None) -> dict[int, Completion]:
         """``_fetch`` of ``indices``, announced to concurrent callers of the same request when a
         store is attached (each waiting caller gets the Completion, or None if this failed)."""
         if self.store is None:
-            return await self._fetch(key, messages, sp, role, prefix_key, indices)
+            return await self._fetch(key, messages, sp, role, prefix_key, indices, messages_json)
         loop = asyncio.get_running_loop()
         futs = {i: loop.create_future() for i in indices}
         for i, f in futs.items():
             self._inflight[(key, i)] = f
         got: dict[int, Completion] = {}
         try:
-            got = await self._fetch(key, messages, sp, role, prefix_key, indices)
+            got = await self._fetch(key, messages, sp, role, prefix_key, indices, messages_json)
             return got
         finally:
             for i, f in futs.items():
@@ -464,7 +471,8 @@ class LLMClient:
                     f.set_result(got.get(i))
 
     async def _fetch(self, key: str, messages: list[dict], sp: SamplingParams, role: str,
-                     prefix_key: str | None, missing: list[int]) -> dict[int, Completion]:
+                     prefix_key: str | None, missing: list[int],
+                     messages_json: str | None = None) -> dict[int, Completion]:
         """Send the requests for samples ``missing`` of one prompt (one ``n`` request where the
         endpoint honours ``n``, else one request per sample); all of them, or an error."""
         results: dict[int, Completion] = {}
@@ -477,17 +485,19 @@ class LLMClient:
         if sp.max_tokens is not None:
             body_base["max_tokens"] = sp.max_tokens
         body_base.update(sp.extra)
+        if body_base["messages"] is not messages:  # (an ``extra`` named messages: encode it itself)
+            messages_json = None
         state = self._pick(prefix_key)
         if len(missing) > 1 and not state.ignores_n and state.endpoint.use_n:
-            got = await self._request(state, prefix_key, body_base, missing, role, key)
+            got = await self._request(state, prefix_key, body_base, missing, role, key, messages_json)
             results.update(got)
             missing = [i for i in missing if i not in results]
         if len(missing) == 1:
-            results.update(await self._request(state, prefix_key, body_base, missing, role, key))
+            results.update(await self._request(state, prefix_key, body_base, missing, role, key, messages_json))
         elif missing:  # the server ignores n (or use_n=False): one n=1 request per sample
             tasks = [
                 asyncio.ensure_future(
-                    self._request(self._pick(prefix_key), prefix_key, body_base, [i], role, key)
+                    self._request(self._pick(prefix_key), prefix_key, body_base, [i], role, key, messages_json)
                 )
                 for i in missing
             ]
@@ -608,6 +618,7 @@ class LLMClient:
         indices: list[int],
         role: str,
         key: str,
+        messages_json: str | None = None,
     ) -> dict[int, Completion]:
         """One logical request (with retries) for the samples ``indices``; returns the
         completions it got (possibly fewer than asked when the server ignores ``n``).
@@ -615,9 +626,14 @@ class LLMClient:
         body = dict(body_base)
         if len(indices) > 1:
             body["n"] = len(indices)
-        body_json = _BODY_ENCODER.encode(body)
+        if messages_json is None:
+            body_json = _BODY_ENCODER.encode(body)
+        else:  # the messages are encoded already (for the request key)
+            rest = _BODY_ENCODER.encode({k: v for k, v in body.items() if k != "messages"})
+            body_json = '{"messages":' + messages_json + ("," + rest[1:] if rest != "{}" else "}")
         payload = body_json.encode("utf-8")
-        worst = self._worst_case(_prompt_bound(body["messages"]), body.get("max_tokens"), len(indices))
+        worst = (0, 0.0) if self.budget is None else self._worst_case(
+            _prompt_bound(body["messages"]), body.get("max_tokens"), len(indices))
         last_cause = "no attempt made"
         tried: list[str] = []  # endpoints that failed this request, in order
         state.pending += 1

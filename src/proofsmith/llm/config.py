@@ -141,17 +141,37 @@ class Budget(BaseModel):
 _KEY_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def request_key(model: str, messages: list[dict], params: SamplingParams) -> str:
+_MESSAGES_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_messages(messages: list[dict]) -> str | None:
+    """``messages`` as JSON exactly as the request key encodes them (keys sorted, compact), to
+    encode a request's messages once for its key and its body; None when they are not plain
+    JSON (then each is encoded on its own, as before)."""
+    try:
+        return _MESSAGES_ENCODER.encode(messages)
+    except (TypeError, ValueError):
+        return None
+
+
+def request_key(model: str, messages: list[dict], params: SamplingParams, messages_json: str | None = None) -> str:
     """Stable hash of what determines a request's answers: model, messages and sampling
-    parameters (incl. ``max_tokens`` and ``extra``). Not the endpoint, not ``n``."""
-    blob = _KEY_ENCODER.encode(
-        {
-            "model": model,
-            "messages": messages,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "max_tokens": params.max_tokens,
-            "extra": params.extra,
-        }
-    )
+    parameters (incl. ``max_tokens`` and ``extra``). Not the endpoint, not ``n``.
+    ``messages_json``: :func:`encode_messages` of ``messages`` (the same key, one encoding less)."""
+    if messages_json is None:
+        blob = _KEY_ENCODER.encode(
+            {
+                "model": model,
+                "messages": messages,
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+                "max_tokens": params.max_tokens,
+                "extra": params.extra,
+            }
+        )
+    else:  # the same text: the keys of the dict above in sorted order
+        enc = _KEY_ENCODER.encode
+        blob = (f'{{"extra":{enc(params.extra)},"max_tokens":{enc(params.max_tokens)},'
+                f'"messages":{messages_json},"model":{enc(model)},'
+                f'"temperature":{enc(params.temperature)},"top_p":{enc(params.top_p)}}}')
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -87,20 +87,33 @@ class AiohttpTransport:
         if resp.content_length is not None and resp.content_length > limit:
             raise TransportError(
                 f"answer from {url} is larger than {limit} bytes ({resp.content_length} announced)", "too_large")
+        content = resp.content
+        if content.is_eof():  # the whole body came with the headers: nothing to wait for
+            data = content.read_nowait()
+            if len(data) > limit:
+                raise TransportError(f"answer from {url} is larger than {limit} bytes", "too_large")
+            return data
+        # One timer for the whole body, pushed back after each piece (the idle timeout): no
+        # task or timer per piece.
         chunks: list[bytes] = []
         size = 0
-        while True:
-            try:
-                chunk = await asyncio.wait_for(resp.content.readany(), self.idle_timeout)
-            except asyncio.TimeoutError:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.idle_timeout) as idle:
+                while True:
+                    chunk = await content.readany()
+                    if not chunk:
+                        return b"".join(chunks)
+                    idle.reschedule(loop.time() + self.idle_timeout)
+                    size += len(chunk)
+                    if size > limit:
+                        raise TransportError(f"answer from {url} is larger than {limit} bytes", "too_large")
+                    chunks.append(chunk)
+        except TimeoutError:
+            if idle.expired():
                 raise TransportError(
                     f"answer from {url} stalled: no data for {self.idle_timeout:g} s", "idle") from None
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > limit:
-                raise TransportError(f"answer from {url} is larger than {limit} bytes", "too_large")
-            chunks.append(chunk)
+            raise
 
     async def probe(self, url: str, headers: dict[str, str], timeout: float) -> bool:
         """Whether the server answers a GET of ``url`` with any HTTP status within ``timeout``."""

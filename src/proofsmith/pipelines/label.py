@@ -148,7 +148,7 @@ def decide(analyses: list[AnalysisEvidence], cfg: LabelConfig) -> tuple[str, flo
     if len(confirmed_low) >= cfg.confirmations:
         return ("labeled", lowest,
                 f"{len(confirmed_low)} of {len(at_lowest)} analyses with the lowest score {lowest:g} "
-                f"confirmed by meta-verification (k={cfg.confirmations})", ev)
+                f"confirmed by meta-verification ({cfg.confirmations} confirmations needed)", ev)
     issues = [a for a in valid if a.score < 1]  # type: ignore[operator]
     if all(a.status == "rejected" for a in issues):
         return ("labeled", 1.0,
@@ -156,7 +156,7 @@ def decide(analyses: list[AnalysisEvidence], cfg: LabelConfig) -> tuple[str, flo
     confirmed = [a for a in issues if a.status == "confirmed"]
     undecided = [a for a in issues if a.status == "undecided"]
     parts = [f"only {len(confirmed_low)} of {len(at_lowest)} analyses with the lowest score {lowest:g} "
-             f"confirmed (k={cfg.confirmations} needed)"]
+             f"confirmed ({cfg.confirmations} confirmations needed)"]
     higher = sorted({a.score for a in confirmed if a.score != lowest})  # type: ignore[type-var]
     if higher:
         parts.append("confirmed issues at score " + ", ".join(f"{s:g}" for s in higher))
