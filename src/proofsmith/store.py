@@ -128,8 +128,11 @@ CREATE TABLE IF NOT EXISTS records (
 _EXPECTED_TABLES = {"meta", "calls", "samples", "records"}
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 def _is_full(e: sqlite3.Error, where: Path) -> bool:

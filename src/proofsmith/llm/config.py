@@ -169,9 +169,8 @@ def request_key(model: str, messages: list[dict], params: SamplingParams, messag
                 "extra": params.extra,
             }
         )
-    else:  # the same text: the keys of the dict above in sorted order
-        enc = _KEY_ENCODER.encode
-        blob = (f'{{"extra":{enc(params.extra)},"max_tokens":{enc(params.max_tokens)},'
-                f'"messages":{messages_json},"model":{enc(model)},'
-                f'"temperature":{enc(params.temperature)},"top_p":{enc(params.top_p)}}}')
+    else:  # the same text: the keys of the dict above in sorted order, messages in the middle
+        head = _KEY_ENCODER.encode({"extra": params.extra, "max_tokens": params.max_tokens})
+        tail = _KEY_ENCODER.encode({"model": model, "temperature": params.temperature, "top_p": params.top_p})
+        blob = f'{head[:-1]},"messages":{messages_json},{tail[1:]}'
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -99,6 +99,8 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = False
         self.last_data = 0.0
         self.error: TransportError | None = None  # raised by a parser callback
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = self.idle = self.total = 0.0
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -166,6 +168,28 @@ class _Conn(asyncio.Protocol):
         self.status, self.headers, self.chunks, self.size = 0, Headers(), [], 0
         self.got_bytes = self.headers_done = self.complete = self.keep_alive = False
         self.error = None
+
+    def arm(self, deadline: float, idle: float, total: float) -> None:
+        """The one timer of a request: the whole attempt (``deadline``), and once the answer
+        started, silences of ``idle`` seconds; re-armed when it fires early, not per piece."""
+        self.deadline, self.idle, self.total = deadline, idle, total
+        self.timer = self.loop.call_at(min(deadline, self.loop.time() + idle), self._check)
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _check(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        if now >= self.deadline:
+            self._fail(TransportError(f"request timed out after {self.total:g} s (--timeout)", "timeout"))
+        elif self.got_bytes and now - self.last_data >= self.idle:
+            self._fail(TransportError(f"answer from {self.url} stalled: no data for {self.idle:g} s", "idle"))
+        else:  # before the first byte: look again after idle (a generation may take long)
+            at = min(self.deadline, (self.last_data if self.got_bytes else now) + self.idle)
+            self.timer = self.loop.call_at(at, self._check)
 
     def _finish(self) -> None:
         self.complete = True
@@ -288,23 +312,7 @@ class Http1Transport:
             conn = await self._connect(t, loop, deadline)
         waiter = loop.create_future()
         conn.start(waiter, self.max_response_bytes, url)
-        state = {"timer": None, "why": None}
-
-        def check() -> None:  # the one timer: the whole attempt, then silences once it started
-            now = loop.time()
-            if now >= deadline:
-                state["why"] = TransportError(f"request timed out after {total:g} s (--timeout)", "timeout")
-            elif conn.got_bytes and now - conn.last_data >= self.idle_timeout:
-                state["why"] = TransportError(
-                    f"answer from {url} stalled: no data for {self.idle_timeout:g} s", "idle")
-            else:
-                # (before the first byte: look again after idle_timeout; a generation may take long)
-                at = min(deadline, (conn.last_data if conn.got_bytes else now) + self.idle_timeout)
-                state["timer"] = loop.call_at(at, check)
-                return
-            conn._fail(state["why"])
-
-        state["timer"] = loop.call_at(min(deadline, loop.time() + self.idle_timeout), check)
+        conn.arm(deadline, self.idle_timeout, total)
         try:
             assert conn.transport is not None
             conn.transport.write(head + body if body else head)
@@ -314,8 +322,7 @@ class Http1Transport:
             self._conns.discard(conn)
             raise
         finally:
-            if state["timer"] is not None:
-                state["timer"].cancel()
+            conn.disarm()
         data = b"".join(conn.chunks) if len(conn.chunks) != 1 else conn.chunks[0]
         status, resp_headers = conn.status, conn.headers
         conn.waiter = None
