@@ -53,16 +53,17 @@ class FakeTransport:
         pass
 
 
-async def run(mode: str, store_dir: str, calls: int, conc: int) -> float:
+async def run(mode: str, store_dir: str, calls: int, conc: int, prompt_chars: int = 0) -> float:
     store = RunStore(store_dir) if mode == "store" else None
     ep = Endpoint(base_url="http://127.0.0.1:9/v1", model="bench", max_concurrency=conc)
     async with LLMClient(ep, store=store, transport=FakeTransport, max_retries=0) as client:
         todo = iter(range(calls))
         fake = FakeTransport(1, 1)
+        pad = ("Let n be an odd integer; then n = 2k + 1 for an integer k. " * (prompt_chars // 60 + 1))[:prompt_chars]
 
         async def worker() -> None:
             for i in todo:
-                msgs = [{"role": "user", "content": f"Prove that {i} + 0 = {i}."}]
+                msgs = [{"role": "user", "content": f"{pad}Prove that {i} + 0 = {i}."}]
                 if mode == "bare":
                     body = json.dumps({"model": "bench", "messages": msgs, "max_tokens": 64}).encode()
                     _, _, data = await fake.post("u", {}, body)
@@ -85,10 +86,12 @@ def main() -> None:
                     help="bare: the fake transport alone; client: LLMClient; store: LLMClient + RunStore")
     ap.add_argument("--calls", type=int, default=6000, help="calls to make")
     ap.add_argument("--concurrency", type=int, default=256, help="workers (and max_concurrency)")
+    ap.add_argument("--prompt-chars", type=int, default=0,
+                    help="characters added to each prompt (verification prompts are ~5,000-30,000)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        us = asyncio.run(run(args.mode, tmp, args.calls, args.concurrency))
-    print(f"{args.mode} src={os.environ.get('PROOFSMITH_SRC') or 'this checkout'} {us:.0f} us CPU/call")
+        us = asyncio.run(run(args.mode, tmp, args.calls, args.concurrency, args.prompt_chars))
+    print(f"{args.mode} prompt+{args.prompt_chars} src={os.environ.get('PROOFSMITH_SRC') or 'this checkout'} {us:.0f} us CPU/call")
 
 
 if __name__ == "__main__":
