@@ -619,3 +619,21 @@ async def test_use_n_false_sends_one_request_per_sample(scripted_server):
     assert all(r.body.get("n", 1) == 1 for r in scripted_server.requests)
     assert c.usage.calls == 3
     assert c.usage.prompt_tokens == sum(x.usage.prompt_tokens for x in out) > 0
+
+
+def test_params_for_merges_the_same_overrides_once_and_never_mixes_roles():
+    from proofsmith.llm.client import LLMClient as _C
+
+    c = _C(Endpoint(base_url="http://127.0.0.1:9/v1", model="m"),
+           role_params={"verify": SamplingParams(temperature=0.5)})
+    a = c.params_for("verify", max_tokens=64)
+    assert a is c.params_for("verify", max_tokens=64)  # merged once
+    assert (a.temperature, a.max_tokens) == (0.5, 64)
+    b = c.params_for("generate", max_tokens=64)
+    assert b.temperature != 0.5 and b.max_tokens == 64
+    assert c.params_for("verify", max_tokens=65).max_tokens == 65
+    c.role_params["verify"] = SamplingParams(temperature=0.25)  # a new base is seen at once
+    assert c.params_for("verify", max_tokens=64).temperature == 0.25
+    # unhashable overrides and explicit params still merge every time
+    assert c.params_for("verify", extra={"seed": 1}).extra == {"seed": 1}
+    assert c.params_for("verify", SamplingParams(top_p=0.5), max_tokens=3).top_p == 0.5

@@ -102,6 +102,7 @@ __all__ = [  # the client, and the names this module has always exported (re-exp
 log = logging.getLogger(__name__)
 
 _BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_DEFAULT_PARAMS = SamplingParams()
 
 # transport name -> factory (timeout, connection limit) -> transport
 _TRANSPORTS: dict[str, Callable[[float, int], Any]] = {"aiohttp": AiohttpTransport, "http1": Http1Transport}
@@ -331,6 +332,7 @@ class LLMClient:
         self._rr = 0
         self._id_prefix = uuid.uuid4().hex[:16]  # call ids: unique per client, then a counter
         self._call_counter = itertools.count(1)
+        self._params_cache: dict[tuple, tuple[SamplingParams, SamplingParams]] = {}
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -383,8 +385,23 @@ class LLMClient:
 
     def params_for(self, role: str, params: SamplingParams | None = None, **overrides: Any) -> SamplingParams:
         """Effective sampling parameters: defaults < role_params[role] < params < overrides."""
-        base = self.role_params.get(role) or SamplingParams()
-        return base.merged(params, **overrides)
+        base = self.role_params.get(role) or _DEFAULT_PARAMS
+        if params is not None or not overrides:
+            return base.merged(params, **overrides)
+        # the same role and overrides call after call (roles pass e.g. max_tokens): merged once
+        try:
+            ckey = (role, id(base), tuple(sorted(overrides.items())))
+            hash(ckey)
+        except TypeError:  # an unhashable override value (a dict for extra): merge each time
+            return base.merged(None, **overrides)
+        hit = self._params_cache.get(ckey)
+        if hit is not None and hit[0] is base:  # (base kept alive in the entry: its id stays its own)
+            return hit[1]
+        if len(self._params_cache) > 256:
+            self._params_cache.clear()
+        merged = base.merged(None, **overrides)
+        self._params_cache[ckey] = (base, merged)
+        return merged
 
     def request_key(self, messages: list[dict], params: SamplingParams) -> str:
         return request_key(self.model, messages, params)
