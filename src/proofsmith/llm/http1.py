@@ -136,13 +136,13 @@ class _Conn(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
         val = value.decode("latin-1")
-        old = self.headers.get(key)
+        old = dict.get(self.headers, key)
         dict.__setitem__(self.headers, key, val if old is None else f"{old}, {val}")
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.headers_done = True
-        n = self.headers.get("content-length")
+        n = dict.get(self.headers, "content-length")
         if n is not None and n.isdigit() and int(n) > self.limit:
             self.error = TransportError(
                 f"answer from {self.url} is larger than {self.limit} bytes ({n} announced)", "too_large")

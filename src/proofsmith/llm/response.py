@@ -201,9 +201,7 @@ def parse_response(
     ct = _as_int(u.get("completion_tokens"))
     cached = _as_int(details.get("cached_tokens"))
     cost = prices.cost(pt, ct, cached) if prices else 0.0
-    # (model_construct: every field below is already of its type; no validation per answer)
-    usage = Usage.model_construct(prompt_tokens=pt, completion_tokens=ct, cached_tokens=cached, calls=1,
-                                  cost=float(cost))
+    usage = Usage(prompt_tokens=pt, completion_tokens=ct, cached_tokens=cached, calls=1, cost=cost)
     model = resp.get("model") or ep.model
     completions: list[Completion] = []
     for j, (idx, ch) in enumerate(zip(indices, choices)):
@@ -233,7 +231,7 @@ def parse_response(
         # texts); ``reasoning`` is the separate reasoning field only
         text, reasoning = content or "", reasoning_field or None
         completions.append(
-            Completion.model_construct(
+            Completion(
                 text=text,
                 reasoning=reasoning,
                 finish_reason=finish,
@@ -243,7 +241,7 @@ def parse_response(
                 sample_index=idx,
                 endpoint=ep.base_url,
                 model=model if isinstance(model, str) else ep.model,
-                usage=usage if j == 0 else Usage.model_construct(),
+                usage=usage if j == 0 else Usage(),
                 cached=False,
             )
         )
