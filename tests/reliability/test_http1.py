@@ -249,3 +249,23 @@ async def test_https_with_the_default_ssl_context(tmp_path, monkeypatch):
         for task in srv.tasks:
             task.cancel()
         await asyncio.gather(*srv.tasks, return_exceptions=True)
+
+
+async def test_endless_headers_are_refused(monkeypatch):
+    from proofsmith.llm import http1
+
+    monkeypatch.setattr(http1, "MAX_HEAD_BYTES", 10_000)
+
+    async def header_flood(writer):
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(2000):  # ~60 KB of headers, never ended
+            writer.write(b"X-Filler-%d: %s\r\n" % (i, b"a" * 20))
+            await writer.drain()
+        await asyncio.sleep(5)
+
+    async with RawServer(header_flood) as srv:
+        t = transport()
+        with pytest.raises(TransportError) as e:
+            await post(t, srv.url)
+        assert e.value.kind == "too_large" and "headers" in str(e.value)
+        await t.aclose()

@@ -40,7 +40,9 @@ from proofsmith.llm.transport import (
     TransportError,
 )
 
-__all__ = ["Http1Transport"]
+__all__ = ["Http1Transport", "MAX_HEAD_BYTES"]
+
+MAX_HEAD_BYTES = 1 << 20  # status line + headers of one answer (servers send well under 4 KB)
 
 
 class Headers(dict):
@@ -99,6 +101,7 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = False
         self.last_data = 0.0
         self.error: TransportError | None = None  # raised by a parser callback
+        self.head_bytes = 0  # bytes received before the end of the headers
         self.timer: asyncio.TimerHandle | None = None
         self.deadline = self.idle = self.total = 0.0
 
@@ -112,6 +115,12 @@ class _Conn(asyncio.Protocol):
             return
         self.got_bytes = True
         self.last_data = self.loop.time()
+        if not self.headers_done:  # a status line and headers without end are refused, as bodies are
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES and b"\r\n\r\n" not in data:
+                self._fail(TransportError(
+                    f"answer from {self.url} has more than {MAX_HEAD_BYTES} bytes of headers", "too_large"))
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -168,6 +177,7 @@ class _Conn(asyncio.Protocol):
         self.status, self.headers, self.chunks, self.size = 0, Headers(), [], 0
         self.got_bytes = self.headers_done = self.complete = self.keep_alive = False
         self.error = None
+        self.head_bytes = 0
 
     def arm(self, deadline: float, idle: float, total: float) -> None:
         """The one timer of a request: the whole attempt (``deadline``), and once the answer
