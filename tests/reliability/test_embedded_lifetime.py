@@ -65,13 +65,20 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(kind: str, tmp_path: Path) -> tuple[subprocess.Popen, int, int]:
     env = dict(os.environ)
     if kind == "serve":
         cmd = [sys.executable, "-m", "proofsmith.cli", "serve", "--port", "0", "--slots", "1", "--ctx-per-slot", "512"]
     else:
         cmd = [sys.executable, "-c", HARNESS]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(tmp_path / "stderr.txt", "w"), text=True, env=env)
+    # SIGINT as an interactive shell gives it (a suite started in the background by a
+    # non-interactive shell inherits SIGINT ignored, and Python then never sees Ctrl-C)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(tmp_path / "stderr.txt", "w"), text=True, env=env,
+                            preexec_fn=_default_sigint)
     line = proc.stdout.readline().strip()
     assert line, (tmp_path / "stderr.txt").read_text()
     if kind == "serve":
