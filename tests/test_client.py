@@ -637,3 +637,24 @@ def test_params_for_merges_the_same_overrides_once_and_never_mixes_roles():
     # unhashable overrides and explicit params still merge every time
     assert c.params_for("verify", extra={"seed": 1}).extra == {"seed": 1}
     assert c.params_for("verify", SamplingParams(top_p=0.5), max_tokens=3).top_p == 0.5
+
+
+async def test_request_bodies_from_the_encoded_messages_match_the_plain_encoding(scripted_server):
+    # the body is built once per prompt around the messages encoded for the request key; what
+    # the server gets is the same document as encoding the body dict, n included, also when an
+    # ``extra`` parameter is named messages or n (then the whole body is encoded per request)
+    srv = scripted_server
+    async with client_for(srv) as c:
+        await c.complete(msg(1), n=3, max_tokens=5)
+        await c.complete(msg(2), n=1, stop=["x"])
+        await c.complete(msg(3), n=2, extra={"n": 7})
+        await c.complete(msg(4), n=1, extra={"messages": [{"role": "user", "content": "other"}]})
+    b0, b1, b2, b3 = srv.bodies()
+    assert b0 == {"model": "m", "messages": msg(1), "temperature": 1.0, "top_p": 0.95, "max_tokens": 5, "n": 3}
+    assert b1 == {"model": "m", "messages": msg(2), "temperature": 1.0, "top_p": 0.95, "stop": ["x"]}
+    assert b2["n"] == 2 and b2["messages"] == msg(3)  # the client's n wins, as before
+    assert b3["messages"] == [{"role": "user", "content": "other"}] and "n" not in b3
+    srv.clear_requests()
+    async with LLMClient(Endpoint(base_url=srv.base_url, model="m", use_n=False), backoff_base=0.001) as c:
+        await c.complete(msg(5), n=3)  # one request per sample, from the same encoded body
+    assert srv.bodies() == [{"model": "m", "messages": msg(5), "temperature": 1.0, "top_p": 0.95}] * 3

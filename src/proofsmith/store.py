@@ -215,7 +215,7 @@ class RunStore:
         # group commits: the loop whose tick will commit the open transaction, the callers
         # awaiting that commit, and the error of a failed tick (raised by the next call)
         self._tick_loop: asyncio.AbstractEventLoop | None = None
-        self._tick_handle: asyncio.Handle | None = None
+        self._tick_handle: asyncio.Handle | None = None  # (the scheduled commit)
         self._waiters: list[asyncio.Future] = []
         self._failed: StoreError | None = None
         self.stats = {"commits": 0, "writes": 0}
@@ -317,11 +317,18 @@ class RunStore:
                 db.execute("ROLLBACK")
         self._tick_loop = None
         err = self.write_error(e, what) if isinstance(e, sqlite3.Error) else None
+        self._wake(err or StoreError(f"cannot write run store {self.path}: {e!r} ({what})"))
+        return err
+
+    def _wake(self, error: StoreError | None = None) -> None:
+        """End the waits of :meth:`durable`: committed, or failed with ``error``."""
         waiters, self._waiters = self._waiters, []
         for w in waiters:
             if not w.done():
-                w.set_exception(err or StoreError(f"cannot write run store {self.path}: {e!r} ({what})"))
-        return err
+                if error is None:
+                    w.set_result(None)
+                else:
+                    w.set_exception(error)
 
     def _raise_failed(self) -> None:
         if self._failed is not None:
@@ -348,10 +355,7 @@ class RunStore:
                 assert err is not None
                 raise err from None
             self.stats["commits"] += 1
-        waiters, self._waiters = self._waiters, []
-        for w in waiters:
-            if not w.done():
-                w.set_result(None)
+        self._wake()
 
     def flush(self) -> None:
         """Commit every write made so far (and raise the error of a failed tick, if any)."""

@@ -345,8 +345,8 @@ class LLMClient:
 
     async def aclose(self) -> None:
         """Close the connections; the store's pending writes (this tick's) are committed."""
-        if self.store is not None and getattr(self.store, "_db", None) is not None:
-            self.store.commit()
+        if self.store is not None:
+            self.store.commit()  # (nothing to do on a closed store)
         for st in self._states.values():
             if st.watchdog is not None and not st.watchdog.done():
                 st.watchdog.cancel()
@@ -502,19 +502,23 @@ class LLMClient:
         if sp.max_tokens is not None:
             body_base["max_tokens"] = sp.max_tokens
         body_base.update(sp.extra)
-        if body_base["messages"] is not messages:  # (an ``extra`` named messages: encode it itself)
-            messages_json = None
+        # the body as JSON once for all its requests, around the messages encoded for the key
+        # (an ``extra`` named messages or n: each request encodes its whole body)
+        base_json = None
+        if messages_json is not None and body_base["messages"] is messages and "n" not in body_base:
+            rest = _BODY_ENCODER.encode({k: v for k, v in body_base.items() if k != "messages"})
+            base_json = '{"messages":' + messages_json + "," + rest[1:]
         state = self._pick(prefix_key)
         if len(missing) > 1 and not state.ignores_n and state.endpoint.use_n:
-            got = await self._request(state, prefix_key, body_base, missing, role, key, messages_json)
+            got = await self._request(state, prefix_key, body_base, missing, role, key, base_json)
             results.update(got)
             missing = [i for i in missing if i not in results]
         if len(missing) == 1:
-            results.update(await self._request(state, prefix_key, body_base, missing, role, key, messages_json))
+            results.update(await self._request(state, prefix_key, body_base, missing, role, key, base_json))
         elif missing:  # the server ignores n (or use_n=False): one n=1 request per sample
             tasks = [
                 asyncio.ensure_future(
-                    self._request(self._pick(prefix_key), prefix_key, body_base, [i], role, key, messages_json)
+                    self._request(self._pick(prefix_key), prefix_key, body_base, [i], role, key, base_json)
                 )
                 for i in missing
             ]
@@ -635,19 +639,19 @@ class LLMClient:
         indices: list[int],
         role: str,
         key: str,
-        messages_json: str | None = None,
+        base_json: str | None = None,
     ) -> dict[int, Completion]:
         """One logical request (with retries) for the samples ``indices``; returns the
         completions it got (possibly fewer than asked when the server ignores ``n``).
-        A failed attempt is retried on another endpoint when there is one."""
+        A failed attempt is retried on another endpoint when there is one. ``base_json``:
+        ``body_base`` already encoded (without ``n``)."""
         body = dict(body_base)
         if len(indices) > 1:
             body["n"] = len(indices)
-        if messages_json is None:
+        if base_json is None:
             body_json = _BODY_ENCODER.encode(body)
-        else:  # the messages are encoded already (for the request key)
-            rest = _BODY_ENCODER.encode({k: v for k, v in body.items() if k != "messages"})
-            body_json = '{"messages":' + messages_json + ("," + rest[1:] if rest != "{}" else "}")
+        else:
+            body_json = base_json if len(indices) == 1 else f'{base_json[:-1]},"n":{len(indices)}}}'
         payload = body_json.encode("utf-8")
         worst = (0, 0.0) if self.budget is None else self._worst_case(
             _prompt_bound(body["messages"]), body.get("max_tokens"), len(indices))
