@@ -111,7 +111,25 @@ def jsonl_rows(path: str | Path, text: str | None = None, *,
             raise error(f"{p}: line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
             raise error(f"{p}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+        if _lone_surrogate(obj, line):
+            raise error(f"{p}: line {lineno}: {_SURROGATE}")
         yield lineno, obj
+
+
+_SURROGATE = "a \\u escape encodes half a character (a lone UTF-16 surrogate): not valid text"
+
+
+def _lone_surrogate(doc: Any, text: str) -> bool:
+    """Whether JSON ``text`` (decoded as ``doc``) holds a lone surrogate escape such as
+    ``\\ud800``: Python decodes it into a string that cannot be written as UTF-8 (a prompt
+    holding it would fail when sent)."""
+    if "\\ud" not in text.lower():  # surrogates are U+D800..U+DFFF: only escapes make them
+        return False
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,6 +159,8 @@ def read_rows(path: str | Path, what: str = "dataset") -> tuple[list[tuple[int, 
             doc = json.loads(text)
         except json.JSONDecodeError as e:
             raise UserError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+        if _lone_surrogate(doc, text):
+            raise UserError(f"{p}: {_SURROGATE}")
         if isinstance(doc, dict):
             for key in ("problems", "data", "rows"):
                 if isinstance(doc.get(key), list):

@@ -124,6 +124,27 @@ def test_cli_refuses_latin1_and_sends_nothing(tmp_path):
         assert srv.requests == []
 
 
+def test_a_lone_surrogate_escape_is_refused_with_file_and_line(tmp_path):
+    # json.loads turns "\ud800" into a string no UTF-8 request can carry: refused where it is read
+    bad = tmp_path / "problems.jsonl"
+    bad.write_text('{"id": "a", "problem": "fine"}\n{"id": "b", "problem": "half \\ud800 a character"}\n')
+    with pytest.raises(UserError, match=r"problems.jsonl: line 2: .*lone UTF-16 surrogate"):
+        list(jsonl_rows(bad))
+    whole = tmp_path / "problems.json"
+    whole.write_text('[{"id": "b", "problem": "\\udfff"}]')
+    with pytest.raises(UserError, match=r"problems.json: .*lone UTF-16 surrogate"):
+        read_rows(whole)
+    # a pair of escapes is one character, and stays welcome
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text('{"id": "c", "problem": "smile \\ud83d\\ude00"}\n')
+    assert [o["problem"] for _, o in jsonl_rows(ok)] == ["smile \U0001f600"]
+    with ScriptedServer(default=VERIFY_OK) as srv:
+        r = CliRunner().invoke(app, ["search", "--problems", str(bad), "--model", "m", "--base-url", srv.base_url,
+                                     "--run-dir", str(tmp_path / "run")])
+        assert r.exit_code == 1 and "lone UTF-16 surrogate" in one_error_line(r)
+        assert srv.requests == []
+
+
 # ----------------------------------------------------------------------------- exact proofs
 
 
