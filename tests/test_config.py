@@ -339,6 +339,11 @@ def test_transport_from_the_models_file_reaches_the_client(tmp_path):
     cfg = resolve_config("x", config_file=path)
     assert cfg.transport == "aiohttp" and open_client(cfg).transport_name == "aiohttp"
     assert open_client(ModelConfig(model="m", base_urls=["http://127.0.0.1:9/v1"])).transport_name == "http1"
+    from typing import get_args
+
+    from proofsmith.llm import client as client_module
+
+    assert set(get_args(client_module.TransportName)) == set(client_module._TRANSPORTS)  # one list of names
     path.write_text('[models.x]\nbase_urls = ["http://127.0.0.1:9/v1"]\ntransport = "curl"\n')
     with pytest.raises(Exception, match="transport"):
         resolve_config("x", config_file=path)

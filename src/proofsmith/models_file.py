@@ -24,11 +24,12 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .errors import UserError
+from .llm.client import TransportName
 from .llm.config import Prices
 from .redact import redact_url
 from .session import EMBEDDED, ModelConfig, RoleSettings
@@ -61,7 +62,7 @@ class ModelEntry(BaseModel):
     context_length: int | None = Field(None, gt=0, description=_desc("context_length"))
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False, description=_desc("timeout"))
     max_retries: int | None = Field(None, ge=0, description=_desc("max_retries"))
-    transport: Literal["http1", "aiohttp"] | None = Field(None, description=_desc("transport"))
+    transport: TransportName | None = Field(None, description=_desc("transport"))
     prices: Prices | None = Field(None, description=_desc("prices"))
     roles: dict[str, RoleSettings] = Field(default_factory=dict, description=_desc("roles"))
 

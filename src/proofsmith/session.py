@@ -14,11 +14,11 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Literal
+from typing import Any, AsyncIterator, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .llm.client import LLMClient
+from .llm.client import DEFAULT_TRANSPORT, LLMClient, TransportName
 from .records import model_role
 from .llm.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, Budget, Endpoint, Prices, SamplingParams
 from .runlock import RunLock
@@ -145,8 +145,8 @@ class ModelConfig(BaseModel):
         "and a failing server is avoided for a while.",
     )
 
-    transport: Literal["http1", "aiohttp"] = Field(
-        "http1",
+    transport: TransportName = Field(
+        DEFAULT_TRANSPORT,
         description="HTTP client of the requests: http1 (proofsmith's lean HTTP/1.1 client, the "
         "least CPU per request) or aiohttp (aiohttp's ClientSession). Same timeouts and failure "
         "handling; set it in the models file (--config) or the Python API.",

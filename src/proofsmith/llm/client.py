@@ -62,7 +62,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 # Errors and configuration models live in their own modules; they are re-exported here so
@@ -105,7 +105,9 @@ _BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _DEFAULT_PARAMS = SamplingParams()
 
 # transport name -> factory (timeout, connection limit) -> transport
-_TRANSPORTS: dict[str, Callable[[float, int], Any]] = {"aiohttp": AiohttpTransport, "http1": Http1Transport}
+_TRANSPORTS: dict[str, Callable[[float, int], Any]] = {"http1": Http1Transport, "aiohttp": AiohttpTransport}
+TransportName = Literal["http1", "aiohttp"]  # the names of _TRANSPORTS (as a type, for configs)
+DEFAULT_TRANSPORT: TransportName = "http1"
 
 
 def _rendezvous_score(key: str, base_url: str) -> int:
@@ -230,7 +232,7 @@ class LLMClient:
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         on_event: Callable[[str, dict], None] | None = None,
-        transport: str | Callable[[float, int], Any] = "http1",
+        transport: str | Callable[[float, int], Any] = DEFAULT_TRANSPORT,
         endpoint_cooldown: float = 30.0,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
