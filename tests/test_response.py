@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proofsmith.errors import AuthenticationError, BadRequestError, LLMError, NotFoundError, ProofsmithError
 from proofsmith.llm.config import Endpoint, Prices
@@ -80,3 +82,32 @@ def test_fatal_statuses_are_typed_one_line_errors(status, cls, needle):
 def test_malformed_bodies_are_retryable(body):
     with pytest.raises(Retryable):
         parse(200, body)
+
+
+# text with lone UTF-16 halves mixed in (hypothesis' text() never makes them)
+_ANY_CHAR = st.one_of(st.characters(), st.integers(0xD800, 0xDFFF).map(chr))
+
+
+def _text(max_size: int):
+    return st.lists(_ANY_CHAR, max_size=max_size).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(content=_text(40), reasoning=_text(20), model=_text(10), ascii_escapes=st.booleans())
+def test_any_answer_text_becomes_valid_utf8_text(content, reasoning, model, ascii_escapes):
+    """Whatever a server escapes (lone UTF-16 halves included), the completions, usage and
+    the response document (slimmed for the store, or whole) encode as UTF-8 and as JSON; only
+    lone surrogates change (into U+FFFD)."""
+    doc = {"model": model, "choices": [{"index": 0, "finish_reason": "stop",
+                                        "message": {"content": content, "reasoning_content": reasoning}}]}
+    data = json.dumps(doc, ensure_ascii=ascii_escapes).encode("utf-8", "surrogatepass")
+    if not ascii_escapes and any("\ud800" <= ch <= "\udfff" for ch in content + reasoning + model):
+        return  # raw (unescaped) surrogate bytes are not UTF-8: invalid JSON, retried elsewhere
+    for slim in (False, True):
+        comps, _, resp = parse(200, data, slim=slim)
+        comps[0].model_dump_json()
+        json.dumps(resp, ensure_ascii=False).encode("utf-8")
+        # JSON joins an escaped high + low half into one character; each other half is U+FFFD
+        decoded = json.loads(json.dumps(content))
+        fixed = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in decoded)
+        assert comps[0].text == fixed

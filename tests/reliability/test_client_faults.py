@@ -406,3 +406,23 @@ def test_cli_with_a_failing_server_among_two_succeeds_on_the_healthy_one(make_fa
     doc = json.loads(r.output[r.output.index("{"):])
     assert [v["score"] for v in doc["verifications"]] == [1.0] * 4
     assert len(bad.requests) <= 3
+
+
+# -- answers carrying lone UTF-16 surrogate escapes ---------------------------------------------
+
+
+async def test_lone_surrogate_escapes_in_an_answer_become_replacement_characters(fault_server, tmp_path):
+    """JSON lets a server send half a character ("\\ud800"); it decodes into a string no UTF-8
+    store or request can carry. The answer is kept, with U+FFFD in place of each lone half (a
+    valid pair stays the character it encodes), is stored, and is read back on resume without
+    a new request."""
+    srv = fault_server
+    srv.script("proof \ud800 step \udfff end \U0001f600")  # sent as \ud800, \udfff, \ud83d\ude00
+    store = RunStore(tmp_path)
+    async with client(srv, store=store) as c:
+        out = await c.complete(MSG)
+    assert out[0].text == "proof \ufffd step \ufffd end \U0001f600"
+    assert len(srv.requests) == 1 and store.count_samples() == 1
+    async with client(srv, store=RunStore(tmp_path)) as c:
+        again = await c.complete(MSG)
+    assert again[0].text == out[0].text and len(srv.requests) == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 import time
 from typing import Any
 
@@ -25,6 +26,20 @@ __all__ = ["RETRY_STATUS", "Retryable", "parse_response", "split_reasoning", "er
            "retry_after_seconds", "slim_response"]
 
 RETRY_STATUS = {408, 409, 425, 429}
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # what json.loads leaves of a lone \\uD800..\\uDFFF
+
+
+def _valid_text(doc: Any) -> Any:
+    """``doc`` (decoded JSON) with each lone UTF-16 surrogate in its strings (keys too)
+    replaced by U+FFFD: JSON may escape half a character, which decodes into a string that no
+    UTF-8 store, file or request can carry (a valid pair is decoded into its character)."""
+    if isinstance(doc, str):
+        return _LONE_SURROGATE.sub("\ufffd", doc)
+    if isinstance(doc, list):
+        return [_valid_text(v) for v in doc]
+    if isinstance(doc, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in doc.items()}
+    return doc
 
 
 class Retryable(Exception):
@@ -185,6 +200,8 @@ def parse_response(
             None,
             {"http_status": status, "body": data[:4000].decode("utf-8", errors="replace")},
         ) from e
+    if b"\\ud" in data or b"\\uD" in data:  # only an escape can make a surrogate
+        resp = _valid_text(resp)
     choices = resp.get("choices") if isinstance(resp, dict) else None
     if not isinstance(choices, list) or not choices:
         raise Retryable(
