@@ -28,6 +28,7 @@ from proofsmith.llm import (
     ServerUnavailableError,
     split_reasoning,
 )
+from proofsmith.llm.config import encode_messages, request_key
 from proofsmith.store import RunStore
 from scripted_server import Reply
 
@@ -637,6 +638,40 @@ def test_params_for_merges_the_same_overrides_once_and_never_mixes_roles():
     # unhashable overrides and explicit params still merge every time
     assert c.params_for("verify", extra={"seed": 1}).extra == {"seed": 1}
     assert c.params_for("verify", SamplingParams(top_p=0.5), max_tokens=3).top_p == 0.5
+
+
+def test_sampling_params_are_frozen_and_a_changed_extra_is_noticed():
+    """The client encodes the JSON around the messages (key and body) once per params object
+    and merges role params once: fields cannot change under it, and a mutated ``extra`` dict
+    (nested too) gives the key and the merged params of its new value."""
+    import pydantic
+
+    from proofsmith.llm.client import LLMClient as _C
+    from proofsmith.llm.config import params_json
+
+    sp = SamplingParams(temperature=0.5, extra={"chat_template_kwargs": {"thinking": True}})
+    with pytest.raises(pydantic.ValidationError):
+        sp.temperature = 0.7
+    key = request_key("m", msg(1), sp, encode_messages(msg(1)))
+    assert params_json("m", sp) is params_json("m", sp)  # encoded once
+    sp.extra["chat_template_kwargs"]["thinking"] = False  # nested change
+    key2 = request_key("m", msg(1), sp, encode_messages(msg(1)))
+    assert key2 != key and key2 == request_key("m", msg(1), sp)
+    assert '"thinking":false' in params_json("m", sp)[2]
+    c = _C(Endpoint(base_url="http://127.0.0.1:9/v1", model="m"), role_params={"verify": sp})
+    assert c.params_for("verify", max_tokens=8).extra["chat_template_kwargs"] == {"thinking": False}
+    sp.extra["seed"] = 3
+    assert c.params_for("verify", max_tokens=8).extra["seed"] == 3
+
+
+async def test_a_changed_extra_reaches_the_body(scripted_server):
+    srv = scripted_server
+    sp = SamplingParams(extra={"seed": 1})
+    async with client_for(srv) as c:
+        await c.complete(msg(1), params=sp)
+        sp.extra["seed"] = 2
+        await c.complete(msg(1), params=sp)
+    assert [b["seed"] for b in srv.bodies()] == [1, 2]
 
 
 async def test_request_bodies_from_the_encoded_messages_match_the_plain_encoding(scripted_server):

@@ -52,6 +52,7 @@ answer) and this module (endpoint choice, retries, accounting, sharing); the err
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import itertools
 import json
@@ -78,7 +79,7 @@ from proofsmith.errors import (
     ServerUnavailableError,
 )
 from proofsmith.llm.http1 import Http1Transport
-from proofsmith.llm.config import Budget, Endpoint, Prices, SamplingParams, encode_messages, request_key
+from proofsmith.llm.config import Budget, Endpoint, Prices, SamplingParams, encode_messages, params_json, request_key
 from proofsmith.llm.response import Retryable, parse_response, split_reasoning
 from proofsmith.llm.transport import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -334,7 +335,7 @@ class LLMClient:
         self._rr = 0
         self._id_prefix = uuid.uuid4().hex[:16]  # call ids: unique per client, then a counter
         self._call_counter = itertools.count(1)
-        self._params_cache: dict[tuple, tuple[SamplingParams, SamplingParams]] = {}
+        self._params_cache: dict[tuple, tuple[SamplingParams, Any, SamplingParams]] = {}
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -397,12 +398,18 @@ class LLMClient:
         except TypeError:  # an unhashable override value (a dict for extra): merge each time
             return base.merged(None, **overrides)
         hit = self._params_cache.get(ckey)
-        if hit is not None and hit[0] is base:  # (base kept alive in the entry: its id stays its own)
-            return hit[1]
+        # (base kept alive in the entry: its id stays its own; its fields are frozen, its extra
+        # dict is compared with a copy)
+        if hit is not None and hit[0] is base and hit[1] == base.extra:
+            return hit[2]
+        merged = base.merged(None, **overrides)
+        try:
+            extra = copy.deepcopy(base.extra)
+        except (TypeError, ValueError, copy.Error):
+            return merged
         if len(self._params_cache) > 256:
             self._params_cache.clear()
-        merged = base.merged(None, **overrides)
-        self._params_cache[ckey] = (base, merged)
+        self._params_cache[ckey] = (base, extra, merged)
         return merged
 
     def request_key(self, messages: list[dict], params: SamplingParams) -> str:
@@ -508,8 +515,9 @@ class LLMClient:
         # (an ``extra`` named messages or n: each request encodes its whole body)
         base_json = None
         if messages_json is not None and body_base["messages"] is messages and "n" not in body_base:
-            rest = _BODY_ENCODER.encode({k: v for k, v in body_base.items() if k != "messages"})
-            base_json = '{"messages":' + messages_json + "," + rest[1:]
+            rest = params_json(self.model, sp)[2]
+            if rest is not None:
+                base_json = '{"messages":' + messages_json + "," + rest[1:]
         state = self._pick(prefix_key)
         if len(missing) > 1 and not state.ignores_n and state.endpoint.use_n:
             got = await self._request(state, prefix_key, body_base, missing, role, key, base_json)

@@ -4,12 +4,13 @@ and the request key that identifies a request's answers."""
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from proofsmith.redact import redact_url
 
@@ -24,8 +25,10 @@ DEFAULT_TOP_P = 0.95
 
 class SamplingParams(BaseModel):
     """Sampling parameters of a request. ``extra`` is merged into the request body as-is
-    (e.g. ``{"seed": 1, "chat_template_kwargs": {...}}``)."""
+    (e.g. ``{"seed": 1, "chat_template_kwargs": {...}}``). Immutable: :meth:`merged` (or
+    ``model_copy(update=...)``) makes a changed copy."""
 
+    model_config = ConfigDict(frozen=True)
     temperature: float = Field(DEFAULT_TEMPERATURE, ge=0, allow_inf_nan=False)
     top_p: float = Field(DEFAULT_TOP_P, gt=0, le=1, allow_inf_nan=False)
     max_tokens: int | None = Field(None, ge=1)
@@ -154,6 +157,38 @@ def encode_messages(messages: list[dict]) -> str | None:
         return None
 
 
+_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# (model, id(params)) -> (params, a copy of its extra, (key head, key tail, body rest))
+_PARAMS_JSON: dict[tuple[str, int], tuple[SamplingParams, Any, tuple[str, str, str | None]]] = {}
+
+
+def params_json(model: str, params: SamplingParams) -> tuple[str, str, str | None]:
+    """The JSON around the messages, made once per ``params`` object (calls after calls use
+    the same one): (head, tail) of the request key's text (see :func:`request_key`), and the
+    request body without its messages, ``{"model":…,"temperature":…,"top_p":…[,"max_tokens":…],
+    …extra}`` (None when ``extra`` is not plain JSON). A changed ``extra`` (its fields are
+    frozen, a dict is not) is noticed and encoded again."""
+    ck = (model, id(params))
+    hit = _PARAMS_JSON.get(ck)
+    if hit is not None and hit[0] is params and hit[1] == params.extra:
+        return hit[2]
+    head = _KEY_ENCODER.encode({"extra": params.extra, "max_tokens": params.max_tokens})
+    tail = _KEY_ENCODER.encode({"model": model, "temperature": params.temperature, "top_p": params.top_p})
+    body: dict[str, Any] = {"model": model, "temperature": params.temperature, "top_p": params.top_p}
+    if params.max_tokens is not None:
+        body["max_tokens"] = params.max_tokens
+    body.update(params.extra)
+    try:
+        rest: str | None = _BODY_ENCODER.encode(body)
+        extra = copy.deepcopy(params.extra)
+    except (TypeError, ValueError, copy.Error):
+        return head, tail, None  # (not kept: encoded again next time)
+    if len(_PARAMS_JSON) >= 256:
+        _PARAMS_JSON.clear()
+    _PARAMS_JSON[ck] = (params, extra, (head, tail, rest))  # (params kept alive: its id stays its own)
+    return head, tail, rest
+
+
 def request_key(model: str, messages: list[dict], params: SamplingParams, messages_json: str | None = None) -> str:
     """Stable hash of what determines a request's answers: model, messages and sampling
     parameters (incl. ``max_tokens`` and ``extra``). Not the endpoint, not ``n``.
@@ -170,7 +205,6 @@ def request_key(model: str, messages: list[dict], params: SamplingParams, messag
             }
         )
     else:  # the same text: the keys of the dict above in sorted order, messages in the middle
-        head = _KEY_ENCODER.encode({"extra": params.extra, "max_tokens": params.max_tokens})
-        tail = _KEY_ENCODER.encode({"model": model, "temperature": params.temperature, "top_p": params.top_p})
+        head, tail, _ = params_json(model, params)
         blob = f'{head[:-1]},"messages":{messages_json},{tail[1:]}'
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
