@@ -51,6 +51,32 @@ def test_record_call_and_cached_samples_roundtrip(tmp_path):
     assert store.cached_samples("k")[1].text == "b"
 
 
+def test_samples_are_found_whoever_wrote_them(tmp_path):
+    """A store that was empty when opened skips the SQLite read for keys it never wrote (its
+    key filter); the samples written since by this store, by another connection to the same
+    file (another process, a second RunStore), or present when it was opened, are all found."""
+    a = RunStore(tmp_path)
+    assert a._key_bits is not None  # the filter is on
+    b = RunStore(tmp_path)
+    keys = [f"{i:064x}" for i in range(300)]
+    for k in keys[:100]:
+        record(a, f"a-{k}", k, completions=[comp(k, 0, "by a")])
+    assert all(a.cached_samples(k)[0].text == "by a" for k in keys[:100])
+    assert all(a.cached_samples(k) == {} for k in keys[100:])
+    for k in keys[100:200]:
+        record(b, f"b-{k}", k, completions=[comp(k, 0, "by b")])
+    assert all(a.cached_samples(k)[0].text == "by b" for k in keys[100:200])  # the other connection's
+    assert a._key_bits is None  # dropped once another connection wrote
+    assert all(b.cached_samples(k)[0].text == "by a" for k in keys[:100])
+    a.close()
+    b.close()
+    c = RunStore(tmp_path)
+    assert c._key_bits is None  # it held samples when opened: SQLite is asked each time
+    assert [c.cached_samples(k)[0].text for k in keys[99:101]] == ["by a", "by b"]
+    assert c.cached_samples(keys[250]) == {}
+    c.close()
+
+
 def test_failed_calls_never_become_samples(tmp_path):
     store = RunStore(tmp_path)
     record(store, "c1", "k", error="HTTP 503", attempt=1)
