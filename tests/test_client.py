@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sqlite3
 import subprocess
-import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
+from killed_runs import kill_9_when, script_command, store_counts
 from proofsmith.llm import (
     AuthenticationError,
     BadRequestError,
@@ -32,7 +28,6 @@ from proofsmith.llm.config import encode_messages, request_key
 from proofsmith.store import RunStore
 from scripted_server import Reply
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 MSG = [{"role": "user", "content": "Prove that 1 + 1 = 2."}]
 
 
@@ -561,39 +556,15 @@ _KILL_SCRIPT = textwrap.dedent(
 )
 
 
-def _finished_calls(db_path: Path) -> int:
-    if not db_path.exists():
-        return 0
-    try:
-        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM calls WHERE error IS NULL").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.OperationalError:  # schema not created yet
-        return 0
-
-
 def test_sigkill_mid_run_loses_only_in_flight_calls(make_server, tmp_path):
     total, conc = 40, 4
     srv = make_server(delay=0.1)
     run_dir = tmp_path / "run"
-    script = tmp_path / "batch.py"
-    script.write_text(_KILL_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, str(script), srv.base_url, str(run_dir), str(total)]
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        deadline = time.monotonic() + 30
-        while _finished_calls(run_dir / "run.sqlite") < 8:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the batch made no progress"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=10)
-    assert proc.returncode == -signal.SIGKILL
+    cmd, env = script_command(tmp_path / "batch.py", _KILL_SCRIPT, srv.base_url, str(run_dir), str(total))
+    kill_9_when(cmd, env, lambda: store_counts(run_dir / "run.sqlite")[0] >= 8, timeout=30, what="the batch")
     time.sleep(0.3)  # let the server notice the dropped connections
     received_first = len(srv.requests)
-    recorded = _finished_calls(run_dir / "run.sqlite")
+    recorded = store_counts(run_dir / "run.sqlite")[0]
     assert 8 <= recorded < total, "the kill came too late to test anything"
     lost = received_first - recorded
     assert 0 <= lost <= conc  # only calls in flight were lost

@@ -6,18 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
+from proofsmith.cli import app
 from proofsmith.errors import UserError
-from proofsmith.cli.evaluate import register
 from proofsmith.evaluate.datasets import DATASETS, get_problem, load_dataset
 
-
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
 
 
 @pytest.mark.parametrize(
@@ -131,7 +125,6 @@ def test_missing_file(tmp_path):
 
 def test_cli_datasets_list_and_show():
     runner = CliRunner()
-    app = _app()
     r = runner.invoke(app, ["datasets", "list", "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)

@@ -175,22 +175,14 @@ def test_report_shows_categories_curve_and_protocol_proofs_escaped():
 def test_cli_eval_protocol_markdown_and_flag_errors(servers, tmp_path):
     import json
 
-    import typer
     from typer.testing import CliRunner
 
-    from proofsmith.cli.evaluate import register
+    from proofsmith.cli import app
 
     srv = servers(World(gen_quality=lambda prob, i: QUALITIES[prob][i], verify_score=_verify))
     data = tmp_path / "probs.jsonl"
     data.write_text("".join(json.dumps({"id": p.id, "problem": p.statement}) + "\n" for p in PROBLEMS[:1]))
     TEMPLATES.save(tmp_path / "tpl")
-    app = typer.Typer()
-
-    @app.callback()
-    def _cb() -> None:
-        pass
-
-    register(app)
     base = ["eval", str(data), "--model", "m", "--base-url", srv.base_url, "--templates", str(tmp_path / "tpl")]
     md = tmp_path / "out.md"
     r = CliRunner().invoke(app, base + ["--proofs", "4", "--verifications", "3", "--json", "--markdown", str(md),

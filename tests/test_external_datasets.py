@@ -7,7 +7,6 @@ import json
 import sys
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from proofsmith.errors import UserError
@@ -97,17 +96,10 @@ def test_parse_columns():
 
 
 def test_cli_column_flags_reach_the_problems(tmp_path):
-    from proofsmith.cli.evaluate import register
+    from proofsmith.cli import app
 
     f = tmp_path / "p.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    app = typer.Typer()
-
-    @app.callback()
-    def _cb() -> None:
-        pass
-
-    register(app)
     # eval with an unreachable server: the problems are read (and mapped) before any call
     r = CliRunner().invoke(app, ["eval", str(f), "--column", "problem=prompt", "--model", "m",
                                  "--base-url", "http://127.0.0.1:9/v1"])

@@ -7,10 +7,9 @@ import math
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from proofsmith.cli.evaluate import register
+from proofsmith.cli import app
 from proofsmith.evaluate.grading import (
     combine_reference_grades,
     grade_by_verification,
@@ -26,11 +25,6 @@ from proofsmith.records import Problem
 
 DATA = Path(__file__).parent / "data" / "eval"
 
-
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -152,7 +146,7 @@ async def test_grading_over_http(scripted_server):
 
 
 def test_eval_verifier_on_released_format_fixture():
-    r = CliRunner().invoke(_app(), ["eval-verifier", str(DATA / "released-ProofBench-Advanced.jsonl"), "--json"])
+    r = CliRunner().invoke(app, ["eval-verifier", str(DATA / "released-ProofBench-Advanced.jsonl"), "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     m = doc["metrics"]
@@ -164,7 +158,7 @@ def test_eval_verifier_on_released_format_fixture():
     assert m["auto_1_human_0"] == 2  # the paper's count: automatic 1.0 with human 0
     assert m["mae"] == pytest.approx((3 * abs(0.75 - 6 / 7) + 2 * 1.0) / 30)
     assert {p["metric"] for p in doc["reference_points"]} >= {"pearson", "accuracy", "mae_7"}
-    r = CliRunner().invoke(_app(), ["eval-verifier", str(DATA / "released-ProofBench-Advanced.jsonl")])
+    r = CliRunner().invoke(app, ["eval-verifier", str(DATA / "released-ProofBench-Advanced.jsonl")])
     assert r.exit_code == 0
     assert "ProofAutoGrader: Pearson 0.87 (IMO-ProofBench advanced)" in r.stdout
     assert "automatic 1.0 with human 0 (the paper's count): 2 of 30 proofs" in r.stdout
@@ -181,7 +175,7 @@ def test_eval_verifier_gradingbench_csv(tmp_path):
         "g3,GB-3,P,S,G,proof three,0,Incorrect,src,0\n"
         "g4,GB-4,P,S,G,proof four,1,Partial,src,1\n"
     )
-    r = CliRunner().invoke(_app(), ["eval-verifier", str(f), "--json", "--threshold", "0.5"])
+    r = CliRunner().invoke(app, ["eval-verifier", str(f), "--json", "--threshold", "0.5"])
     assert r.exit_code == 0, r.output
     m = json.loads(r.stdout)["metrics"]
     (t,) = m["thresholds"]
@@ -193,7 +187,7 @@ def test_eval_verifier_gradingbench_csv(tmp_path):
 def test_eval_verifier_needs_automatic_ratings(tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text(json.dumps({"problem_id": "IMO2025-1", "proof": "x", "human_grade": 7}) + "\n")
-    r = CliRunner().invoke(_app(), ["eval-verifier", str(f)])
+    r = CliRunner().invoke(app, ["eval-verifier", str(f)])
     assert r.exit_code == 1
     assert "no automatic rating" in r.stderr and "--run-verifier" in r.stderr
 
@@ -211,18 +205,18 @@ def test_run_verifier_checks_human_grades_before_any_call(tmp_path):
     f.write_text(json.dumps({"problem_id": "A", "problem": "Show A.", "proof": "proof of A"}) + "\n")
     with ScriptedServer(default=VER) as srv:
         args = ["--run-verifier", "-k", "2", "--model", "m", "--base-url", srv.base_url, "--run-dir", str(tmp_path / "r")]
-        r = CliRunner().invoke(_app(), ["eval-verifier", str(f), *args])
+        r = CliRunner().invoke(app, ["eval-verifier", str(f), *args])
         assert r.exit_code == 1 and "no row has a human grade" in r.stderr and str(f) in r.stderr
         assert [q for q in srv.requests if "proof of" in json.dumps(q.body)] == []  # nothing paid for
         # a graded row without a problem statement: the error names the file and the row, before any call
         f.write_text(json.dumps({"problem_id": "B", "proof": "proof of B", "human_grade": 7}) + "\n")
-        r = CliRunner().invoke(_app(), ["eval-verifier", str(f), *args])
+        r = CliRunner().invoke(app, ["eval-verifier", str(f), *args])
         assert r.exit_code == 1 and f"{f}: row 1 (B): no problem statement" in r.stderr, r.stderr
         assert [q for q in srv.requests if "proof of" in json.dumps(q.body)] == []
         # ungraded rows are not verified (they would be skipped anyway)
         f.write_text(json.dumps({"problem_id": "A", "problem": "Show A.", "proof": "proof of A", "human_grade": 7}) + "\n"
                      + json.dumps({"problem_id": "C", "problem": "Show C.", "proof": "proof of C"}) + "\n")
-        r = CliRunner().invoke(_app(), ["eval-verifier", str(f), *args, "--json"])
+        r = CliRunner().invoke(app, ["eval-verifier", str(f), *args, "--json"])
         assert r.exit_code == 0, r.output
         sent = [json.dumps(q.body) for q in srv.requests]
         assert any("proof of A" in b for b in sent) and not any("proof of C" in b for b in sent)

@@ -231,22 +231,14 @@ async def test_adaptive_label_same_labels_fewer_samples(make_server, tmp_path):
 def test_cli_verification_policy_options(servers, tmp_path):
     import json
 
-    import typer
     from typer.testing import CliRunner
 
-    from proofsmith.cli.pipelines import register
+    from proofsmith.cli import app
 
     srv = servers(world())
     probs = tmp_path / "probs.jsonl"
     probs.write_text(json.dumps({"id": "s", "problem": "Scripted one."}) + "\n")
     TEMPLATES.save(tmp_path / "tpl")
-    app = typer.Typer()
-
-    @app.callback()
-    def _cb() -> None:
-        pass
-
-    register(app)
     base = ["search", "--problems", str(probs), "--json", "--model", "m", "--base-url", srv.base_url,
             "--templates", str(tmp_path / "tpl"), "--initial-proofs", "6", "--verifications", "32",
             "--refine-top", "2", "--analyses", "2", "--max-iterations", "1"]

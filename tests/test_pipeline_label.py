@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import typer
 from pipeline_server import TEMPLATES, World, requests_by_role, start_world
 from typer.testing import CliRunner
 
 from proofsmith.errors import UserError
 from proofsmith.llm.client import Endpoint, LLMClient
-from proofsmith.cli.pipelines import register
+from proofsmith.cli import app
 from proofsmith.pipelines.label import (
     AnalysisEvidence, LabelConfig, LabelInput, decide, export_labels, import_human, load_items,
     read_proofs_file, run_label_many,
@@ -184,13 +183,6 @@ def test_read_proofs_inputs(tmp_path):
 
 @pytest.mark.parametrize("flag", ["--verifications", "--n"])  # --n: the old name, hidden for one release
 def test_label_cli_dispatch_and_import(server, tmp_path, flag):
-    app = typer.Typer()
-
-    @app.callback()
-    def _cb() -> None:
-        pass
-
-    register(app)
     TEMPLATES.save(tmp_path / "tpl")
     proofs = tmp_path / "proofs.jsonl"
     proofs.write_text("".join(json.dumps({"problem": PROBLEM.statement, "problem_id": PROBLEM.id,
@@ -260,13 +252,6 @@ def test_read_proof_corpus_shapes(tmp_path):
 
 def test_label_cli_token_line_is_the_common_one(server, tmp_path):
     # every command prints "tokens: P prompt (C cached) + K completion in N calls" (docs/serving.md)
-    app = typer.Typer()
-
-    @app.callback()
-    def _cb() -> None:
-        pass
-
-    register(app)
     TEMPLATES.save(tmp_path / "tpl")
     proofs = tmp_path / "proofs.jsonl"
     proofs.write_text(json.dumps({"problem": PROBLEM.statement, "problem_id": PROBLEM.id,

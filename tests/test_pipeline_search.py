@@ -325,10 +325,9 @@ def test_search_small_preset_on_embedded_model(tmp_path):
 def test_cli_search_several_problems_share_one_client(servers, tmp_path):
     import json
 
-    import typer
     from typer.testing import CliRunner
 
-    from proofsmith.cli.pipelines import register
+    from proofsmith.cli import app
 
     world = World(gen_quality=lambda prob, i: 1.0 if prob.startswith("Easy") else 0.0)
     srv = servers(world)
@@ -336,13 +335,6 @@ def test_cli_search_several_problems_share_one_client(servers, tmp_path):
     probs.write_text(json.dumps({"id": "e", "problem": "Easy one."}) + "\n"
                      + json.dumps({"problem": "Hard one."}) + "\n")
     TEMPLATES.save(tmp_path / "tpl")
-    app = typer.Typer()
-
-    @app.callback()
-    def _cb() -> None:
-        pass
-
-    register(app)
     r = CliRunner().invoke(app, ["search", "--problems", str(probs), "--json", "--model", "m",
                                  "--base-url", srv.base_url, "--run-dir", str(tmp_path / "run"),
                                  "--templates", str(tmp_path / "tpl"), "--initial-proofs", "2",

@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
+from proofsmith.cli import app
 from proofsmith.errors import UserError
-from proofsmith.cli.evaluate import register
 from proofsmith.evaluate.predictions import (
     format_total,
     infer_points,
@@ -22,14 +21,9 @@ DATA = Path(__file__).parent / "data" / "eval"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "deepseek-math-v2" / "outputs" / "IMO-ProofBench-Basic.jsonl"
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
-
 
 def _eval_json(*args: str) -> dict:
-    r = CliRunner().invoke(_app(), ["eval", *args, "--json"])
+    r = CliRunner().invoke(app, ["eval", *args, "--json"])
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)
 
@@ -53,7 +47,7 @@ def test_released_proofbench_basic_is_208_of_210():
 
 @pytest.mark.skipif(not SHARED.is_file(), reason="shared data folder not next to the repository")
 def test_shared_file_plain_output():
-    r = CliRunner().invoke(_app(), ["eval", "--predictions", str(SHARED)])
+    r = CliRunner().invoke(app, ["eval", "--predictions", str(SHARED)])
     assert r.exit_code == 0, r.output
     assert "total: 208/210 = 99.0%" in r.stdout
     assert "grade source: human (30)" in r.stdout
@@ -92,7 +86,7 @@ def test_cmo_seven_scale_is_announced_and_can_be_forced(tmp_path):
     doc = _eval_json("--predictions", str(DATA / "released-CMO2024-seven.jsonl"), "--rating-scale", "contest")
     assert (doc["points"], doc["max_points"]) == (31, 126)
     # a contest-scale file read as 0-7 grades is an error (21 > 7), not a silent total
-    r = CliRunner().invoke(_app(), ["eval", "--predictions", str(DATA / "released-CMO2024.jsonl"), "--rating-scale", "seven"])
+    r = CliRunner().invoke(app, ["eval", "--predictions", str(DATA / "released-CMO2024.jsonl"), "--rating-scale", "seven"])
     assert r.exit_code == 1
     assert "human rating 21 exceeds 7" in r.stderr
 
@@ -109,7 +103,7 @@ def test_automatic_fallback_and_forced_sources(tmp_path):
     assert doc["grade_source"] == "mixed" and doc["grade_sources"] == {"automatic": 1, "human": 1}
     doc = _eval_json("--predictions", str(f), "--grade-source", "automatic")
     assert doc["points"] == 10.5 and doc["grade_source"] == "automatic"
-    r = CliRunner().invoke(_app(), ["eval", "--predictions", str(f), "--grade-source", "human"])
+    r = CliRunner().invoke(app, ["eval", "--predictions", str(f), "--grade-source", "human"])
     assert r.exit_code == 1
     assert "row 1 (IMO2025-1): no human grade to total (--grade-source human)" in r.stderr
 
@@ -160,18 +154,18 @@ def test_bad_predictions_one_line(tmp_path, rows, message):
 
 def test_cli_errors(tmp_path):
     runner = CliRunner()
-    r = runner.invoke(_app(), ["eval"])
+    r = runner.invoke(app, ["eval"])
     assert r.exit_code == 1 and "give a DATASET" in r.stderr
-    r = runner.invoke(_app(), ["eval", "imo2025", "--predictions", str(DATA / "released-IMO2025.jsonl")])
+    r = runner.invoke(app, ["eval", "imo2025", "--predictions", str(DATA / "released-IMO2025.jsonl")])
     assert r.exit_code == 1 and "not both" in r.stderr
-    r = runner.invoke(_app(), ["eval", "--predictions", str(tmp_path / "missing.jsonl")])
+    r = runner.invoke(app, ["eval", "--predictions", str(tmp_path / "missing.jsonl")])
     assert r.exit_code == 1 and "predictions file not found" in r.stderr
-    r = runner.invoke(_app(), ["eval", "imo2025", "--pipeline", "magic"])
+    r = runner.invoke(app, ["eval", "imo2025", "--pipeline", "magic"])
     assert r.exit_code == 1 and "unknown pipeline 'magic'" in r.stderr
 
 
 def test_plain_output_names_scale_and_source():
-    r = CliRunner().invoke(_app(), ["eval", "--predictions", str(DATA / "released-Putnam2024.jsonl")])
+    r = CliRunner().invoke(app, ["eval", "--predictions", str(DATA / "released-Putnam2024.jsonl")])
     assert r.exit_code == 0, r.output
     assert "Putnam2024: 10 points per problem (bundled dataset putnam2024)" in r.stdout
     assert "total: 118/120 = 98.3%" in r.stdout
@@ -202,7 +196,7 @@ def test_eval_dataset_one_shot_over_http(scripted_server, tmp_path):
     scripted_server.route("MARK-PROOF", VER)
     scripted_server.default = GEN
     run = tmp_path / "run"
-    r = CliRunner().invoke(_app(), [
+    r = CliRunner().invoke(app, [
         "eval", "proofbench-basic", "--id", "PB-Basic-001,PB-Basic-002", "-k", "3", "--json",
         "--model", "m", "--base-url", scripted_server.base_url, "--run-dir", str(run),
     ])
@@ -214,7 +208,7 @@ def test_eval_dataset_one_shot_over_http(scripted_server, tmp_path):
         assert p["verification"]["scores"] == [0.5, 0.5, 0.5] and p["verification"]["majority"] == 0.5
     assert (doc["points"], doc["max_points"]) == (12, 14)
     # without reference grading the verification majority gives the points: 0.5 x 7
-    r = CliRunner().invoke(_app(), [
+    r = CliRunner().invoke(app, [
         "eval", "imo2025", "--limit", "1", "-k", "2", "--json", "--no-reference",
         "--model", "m", "--base-url", scripted_server.base_url, "--run-dir", str(tmp_path / "run2"),
     ])
@@ -222,7 +216,7 @@ def test_eval_dataset_one_shot_over_http(scripted_server, tmp_path):
     doc2 = json.loads(r.stdout)
     assert doc2["points"] == 3.5 and doc2["problems"][0]["grade_source"] == "verification majority"
     # the run directory renders as a report
-    r = CliRunner().invoke(_app(), ["report", str(run), "--json"])
+    r = CliRunner().invoke(app, ["report", str(run), "--json"])
     assert r.exit_code == 0, r.output
     html = (run / "report.html").read_text()
     assert "12/14 = 85.7%" in html and "MARK-PROOF" in html
@@ -233,7 +227,7 @@ def test_eval_dataset_other_pipelines_over_http(scripted_server, tmp_path, pipel
     scripted_server.route("Contestant's proof", "Final grade: \\boxed{7}")
     scripted_server.route("MARK-PROOF", VER)  # verify (and refine) prompts quote the proof
     scripted_server.default = GEN
-    r = CliRunner().invoke(_app(), [
+    r = CliRunner().invoke(app, [
         "eval", "proofbench-basic", "--limit", "1", "-k", "2", "--json", "--pipeline", pipeline, "--attempts", "2",
         "--model", "m", "--base-url", scripted_server.base_url, "--run-dir", str(tmp_path / "run"),
     ])

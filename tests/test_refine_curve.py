@@ -87,10 +87,9 @@ async def test_curve_from_one_scripted_run(world_server, tmp_path):
 def test_cli_refine_curve(world_server, tmp_path):
     import json
 
-    import typer
     from typer.testing import CliRunner
 
-    from proofsmith.cli.pipelines import register
+    from proofsmith.cli import app
 
     world = World(
         gen_quality=lambda p, i: [0.0, 0.5][i],
@@ -102,13 +101,6 @@ def test_cli_refine_curve(world_server, tmp_path):
     probs = tmp_path / "probs.jsonl"
     probs.write_text(json.dumps({"id": "gamma", "problem": PROBLEM.statement}) + "\n")
     TEMPLATES.save(tmp_path / "tpl")
-    app = typer.Typer()
-
-    @app.callback()
-    def _cb() -> None:
-        pass
-
-    register(app)
     base = ["refine", "--problems", str(probs), "--model", "m", "--base-url", srv.base_url,
             "--templates", str(tmp_path / "tpl"), "--threads", "2", "--max-attempts", "3", "--curve"]
     r = CliRunner().invoke(app, base + ["--verifications", "3", "--run-dir", str(tmp_path / "run")])

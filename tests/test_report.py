@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from proofsmith.cli.evaluate import register
+from proofsmith.cli import app
 from proofsmith.evaluate.report import build_report, load_report_input
 from proofsmith.records import MetaVerification, Problem, Proof, Usage, Verification
 from proofsmith.store import RunStore
@@ -21,11 +20,6 @@ DATA = Path(__file__).parent / "data" / "eval"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
-
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
 
 
 def make_run(run_dir: Path) -> None:
@@ -75,7 +69,7 @@ def test_report_from_run_dir(tmp_path):
     assert by_id["p-root"]["mean_score"] == 0.25 and by_id["p-child"]["mean_score"] == 1.0
     assert by_id["p-root"]["verifications"][0]["meta"][0]["score"] == 1.0
     assert doc["summary"]["pipeline"] == "refine"
-    r = CliRunner().invoke(_app(), ["report", str(run), "--json"])
+    r = CliRunner().invoke(app, ["report", str(run), "--json"])
     assert r.exit_code == 0, r.output
     out = Path(json.loads(r.stdout)["report"])
     assert out == run / "report.html"
@@ -90,9 +84,9 @@ def test_report_from_run_dir(tmp_path):
 def test_report_from_predictions_and_results(tmp_path):
     runner = CliRunner()
     res = tmp_path / "res.json"
-    r = runner.invoke(_app(), ["eval", "--predictions", str(DATA / "released-IMO2025.jsonl"), "--output", str(res), "--json"])
+    r = runner.invoke(app, ["eval", "--predictions", str(DATA / "released-IMO2025.jsonl"), "--output", str(res), "--json"])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(_app(), ["report", str(res), "-o", str(tmp_path / "r.html")])
+    r = runner.invoke(app, ["report", str(res), "-o", str(tmp_path / "r.html")])
     assert r.exit_code == 0, r.output
     html = (tmp_path / "r.html").read_text()
     assert "35/42 = 83.3%" in html and html.count('<section class="problem"') == 6
@@ -102,11 +96,11 @@ def test_report_from_predictions_and_results(tmp_path):
 
 
 def test_report_bad_input(tmp_path):
-    r = CliRunner().invoke(_app(), ["report", str(tmp_path)])
+    r = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert r.exit_code == 1 and "not a proofsmith run directory" in r.stderr
     bad = tmp_path / "x.json"
     bad.write_text("{not json")
-    r = CliRunner().invoke(_app(), ["report", str(bad)])
+    r = CliRunner().invoke(app, ["report", str(bad)])
     assert r.exit_code == 1 and "not valid JSON" in r.stderr
 
 

@@ -10,12 +10,10 @@ from types import SimpleNamespace
 
 import pipeline_server
 import pytest
-import typer
 from pipeline_server import TEMPLATES, World
 from typer.testing import CliRunner
 
-from proofsmith.cli.evaluate import register as register_eval
-from proofsmith.cli.pipelines import register as register_pipelines
+from proofsmith.cli import app
 from proofsmith.evaluate.report import load_report_input, render_html
 from proofsmith.evaluate.run import run_eval
 from proofsmith.records import Problem
@@ -36,17 +34,6 @@ def _world() -> World:
     )
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _cb() -> None:
-        pass
-
-    register_pipelines(app)
-    register_eval(app)
-    return app
-
 
 def _search(app, srv, tmp_path, rank_by: str) -> tuple[dict, object]:
     probs = tmp_path / "probs.jsonl"
@@ -65,7 +52,6 @@ def _search(app, srv, tmp_path, rank_by: str) -> tuple[dict, object]:
 
 @pytest.mark.parametrize("rank_by, quality, mean", [("filtered", "QUALITY=1.", 0.75), ("raw", "QUALITY=0.5.", 2 / 3)])
 def test_search_run_report_follows_rank_by(make_server, tmp_path, rank_by, quality, mean):
-    app = _app()
     srv = make_server(default=_world().reply)
     res, run = _search(app, srv, tmp_path, rank_by)
     sel = res["selected"]
@@ -114,7 +100,6 @@ async def test_eval_run_report_shows_rank_by(make_server, tmp_path):
 def test_review_selected_proof_follows_rank_by(make_server, tmp_path):
     from proofsmith.review.data import Run, load_run, problem_rows
 
-    app = _app()
     srv = make_server(default=_world().reply)
     res, run = _search(app, srv, tmp_path, "filtered")
     data = load_run(Run(run, 0))
@@ -140,7 +125,7 @@ def test_review_passed_flag_follows_rank_by(make_server, tmp_path, rank_by, pass
 
     # proof 0: analyses 1, 1, 0 and the 0 rejected: passes by the filtered mean only
     srv = make_server(default=only_critique_rejected().reply)
-    res, run = _search(_app(), srv, tmp_path, rank_by)
+    res, run = _search(app, srv, tmp_path, rank_by)
     data = load_run(Run(run, 0))
     a = next(e for e in data.proofs.values() if "QUALITY=1." in (e.get("proof") or ""))
     assert a["passed"] is passed and ("passed" in a["flags"]) is passed

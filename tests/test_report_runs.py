@@ -8,14 +8,13 @@ import json
 
 import pipeline_server
 import pytest
-import typer
 from pipeline_server import TEMPLATES, World
 from test_pipeline_label import PROBLEM as LABEL_PROBLEM
 from test_pipeline_label import proof_text, server  # noqa: F401  (fixture)
 from typer.testing import CliRunner
 
 from proofsmith import roles
-from proofsmith.cli.pipelines import register
+from proofsmith.cli import app
 from proofsmith.evaluate.report import load_report_input, render_html
 from proofsmith.pipelines.search import SearchConfig, run_search
 from proofsmith.records import Problem
@@ -26,13 +25,6 @@ def _cards(doc: dict) -> dict[str, dict]:
 
 
 def test_label_run_report_has_bodies_statement_and_decisions(server, tmp_path):  # noqa: F811
-    app = typer.Typer()
-
-    @app.callback()
-    def _cb() -> None:
-        pass
-
-    register(app)
     TEMPLATES.save(tmp_path / "tpl")
     proofs = tmp_path / "proofs.jsonl"
     names = ("flawed", "lonely", "clean")

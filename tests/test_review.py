@@ -15,12 +15,11 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-import typer
 from review_runs import CASES, NEEDS_HUMAN, PAYLOAD, PROBLEM_ID, make_label_run, make_refine_run, make_search_run
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from proofsmith.cli.pipelines import register as register_pipelines
+from proofsmith.cli import app
 from proofsmith.review import Review, ReviewError
 from proofsmith.review.app import CSP, LOOPBACK_HOSTS, create_app
 from proofsmith.review.decisions import agreement, cohen_kappa, wilson_interval
@@ -346,13 +345,6 @@ def test_resolve_export_and_label_import_human(runs, tmp_path):
     assert {r["proof_id"]: r["label"] for r in only_bob} == {"lonely": 0.5, "undecided": 1}
     assert a.get("/export.jsonl?run=0&download=1").headers["content-disposition"].startswith("attachment")
     # `label import-human` reads the export
-    app = typer.Typer()
-
-    @app.callback()
-    def _cb() -> None:
-        pass
-
-    register_pipelines(app)
     r = CliRunner().invoke(app, ["label", "import-human", str(export), "--run-dir", str(runs[0])])
     assert r.exit_code == 0, r.output
     assert "imported 2 human decisions (1 rows without a label skipped)" in r.stdout
@@ -464,8 +456,6 @@ def _cli(*args: str) -> list[str]:
 
 
 def test_command_serves_exports_and_fails_clearly(runs, tmp_path):
-    from proofsmith.cli import app
-
     r = CliRunner().invoke(app, ["review", "--help"])
     assert r.exit_code == 0 and "--annotator" in r.output and "--host" in r.output and "--export" in r.output
     r = CliRunner().invoke(app, ["review", str(tmp_path / "nowhere")])

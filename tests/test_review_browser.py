@@ -18,11 +18,10 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-import typer
 from review_runs import NEEDS_HUMAN, PAYLOAD, PROBLEM_ID, make_label_run, make_search_run
 from typer.testing import CliRunner
 
-from proofsmith.cli.pipelines import register as register_pipelines
+from proofsmith.cli import app
 from proofsmith.review import Review
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -228,13 +227,6 @@ def test_keyboard_labeling_spans_reload_export_import(tmp_path):
         assert rows[[r["proof_id"] for r in rows].index("lonely")]["spans"][0]["text"] == "𝔽 holds"
         export = tmp_path / "human.jsonl"
         export.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        app = typer.Typer()
-
-        @app.callback()
-        def _cb() -> None:
-            pass
-
-        register_pipelines(app)
         r = CliRunner().invoke(app, ["label", "import-human", str(export), "--run-dir", str(label_run)])
         assert r.exit_code == 0, r.output
         labels = {x["proof_id"]: x for x in map(json.loads, (label_run / "labels" / "labels.jsonl").read_text().splitlines())}

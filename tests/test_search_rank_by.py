@@ -109,22 +109,14 @@ async def test_filtered_with_adaptive_policy_is_refused(servers, tmp_path):
 def test_cli_rank_by(servers, tmp_path):
     import json
 
-    import typer
     from typer.testing import CliRunner
 
-    from proofsmith.cli.pipelines import register
+    from proofsmith.cli import app
 
     srv = servers(_world())
     probs = tmp_path / "probs.jsonl"
     probs.write_text(json.dumps({"id": "alpha", "problem": PROBLEM.statement}) + "\n")
     TEMPLATES.save(tmp_path / "tpl")
-    app = typer.Typer()
-
-    @app.callback()
-    def _cb() -> None:
-        pass
-
-    register(app)
     base = ["search", "--problems", str(probs), "--model", "m", "--base-url", srv.base_url,
             "--templates", str(tmp_path / "tpl"), "--initial-proofs", "2", "--verifications", "3",
             "--max-iterations", "1", "--refine-top", "1"]

@@ -6,23 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import sqlite3
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from killed_runs import kill_9_when, script_command, store_counts
 from proofsmith import roles
 from proofsmith.llm import Endpoint, LLMClient
 from proofsmith.records import Completion, Problem, Proof, Usage, Verification
 from proofsmith.store import _SCHEMA, RunStore, StoreError
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 ANALYSIS = "The second step divides by k without checking k != 0; " * 8
 VER = ("<think>Let me check each step carefully.</think>Here is my evaluation of the solution:\n"
        + ANALYSIS + "\n\nBased on my evaluation, the final overall score should be: \\boxed{0.5}")
@@ -324,40 +321,16 @@ _BURST = textwrap.dedent(
 )
 
 
-def _counts(db_path: Path) -> tuple[int, int]:
-    if not db_path.exists():
-        return 0, 0
-    try:
-        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-        try:
-            return (con.execute("SELECT COUNT(*) FROM calls WHERE error IS NULL").fetchone()[0],
-                    con.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
-        finally:
-            con.close()
-    except sqlite3.OperationalError:  # schema not created yet
-        return 0, 0
-
-
 def test_kill_9_during_a_burst_resumes_without_paying_twice_or_half_written_rows(make_server, tmp_path):
     total, conc = 120, 32
     srv = make_server(delay=0.2, default=VER)
     run_dir = tmp_path / "run"
-    script = tmp_path / "burst.py"
-    script.write_text(_BURST)
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, str(script), srv.base_url, str(run_dir), str(total)]
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        deadline = time.monotonic() + 60
-        while _counts(run_dir / "run.sqlite")[0] < 40:  # a few bursts of up to 32 calls committed
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the burst made no progress"
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=10)
-    assert proc.returncode == -signal.SIGKILL
+    cmd, env = script_command(tmp_path / "burst.py", _BURST, srv.base_url, str(run_dir), str(total))
+    # killed after a few bursts of up to 32 calls were committed
+    kill_9_when(cmd, env, lambda: store_counts(run_dir / "run.sqlite")[0] >= 40, timeout=60, what="the burst")
     time.sleep(0.5)  # let the server notice the dropped connections
     paid_first = len(srv.requests)
-    calls, samples = _counts(run_dir / "run.sqlite")
+    calls, samples = store_counts(run_dir / "run.sqlite")
     assert 40 <= calls < total, "the kill came too late to test anything"
     assert samples == 2 * calls  # nothing half-written: each committed call has both its samples
     assert 0 <= paid_first - calls <= conc  # only calls in flight were lost
