@@ -344,3 +344,12 @@ def test_openrlhf_eos_from_policy_tokenizer(word_tokenizer, monkeypatch):
     out = openrlhf_reward_func(["Q" + v_answer("1") + "<eos>", "Q" + v_answer("1")], ["Q", "Q"],
                                ['{"role": "verifier", "target": 1}'] * 2)
     assert out["rewards"].tolist() == [1.0, 0.0]
+
+
+def test_openrlhf_label_that_is_hostile_json_is_one_train_error():
+    from proofsmith.train.adapters import _parse_label
+
+    assert _parse_label('{"target": 1}') == {"target": 1}
+    for hostile in ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", '{"target": ' + "9" * 5000 + "}"):
+        with pytest.raises(TrainError, match="label is not valid JSON"):
+            _parse_label(hostile)

@@ -144,6 +144,12 @@ def test_infer_points_from_ids():
         ([{"proof": "x", "grade": 3}], r"line 1: missing column 'problem_id'"),
         ([{"problem_id": "IMO2025-1", "grade": 8}], r"row 1 \(IMO2025-1\): grade 8 exceeds 7 points"),
         ([{"problem_idx": "X", "model_prediction": "nope"}], r"line 1: column 'model_prediction': not a JSON object"),
+        # JSON text in a cell nested too deep for the parser (RecursionError before) or holding
+        # an integer over Python's 4300-digit limit (a bare ValueError before)
+        ([{"problem_idx": "X", "model_prediction": '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"}],
+         r"line 1: column 'model_prediction': not a JSON object"),
+        ([{"problem_idx": "X", "model_prediction": '{"a": ' + "9" * 5000 + "}"}],
+         r"line 1: column 'model_prediction': not a JSON object"),
     ],
 )
 def test_bad_predictions_one_line(tmp_path, rows, message):

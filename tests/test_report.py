@@ -102,6 +102,9 @@ def test_report_bad_input(tmp_path):
     bad.write_text("{not json")
     r = CliRunner().invoke(app, ["report", str(bad)])
     assert r.exit_code == 1 and "not valid JSON" in r.stderr
+    bad.write_text('{"problems": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    r = CliRunner().invoke(app, ["report", str(bad)])
+    assert r.exit_code == 1 and "not valid JSON" in r.stderr and "nested 100001 levels deep" in r.stderr
 
 
 def _driver(tmp_path: Path):

@@ -423,6 +423,9 @@ def test_post_protections(runs):
     assert r.status_code == 415
     r = c.post("/api/decision", content="{bad", headers={"X-CSRF-Token": tok, "Content-Type": "application/json"})
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    for hostile in ("[" * 100_000 + "]" * 100_000, '{"run": ' + "9" * 5000 + "}"):  # RecursionError / ValueError
+        r = c.post("/api/decision", content=hostile, headers={"X-CSRF-Token": tok, "Content-Type": "application/json"})
+        assert r.status_code == 400 and "not valid JSON" in r.json()["error"], r.text
     assert c.put("/api/decision", json=body, headers={"X-CSRF-Token": tok}).status_code == 405
     r = c.post("/api/decision", json=body, headers={"X-CSRF-Token": tok, "Origin": "http://testserver"})
     assert r.status_code == 200

@@ -26,6 +26,8 @@ import csv
 import io
 import json
 import math
+import re
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -92,6 +94,49 @@ def _lines(text: str) -> Iterator[tuple[int, str]]:
         yield lineno, line[:-1] if line.endswith("\r") else line
 
 
+def load_json(text: str) -> Any:
+    """``json.loads`` for untrusted text, failing only with ``json.JSONDecodeError``: it
+    raises a bare ValueError for an integer longer than Python's int-string limit (4300
+    digits) and RecursionError for arrays/objects nested too deep; both become a
+    JSONDecodeError that says so, with the position."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        depth, at = _deepest(text)
+        raise json.JSONDecodeError(f"arrays or objects nested {depth} levels deep", text, at) from None
+    except ValueError as e:
+        limit = sys.get_int_max_str_digits()
+        m = re.search(r"\d{%d,}" % (limit + 1), text) if limit else None
+        if m is None:
+            raise json.JSONDecodeError(" ".join(str(e).split()), text, 0) from None
+        raise json.JSONDecodeError(f"a number longer than {limit} digits", text, m.start()) from None
+
+
+def _deepest(text: str) -> tuple[int, int]:
+    """(depth, offset) of the deepest array/object nesting of JSON text (strings skipped)."""
+    depth = best = at = 0
+    in_str = escaped = False
+    for i, ch in enumerate(text):
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch == "[" or ch == "{":
+            depth += 1
+            if depth > best:
+                best, at = depth, i
+        elif ch == "]" or ch == "}":
+            depth -= 1
+    return best, at
+
+
 def jsonl_rows(path: str | Path, text: str | None = None, *,
                error: type[Exception] = UserError) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of a JSONL file (``text``: its content,
@@ -106,7 +151,7 @@ def jsonl_rows(path: str | Path, text: str | None = None, *,
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = load_json(line)
         except json.JSONDecodeError as e:
             raise error(f"{p}: line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
@@ -156,7 +201,7 @@ def read_rows(path: str | Path, what: str = "dataset") -> tuple[list[tuple[int, 
         return rows, "line"
     if suffix == ".json":
         try:
-            doc = json.loads(text)
+            doc = load_json(text)
         except json.JSONDecodeError as e:
             raise UserError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
         if _lone_surrogate(doc, text):
@@ -302,7 +347,7 @@ def read_problem(path: str | Path) -> Problem:
         raise UserError(f"problem file is empty: {p}")
     if p.suffix.lower() == ".json":
         try:
-            doc = json.loads(text)
+            doc = load_json(text)
         except json.JSONDecodeError as e:
             raise UserError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
         if not isinstance(doc, dict):
@@ -365,7 +410,7 @@ def read_proof(path: str | Path, *, solution_only: bool = False) -> str:
     text = read_text_file(p, "proof")
     if p.suffix.lower() == ".json":
         try:
-            doc = json.loads(text)
+            doc = load_json(text)
             proofs = [x for x in doc.get("proofs", []) if isinstance(x, dict) and x.get("proof")]
         except (json.JSONDecodeError, AttributeError):
             raise UserError(f"{p}: expected the JSON of `proofsmith prove --json`") from None

@@ -145,6 +145,36 @@ def test_a_lone_surrogate_escape_is_refused_with_file_and_line(tmp_path):
         assert srv.requests == []
 
 
+_DEEP = "[" * 100_000 + "]" * 100_000
+_LONG_INT = "9" * 5000  # Python refuses int strings over 4300 digits
+
+
+@pytest.mark.parametrize("name,body,needle", [
+    ("problems.jsonl", '{"id": "a", "problem": "x"}\n{"id": ' + _LONG_INT + ', "problem": "y"}\n',
+     r"problems.jsonl: line 2: not valid JSON \(a number longer than 4300 digits at column 8\)"),
+    ("problems.jsonl", '{"id": "a", "problem": "x", "meta": ' + _DEEP + '}\n',
+     r"problems.jsonl: line 1: not valid JSON \(arrays or objects nested \d+ levels deep at column \d+\)"),
+    ("problems.json", '[{"id": "a", "problem": "x", "meta": ' + _DEEP + '}]',
+     r"problems.json: not valid JSON \(line 1, column \d+\): arrays or objects nested \d+ levels deep"),
+    ("proofs.jsonl", '{"id": "a", "problem": "x", "proof": "p", "n": ' + _LONG_INT + '}\n',
+     r"proofs.jsonl: line 1: not valid JSON \(a number longer than 4300 digits"),
+])
+def test_json_too_deep_or_too_long_a_number_is_refused_with_file_and_line(tmp_path, name, body, needle):
+    # json.loads fails on these with RecursionError / a bare ValueError, not a JSONDecodeError
+    path = tmp_path / name
+    path.write_text(body)
+    read = read_proofs_file if name.startswith("proofs") else read_rows
+    with pytest.raises(UserError, match=needle):
+        read(path)
+
+
+def test_problem_json_file_nested_too_deep_is_one_line(tmp_path):
+    path = tmp_path / "problem.json"
+    path.write_text('{"problem": "x", "meta": ' + _DEEP + '}')
+    with pytest.raises(UserError, match=r"problem.json: not valid JSON .*nested \d+ levels deep"):
+        read_problem(path)
+
+
 # ----------------------------------------------------------------------------- exact proofs
 
 

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import UserError
+from ..inputs import load_json
 from .datasets import _load_builtin, pick, read_rows
 
 __all__ = [
@@ -92,7 +93,7 @@ def _json_cell(v: Any, kind: type, where: str, bad_json: str, bad_kind: str) -> 
     """A cell holding a ``kind`` (dict / list) itself or as JSON text (CSV cells are text)."""
     if isinstance(v, str):
         try:
-            v = json.loads(v)
+            v = load_json(v)
         except json.JSONDecodeError:
             raise UserError(f"{where}: {bad_json}") from None
     if not isinstance(v, kind):
@@ -127,7 +128,7 @@ def _decode_proof(v: Any) -> str | None:
     t = s.strip()
     if len(t) >= 2 and t[0] == '"' and t[-1] == '"':
         try:
-            dec = json.loads(t)
+            dec = load_json(t)
             if isinstance(dec, str):
                 return dec
         except json.JSONDecodeError:

@@ -41,6 +41,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..fileio import write_atomic
+from ..inputs import load_json
 from ..redact import redact_text
 from .markdown import markdown_html
 
@@ -385,7 +386,7 @@ def load_report_input(source: str | Path) -> dict[str, Any]:
         raise UserError(f"report input not found: {p}")
     if p.suffix.lower() == ".json":
         try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
+            doc = load_json(p.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"{p}: not valid JSON ({e})") from None
         if isinstance(doc, dict) and "problems" in doc and not isinstance(doc.get("problems"), list):

@@ -43,7 +43,7 @@ from pydantic import BaseModel, Field
 from .. import roles
 from ..errors import UserError, renamed
 from ..fileio import write_atomic
-from ..inputs import jsonl_rows, read_text
+from ..inputs import jsonl_rows, load_json, read_text
 from ..llm.client import BudgetExceeded, LLMClient
 from ..private import make_private_dir
 from ..prompts import Templates
@@ -393,7 +393,7 @@ def read_proofs_file(path: str | Path, problems: list[Problem] | None = None) ->
     doc: Any = None
     if p.suffix.lower() != ".jsonl":
         try:
-            doc = json.loads(text)
+            doc = load_json(text)
         except json.JSONDecodeError as e:
             if p.suffix.lower() == ".json":
                 raise UserError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None

@@ -40,6 +40,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..inputs import load_json
 from ..records import format_number
 from .data import FLAGS, ReviewError
 from .decisions import validate_annotator
@@ -273,7 +274,7 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
 
     async def body(request: Request) -> dict:
         try:
-            doc = json.loads(await request.body() or b"{}")
+            doc = load_json((await request.body()).decode("utf-8") or "{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ReviewError(f"request body is not valid JSON ({e})") from None
         if not isinstance(doc, dict):

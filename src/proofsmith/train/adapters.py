@@ -31,11 +31,11 @@ data written before the names were unified, is read as ``meta_verifier``).
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 from typing import Any, Sequence
 
+from ..inputs import load_json
 from ..redact import redact_text
 from ..records import model_role
 from ..rewards import RewardResult
@@ -418,7 +418,7 @@ def _parse_label(label: Any) -> dict:
         s = label.strip()
         if s.startswith("{"):
             try:
-                return json.loads(s)
+                return load_json(s)
             except ValueError as e:
                 raise TrainError(f"label is not valid JSON: {e}") from None
         return {"target": s} if s else {}
