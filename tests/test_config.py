@@ -222,6 +222,7 @@ def test_config_option_and_models_not_in_the_file(files, tmp_path):
     ("[models.a]\nprices = { prompt_per_milion = 1.0 }\n", ["models.a.prices", "unknown price 'prompt_per_milion'"]),
     ("[modls.a]\n", ["modls"]),
     ("[models.a\n", ["not valid TOML"]),
+    ("[models.a]\nextra = " + "[" * 100_000 + "]" * 100_000 + "\n", ["not valid TOML", "nested too deep"]),
     ("[models.a]\nmodel = 'embedded'\nbase_urls = ['http://h/v1']\n", ["models.a", "embedded"]),
 ])
 def test_models_file_errors_name_the_file_and_the_key(tmp_path, text, needles):

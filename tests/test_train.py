@@ -244,6 +244,7 @@ def test_train_config_yaml(tmp_path):
     ("grpo: {max_steps: 1}\n", "data.path is required"),
     ("- a\n- b\n", "must be a YAML mapping"),
     ("data: {path: [x\n", "invalid YAML"),
+    ("data: " + "[" * 100_000 + "]" * 100_000 + "\n", "invalid YAML .*nested too deep"),
 ])
 def test_train_config_errors(tmp_path, body, msg):
     f = tmp_path / "c.yaml"

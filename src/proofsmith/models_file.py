@@ -176,6 +176,8 @@ def parse_models_file(text: str, path: Path) -> ModelsFile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid TOML: arrays or tables nested too deep") from None
     _check_raw(data, path)
     try:
         mf = ModelsFile.model_validate(data)

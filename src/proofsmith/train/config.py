@@ -374,6 +374,8 @@ def load_yaml(path: str | Path) -> dict:
         doc = yaml.safe_load(read_text(p, "config", error=TrainError))
     except yaml.YAMLError as e:
         raise TrainError(f"{p}: invalid YAML ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise TrainError(f"{p}: invalid YAML (lists or mappings nested too deep)") from None
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
