@@ -84,6 +84,15 @@ ODD_BUT_VALID: dict[str, Any] = {
                              "prompt_tokens_details": "none"}},
     "usage_missing": {"choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"},
                                    "finish_reason": "stop"}]},
+    # token counts no call has: infinite, or past what SQLite's 64-bit integers hold
+    "usage_infinite": {"choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"},
+                                    "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": float("inf"), "completion_tokens": float("-inf"),
+                                 "prompt_tokens_details": {"cached_tokens": float("nan")}}},
+    "usage_huge": {"choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"},
+                                "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 10**30, "completion_tokens": 1e300,
+                             "prompt_tokens_details": {"cached_tokens": 10**40}}},
     "content_list_parts": {"choices": [{"index": 0, "message": {
         "role": "assistant", "content": [{"type": "text", "text": "fi"}, {"type": "text", "text": "ne"}]},
         "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}},

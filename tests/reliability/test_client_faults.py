@@ -90,11 +90,16 @@ async def test_malformed_200_every_time_is_a_clear_error_and_nothing_cached(faul
 
 
 @pytest.mark.parametrize("kind", sorted(ODD_BUT_VALID))
-async def test_odd_but_valid_200_is_accepted(fault_server, kind):
+async def test_odd_but_valid_200_is_accepted(fault_server, tmp_path, kind):
     fault_server.script(Fault.malformed(kind))
-    async with client(fault_server) as c:
+    store = RunStore(tmp_path)
+    async with client(fault_server, store=store) as c:
         out = await c.complete(MSG)
     assert out[0].text == "fine" and len(fault_server.requests) == 1
+    # usage no call can have counts as unknown (0); the call and its sample are stored
+    u = out[0].usage
+    assert 0 <= u.prompt_tokens < 10**6 and 0 <= u.completion_tokens < 10**6 and 0 <= u.cached_tokens < 10**6
+    assert store.count_samples() == 1 and store.summary()["finished_calls"] == 1
 
 
 async def test_content_null_with_length_finish_is_a_truncated_sample(fault_server):

@@ -64,11 +64,17 @@ def split_reasoning(content: str | None, reasoning_field: str | None = None) -> 
     return text, ("\n\n".join(parts) if parts else None)
 
 
+_MAX_COUNT = 2**53  # no call has this many tokens; SQLite's integers end at 2**63
+
+
 def _as_int(value: Any) -> int:
+    """A token count from a server's usage: a whole number in [0, 2**53), else 0 (unknown):
+    text, negative, NaN, infinite and impossible counts are junk, never an error."""
     try:
-        return max(0, int(value or 0))
-    except (TypeError, ValueError):
+        n = int(value or 0)
+    except (TypeError, ValueError, OverflowError):
         return 0
+    return n if 0 <= n < _MAX_COUNT else 0
 
 
 def slim_response(resp: dict) -> dict:
