@@ -74,6 +74,13 @@ MALFORMED: dict[str, Any] = {
                                   "finish_reason": "stop"}]},
     "content_list_junk": {"choices": [{"index": 0, "message": {"role": "assistant", "content": [1, None]},
                                        "finish_reason": "stop"}]},
+    # choice indices that are not whole numbers cannot order the choices
+    "index_not_int": {"choices": [{"index": "a", "message": {"role": "assistant", "content": "x"},
+                                   "finish_reason": "stop"},
+                                  {"index": 1, "message": {"role": "assistant", "content": "y"},
+                                   "finish_reason": "stop"}]},
+    "index_null": {"choices": [{"index": None, "message": {"role": "assistant", "content": "x"},
+                                "finish_reason": "stop"}]},
 }
 
 # 200 bodies that are odd but usable: the client must accept them

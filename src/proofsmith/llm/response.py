@@ -215,6 +215,11 @@ def parse_response(
             resp if isinstance(resp, dict) else {"body": resp},
         )
     if any(isinstance(c, dict) and "index" in c for c in choices):
+        for j, c in enumerate(choices):
+            i = c.get("index", 0) if isinstance(c, dict) else 0
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise Retryable(f"malformed answer from {ep.base_url}: choice {j} has index {i!r:.40}, "
+                                "not a whole number", None, resp)
         choices = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
     u = resp.get("usage")
     u = u if isinstance(u, dict) else {}
