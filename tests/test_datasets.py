@@ -156,3 +156,18 @@ def test_json_problem_files_use_their_own_id(tmp_path):
     assert read_problem(tmp_path / "a.json").id == "17"
     (tmp_path / "b.json").write_text(json.dumps({"problem": "x", "problem_id": ""}))
     assert read_problem(tmp_path / "b.json").id == "b"
+
+
+def test_cli_prints_data_with_brackets_as_it_is(tmp_path):
+    """Ids, statements, sources and paths are data: text in square brackets is never read as
+    rich markup (which swallowed "[x]" and failed on "[/]")."""
+    f = tmp_path / "mk[abc].jsonl"
+    f.write_text(json.dumps({"id": "p[/bold]1", "problem": "Show [/] that [red]x[/red] > 0 in [0, 1]",
+                             "source": "[i]olympiad"}) + "\n")
+    runner = CliRunner()
+    r = runner.invoke(app, ["datasets", "show", str(f)])
+    assert r.exit_code == 0, r.output
+    assert "p[/bold]1" in r.stdout and "[i]olympiad" in r.stdout and "Show [/] that [red]x[/red]" in r.stdout
+    r = runner.invoke(app, ["datasets", "show", str(f), "p[/bold]1"])
+    assert r.exit_code == 0, r.output
+    assert "# p[/bold]1  ([i]olympiad)" in r.stdout and "[red]x[/red] > 0 in [0, 1]" in r.stdout

@@ -78,7 +78,7 @@ def _datasets_show(name: str, problem_id: str | None, json_out: bool) -> None:
             return
         out.print(f"# {p.id}" + (f"  ({p.source})" if p.source else ""))
         meta = ", ".join(f"{k}: {v}" for k, v in p.metadata.items() if v not in (None, ""))
-        out.print(f"[dim]{meta}[/dim]\n" if meta else "")
+        out.print(f"{meta}\n" if meta else "", style="dim")
         out.print("## Problem\n", markup=False)
         out.print(p.statement + "\n", markup=False)
         if p.reference_solution:
@@ -142,7 +142,7 @@ def _print_totals(doc: dict[str, Any]) -> None:
     for n in doc.get("notes", []):
         out.print(f"note: {n}")
     _print_extra_tables(doc)
-    out.print(f"[bold]total: {format_total(doc)}[/bold]")
+    out.print(f"total: {format_total(doc)}", style="bold")
 
 
 def _print_extra_tables(doc: dict[str, Any]) -> None:
@@ -371,7 +371,7 @@ def eval_verifier_cmd(
         to_rate, ungraded = or_fail(graded_rows, preds, points_per_problem=points_per_problem,
                                     rating_scale=rating_scale, source=str(file))
         if ungraded:
-            err.print(f"[dim]{ungraded} row(s) without a human grade are not verified[/dim]")
+            err.print(f"{ungraded} row(s) without a human grade are not verified", style="dim")
         cfg = opts.config()
         tpl = None
         if opts.templates is not None:

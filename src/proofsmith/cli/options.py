@@ -420,7 +420,7 @@ def with_session(
             await session_cm.__aexit__(type(e), e, e.__traceback__)
             raise
         await session_cm.__aexit__(None, None, None)
-        err.print(f"[dim]run directory: {run_dir}[/dim]")
+        err.print(f"run directory: {run_dir}", style="dim")
         return result
 
     return run_async(main)
@@ -529,7 +529,7 @@ def budget_note(stopped: bool, run_dir: Path | None) -> None:
     """Say how to continue after a budget stop (stderr)."""
     if stopped:
         where = f" --run-dir {run_dir}" if run_dir else " with the same --run-dir (printed above)"
-        err.print(f"[yellow]stopped: budget spent. Re-run the same command{where} to continue.[/yellow]")
+        err.print(f"stopped: budget spent. Re-run the same command{where} to continue.", style="yellow")
 
 
 # ----------------------------------------------------------------------------- run directories

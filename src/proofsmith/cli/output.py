@@ -8,12 +8,14 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from ..records import Usage, format_number
 
-out = Console(highlight=False, soft_wrap=True, emoji=False)  # stdout: results (Markdown / tables)
-err = Console(stderr=True, highlight=False, emoji=False)  # stderr: progress, warnings, errors
+# markup=False: what is printed holds data (ids, statements, paths, model names), and rich
+# markup would read "[x]" in it as a style (dropping it) or fail on "[/]"; styles are given
+# with ``style=``
+out = Console(highlight=False, soft_wrap=True, emoji=False, markup=False)  # stdout: results (Markdown / tables)
+err = Console(stderr=True, highlight=False, emoji=False, markup=False)  # stderr: progress, warnings, errors
 
 
 def print_verbatim(text: str) -> None:
@@ -74,7 +76,7 @@ def print_scored(title: str, items: list) -> None:
         score = "none" if v.score is None else f"{v.score:g}"
         out.print(f"## {title} {i}  (score: {score})\n")
         if v.format_error:
-            out.print(f"_format error: {escape(v.format_error)}_\n")
+            out.print(f"_format error: {v.format_error}_\n")
         print_verbatim((v.raw or "").strip() + "\n")
 
 
@@ -85,7 +87,7 @@ def print_usage(records: list, spent: Usage | None = None) -> None:
     line = f"tokens: {u.prompt_tokens:,} prompt ({u.cached_tokens:,} cached) + {u.completion_tokens:,} completion in {u.calls} calls"
     if u.cost:
         line += f"; cost {u.cost:.4f}"
-    err.print(f"[dim]{line}[/dim]")
+    err.print(line, style="dim")
 
 
 def fmt_score(x: float | None) -> str:

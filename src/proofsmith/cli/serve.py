@@ -25,7 +25,7 @@ def serve(
     except EmbeddedModelError as e:
         fail(str(e))
     print(server.base_url, flush=True)
-    err.print(f"[dim]model name: {server.model}; stop with Ctrl-C[/dim]")
+    err.print(f"model name: {server.model}; stop with Ctrl-C", style="dim")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
