@@ -60,10 +60,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import OrderedDict
 import shutil
 import sqlite3
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
