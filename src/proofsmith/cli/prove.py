@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.markup import escape
 
 from .. import roles
 from ..inputs import read_problem, read_proof, read_text_file
@@ -51,11 +50,11 @@ def prove(
         score = "none" if p.self_score is None else f"{p.self_score:g}"
         out.print(f"## Proof {i}  (self-score: {score})\n")
         if p.proof is None:
-            out.print(f"_discarded: {escape(p.format_error)}. The model answered:_\n")
+            out.print(f"_discarded: {p.format_error}. The model answered:_\n")
             print_verbatim("> " + (p.raw or "").strip().replace("\n", "\n> ") + "\n")
             continue
         if p.format_error:
-            out.print(f"_note: {escape(p.format_error)}_\n")
+            out.print(f"_note: {p.format_error}_\n")
         print_verbatim(p.proof + "\n")
         out.print("### Self evaluation\n")
         print_verbatim((p.self_evaluation or "") + "\n")
