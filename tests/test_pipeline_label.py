@@ -268,3 +268,10 @@ def test_label_cli_token_line_is_the_common_one(server, tmp_path):
     s = store.summary()
     store.close()
     assert int(m.group(4)) == s["calls"] and int(m.group(1).replace(",", "")) > 0
+    # the same command again sends nothing: the token line says what this command spent
+    args = ["label", str(proofs), "--verifications", "4", "--m", "3", "--k", "2", "--model", "m",
+            "--base-url", server.base_url, "--run-dir", str(tmp_path / "run"), "--templates", str(tmp_path / "tpl")]
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "+ 0 completion in 0 calls" in again.stderr, again.stderr
+    doc = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    assert doc["usage"]["calls"] == 0 and doc["usage_total"]["calls"] == s["calls"]

@@ -346,7 +346,22 @@ def test_cli_search_several_problems_share_one_client(servers, tmp_path):
     assert by_id["e"]["stopped"] == "passed" and len(by_id["e"]["iterations"]) == 1
     assert by_id["probs-2"]["stopped"] == "max_iterations"
     assert srv.max_in_flight <= 3  # one concurrency budget for both problems
-    assert doc["usage"]["calls"] == len(srv.requests)
+    assert doc["usage"]["calls"] == len(srv.requests) == doc["usage_total"]["calls"]
+    # the same command again: nothing is sent; `usage` is what this command spent (nothing),
+    # `usage_total` what the results cost when first made (also on the token line)
+    first = doc
+    again = CliRunner().invoke(app, ["search", "--problems", str(probs), "--json", "--model", "m",
+                                     "--base-url", srv.base_url, "--run-dir", str(tmp_path / "run"),
+                                     "--templates", str(tmp_path / "tpl"), "--initial-proofs", "2",
+                                     "--verifications", "2", "--max-iterations", "1", "--concurrency", "3"])
+    doc = json.loads(again.stdout[again.stdout.index("{"):])
+    assert len(srv.requests) == first["usage"]["calls"]
+    assert doc["usage"]["calls"] == 0 and doc["usage_total"] == first["usage_total"]
+    text = CliRunner().invoke(app, ["search", "--problems", str(probs), "--model", "m",
+                                    "--base-url", srv.base_url, "--run-dir", str(tmp_path / "run"),
+                                    "--templates", str(tmp_path / "tpl"), "--initial-proofs", "2",
+                                    "--verifications", "2", "--max-iterations", "1", "--concurrency", "3"])
+    assert text.exit_code == 0 and "+ 0 completion in 0 calls" in text.stderr, text.stderr
     # errors are one clear line
     r = CliRunner().invoke(app, ["search", "--problems", str(probs), "--dataset", "imo2025"])
     assert r.exit_code == 1 and "only one of" in r.output

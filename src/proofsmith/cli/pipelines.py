@@ -29,46 +29,45 @@ from .options import (
     budget_note, load_templates, model_options, open_run_store, or_fail, problems_from_options, renamed_option,
     with_session,
 )
-from .output import exit_partial, fail, fmt_score, out, print_json, print_usage, print_verbatim
+from .output import exit_partial, fail, fmt_score, out, print_json, print_usage, print_verbatim, usage_fields
 from .verification import BatchOpt, DeltaOpt, EpsilonOpt, PolicyOpt, RankByOpt, policy_from_options
 
 
-def _total(usages: list[Usage]) -> dict:
-    return Usage.total(usages).to_json()
-
-
 def _run_many(command: str, run_many: Callable, probs: list, cfg: Any, tpl: Any, opts: CommonArgs,
-              budget: Budget | None) -> tuple[list, Path]:
+              budget: Budget | None) -> tuple[list, Usage, Path]:
     """Run a per-problem pipeline (``run_refine_many`` / ``run_search_many``) over all problems on
-    one session, with a per-problem progress line; (results, run directory)."""
+    one session, with a per-problem progress line; (results, what this command spent, run
+    directory)."""
     from ..pipelines import StageProgress
 
     run_dirs: list[Path] = []
 
-    async def work(s: Session, progress) -> list:
+    async def work(s: Session, progress) -> tuple[list, Usage]:
         run_dirs.append(s.run_dir)
         rep = StageProgress(command, [p.id for p in probs], progress)
-        return await run_many(s.client, probs, cfg, tpl, rep)
+        return await run_many(s.client, probs, cfg, tpl, rep), s.client.usage
 
-    results = with_session(opts.config(budget), opts.run_dir, command, work, f"{command}: {len(probs)} problem(s)")
-    return results, run_dirs[0]
+    results, spent = with_session(opts.config(budget), opts.run_dir, command, work,
+                                  f"{command}: {len(probs)} problem(s)")
+    return results, spent, run_dirs[0]
 
 
-def _show_results(results: list, opts: CommonArgs, run_dir: Path, print_one: Callable[[Any], None]) -> None:
-    """One JSON document (one problem: its result; several: ``{"problems", "usage"}``; both
-    with ``failed: [{id, error}]``) or Markdown per problem, then the budget note when a problem
-    stopped on the budget; exit 3 when a problem failed (the others are shown)."""
+def _show_results(results: list, spent: Usage, opts: CommonArgs, run_dir: Path,
+                  print_one: Callable[[Any], None]) -> None:
+    """One JSON document (one problem: its result; several: ``{"problems": [...]}``; both with
+    ``usage`` (what this command spent), ``usage_total`` (what the results cost when first
+    made) and ``failed: [{id, error}]``) or Markdown per problem and the token line (spent),
+    then the budget note when a problem stopped on the budget; exit 3 when a problem failed
+    (the others are shown)."""
     failed = [{"id": r.problem.id, "error": r.message} for r in results if r.stopped == "failed"]
     if opts.json_out:
         docs = [r.to_json() for r in results]
-        if len(docs) == 1:
-            print_json({**docs[0], "failed": failed})
-        else:
-            print_json({"problems": docs, "usage": _total([r.usage for r in results]), "failed": failed})
+        head = docs[0] if len(docs) == 1 else {"problems": docs}
+        print_json({**head, **usage_fields(results, spent), "failed": failed})
     else:
         for r in results:
             print_one(r)
-        print_usage(results)
+        print_usage(results, spent)
     budget_note(any(r.stopped == "budget" for r in results), run_dir)
     exit_partial(failed, len(results), "problems")
 
@@ -100,7 +99,7 @@ def refine_cmd(
     probs = or_fail(problems_from_options, problem_file, problems, dataset, limit, columns=column)
     cfg = or_fail(lambda: RefineConfig(threads=threads, max_attempts=max_attempts, verifications=verifications, curve=curve))
     tpl = or_fail(load_templates, opts.templates)
-    results, run_dir = _run_many("refine", run_refine_many, probs, cfg, tpl, opts, opts.budget())
+    results, spent, run_dir = _run_many("refine", run_refine_many, probs, cfg, tpl, opts, opts.budget())
 
     def print_one(r) -> None:
         out.print(f"# Sequential refinement: {r.problem.id}\n", markup=False)
@@ -126,7 +125,7 @@ def refine_cmd(
         if r.stopped == "budget":
             out.print(f"_stopped: budget ({r.message})_\n", markup=False)
 
-    _show_results(results, opts, run_dir, print_one)
+    _show_results(results, spent, opts, run_dir, print_one)
 
 
 # ----------------------------------------------------------------------------- search
@@ -174,7 +173,7 @@ def search_cmd(
     if policy.adaptive and cfg.rank_by == "filtered":
         fail(ADAPTIVE_FILTERED_ERROR)
     tpl = or_fail(load_templates, opts.templates)
-    results, run_dir = _run_many("search", functools.partial(run_search_many, policy=policy), probs, cfg, tpl, opts,
+    results, spent, run_dir = _run_many("search", functools.partial(run_search_many, policy=policy), probs, cfg, tpl, opts,
                                  opts.budget())
 
     def print_one(r) -> None:
@@ -199,7 +198,7 @@ def search_cmd(
                       f"{sel.rank_by} mean {fmt_score(sel.rank_score)})\n")
             print_verbatim(sel.proof + "\n")
 
-    _show_results(results, opts, run_dir, print_one)
+    _show_results(results, spent, opts, run_dir, print_one)
 
 
 # ----------------------------------------------------------------------------- label
@@ -263,12 +262,14 @@ def label_run(
                 pass
             raise
         exported = export_labels(load_items(s.store), target)
-        return res, exported, s.run_dir
+        return res, exported, s.run_dir, s.client.usage
 
-    res, exported, run_dir = with_session(opts.config(), opts.run_dir, "label",
-                                          work, f"label: {len(items)} proof(s)")
+    res, exported, run_dir, spent = with_session(opts.config(), opts.run_dir, "label",
+                                                 work, f"label: {len(items)} proof(s)")
     if opts.json_out:
-        print_json({**res.to_json(), "exports": exported})
+        # usage: what this command spent; usage_total: what the labels cost when first made
+        print_json({**res.to_json(), "usage": spent.to_json(), "usage_total": res.usage.to_json(),
+                    "exports": exported})
     else:
         out.print(f"# Automated labels ({len(res.items)} of {len(items)} proofs)\n")
         for it in res.items:
@@ -282,7 +283,7 @@ def label_run(
             out.print(f"\n_not labeled (budget): {len(res.unfinished)} proofs_")
         for f in res.failed:
             out.print(f"- {f.id}: failed — {f.error}", markup=False)
-        print_usage([], res.usage)
+        print_usage([], spent)
     budget_note(res.stopped == "budget", opts.run_dir or run_dir)
     exit_partial(res.failed, len(items), "proofs")
 
