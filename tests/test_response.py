@@ -111,3 +111,59 @@ def test_any_answer_text_becomes_valid_utf8_text(content, reasoning, model, asci
         decoded = json.loads(json.dumps(content))
         fixed = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in decoded)
         assert comps[0].text == fixed
+
+
+# -- any 200 body: a usable answer or a Retryable, never another exception ---------------------
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                  st.text(max_size=10), st.sampled_from(["stop", "length", "assistant"]))
+_text = st.one_of(st.text(max_size=30), st.sampled_from(["<think>a</think>b", "</think>", "x\ud800", "\udfff\ud800"]))
+_part = st.one_of(_text, _leaf, st.fixed_dictionaries({"type": st.sampled_from(["text", "image", 3]),
+                                                       "text": st.one_of(_text, _leaf)}))
+_message_ok = st.fixed_dictionaries(
+    {"content": st.one_of(_text, _leaf, st.lists(_part, max_size=3))},
+    optional={"reasoning_content": st.one_of(_text, _leaf), "reasoning": st.one_of(_text, _leaf), "role": _leaf})
+_usage = st.one_of(_leaf, st.fixed_dictionaries({}, optional={
+    "prompt_tokens": _leaf, "completion_tokens": _leaf,
+    "prompt_tokens_details": st.one_of(_leaf, st.fixed_dictionaries({}, optional={"cached_tokens": _leaf}))}))
+
+
+def _mostly(draw, good, bad, odds: int = 6):
+    """``good`` most of the time (so the parser's deep paths run), else ``bad``."""
+    return draw(good) if draw(st.sampled_from([True] * odds + [False])) else draw(bad)
+
+
+@st.composite
+def _choice(draw):
+    c = {"message": _mostly(draw, _message_ok, _leaf)}
+    if draw(st.booleans()):
+        c["index"] = _mostly(draw, st.integers(-3, 5), _leaf, 3)
+    if draw(st.booleans()):
+        c["finish_reason"] = _mostly(draw, st.sampled_from(["stop", "length"]), _leaf)
+    return _mostly(draw, st.just(c), _leaf, 8)
+
+
+@st.composite
+def _body(draw):
+    doc = draw(st.fixed_dictionaries({}, optional={"usage": _usage, "model": _leaf, "id": _leaf}))
+    doc["choices"] = _mostly(draw, st.lists(_choice(), min_size=1, max_size=4), _leaf, 8)
+    return _mostly(draw, st.just(doc), _leaf, 12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(doc=_body(), n=st.integers(1, 3), slim=st.booleans())
+def test_any_200_body_is_an_answer_that_can_be_stored_or_a_retry(doc, n, slim):
+    """Found by this property: a choice index that is not a number, usage counts that are
+    infinite or past 2**63, lone surrogates (each raised a raw error, some after the call was
+    paid)."""
+    data = json.dumps(doc).encode()
+    try:
+        comps, usage, resp = parse(200, data, indices=range(n), slim=slim,
+                                   prices=Prices(prompt_per_million=1.0, completion_per_million=2.0))
+    except Retryable:
+        return
+    assert 1 <= len(comps) <= n
+    for c in comps:
+        c.model_dump_json()  # what the store writes
+    assert 0 <= usage.prompt_tokens < 2**53 and 0 <= usage.completion_tokens < 2**53
+    usage.model_dump_json()
+    json.dumps(resp, ensure_ascii=False).encode("utf-8")
