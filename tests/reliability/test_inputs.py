@@ -353,3 +353,43 @@ def test_training_config_file_follows_the_text_rule(tmp_path):
     f.write_bytes("# réglages\nseed: 1\n".encode("latin-1"))
     with pytest.raises(TrainError, match=r"c.yaml: not UTF-8 text \(byte 0xe9 at byte offset 3"):
         load_yaml(f)
+
+
+# -------------------------------------------------------- any file: its rows or one UserError
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from proofsmith.evaluate.predictions import load_predictions  # noqa: E402
+
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30), st.floats(allow_nan=True, allow_infinity=True),
+                  st.text(max_size=20), st.sampled_from(["problem", "1", "", " ", "IMO2025-1", "7"]))
+_key = st.sampled_from(["id", "problem", "proof", "problem_id", "statement", "question", "grade", "points",
+                        "model_prediction", "problem_idx", "human_rating", "solution", "max_points", "source"])
+_doc = st.recursive(_leaf, lambda k: st.lists(k, max_size=3) | st.dictionaries(_key | st.text(max_size=4), k, max_size=5),
+                    max_leaves=10)
+_FILE_READERS = [("p.jsonl", read_problems_file), ("p.json", read_problems_file), ("p.csv", read_problems_file),
+                 ("q.json", read_problem), ("proofs.jsonl", read_proofs_file), ("proofs.json", read_proofs_file),
+                 ("pred.jsonl", load_predictions), ("pred.csv", load_predictions)]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(docs=st.lists(_doc, min_size=1, max_size=3), which=st.sampled_from(range(len(_FILE_READERS))),
+       raw=st.one_of(st.none(), st.binary(max_size=60)))
+def test_any_input_file_gives_its_rows_or_one_user_error(tmp_path_factory, docs, which, raw):
+    name, read = _FILE_READERS[which]
+    if raw is not None:
+        data = raw
+    elif name.endswith(".csv"):
+        keys = sorted({k for d in docs if isinstance(d, dict) for k in d}) or ["id"]
+        data = "\n".join([",".join(keys)] + [",".join(json.dumps(d.get(k)) if isinstance(d, dict) else "x"
+                                                      for k in keys) for d in docs]).encode()
+    elif name.endswith(".jsonl"):
+        data = "\n".join(json.dumps(d) for d in docs).encode()
+    else:
+        data = json.dumps(docs[0] if len(docs) == 1 else docs).encode()
+    path = tmp_path_factory.mktemp("any") / name
+    path.write_bytes(data)
+    try:
+        read(path)
+    except UserError as e:
+        assert "\n" not in str(e).strip()
