@@ -633,6 +633,14 @@ def test_sampling_params_are_frozen_and_a_changed_extra_is_noticed():
     assert c.params_for("verify", max_tokens=8).extra["chat_template_kwargs"] == {"thinking": False}
     sp.extra["seed"] = 3
     assert c.params_for("verify", max_tokens=8).extra["seed"] == 3
+    # equal in Python, not the same JSON: 3 -> 3.0 -> True each give their own text
+    keys = set()
+    for v in (3, 3.0, True):
+        sp.extra["seed"] = v
+        keys.add(request_key("m", msg(1), sp, encode_messages(msg(1))))
+        assert request_key("m", msg(1), sp, encode_messages(msg(1))) == request_key("m", msg(1), sp)
+        assert type(c.params_for("verify", max_tokens=8).extra["seed"]) is type(v)
+    assert len(keys) == 3
 
 
 async def test_a_changed_extra_reaches_the_body(scripted_server):

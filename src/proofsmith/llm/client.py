@@ -79,7 +79,7 @@ from proofsmith.errors import (
     ServerUnavailableError,
 )
 from proofsmith.llm.http1 import Http1Transport
-from proofsmith.llm.config import Budget, Endpoint, Prices, SamplingParams, encode_messages, params_json, request_key
+from proofsmith.llm.config import Budget, Endpoint, Prices, SamplingParams, encode_messages, params_json, request_key, same_extra
 from proofsmith.llm.response import Retryable, parse_response, split_reasoning
 from proofsmith.llm.transport import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -400,7 +400,7 @@ class LLMClient:
         hit = self._params_cache.get(ckey)
         # (base kept alive in the entry: its id stays its own; its fields are frozen, its extra
         # dict is compared with a copy)
-        if hit is not None and hit[0] is base and hit[1] == base.extra:
+        if hit is not None and hit[0] is base and same_extra(hit[1], base.extra):
             return hit[2]
         merged = base.merged(None, **overrides)
         try:

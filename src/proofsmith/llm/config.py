@@ -158,6 +158,18 @@ def encode_messages(messages: list[dict]) -> str | None:
 
 
 _BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def same_extra(a: Any, b: Any) -> bool:
+    """Whether two ``extra`` values encode the same: equal, and of the same types all the way
+    down (``1``, ``1.0`` and ``True`` are equal in Python but not the same JSON)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_extra(v, b[k]) for k, v in a.items())
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same_extra(x, y) for x, y in zip(a, b))
+    return a == b
 # (model, id(params)) -> (params, a copy of its extra, (key head, key tail, body rest))
 _PARAMS_JSON: dict[tuple[str, int], tuple[SamplingParams, Any, tuple[str, str, str | None]]] = {}
 
@@ -167,10 +179,10 @@ def params_json(model: str, params: SamplingParams) -> tuple[str, str, str | Non
     the same one): (head, tail) of the request key's text (see :func:`request_key`), and the
     request body without its messages, ``{"model":…,"temperature":…,"top_p":…[,"max_tokens":…],
     …extra}`` (None when ``extra`` is not plain JSON). A changed ``extra`` (its fields are
-    frozen, a dict is not) is noticed and encoded again."""
+    frozen, a dict is not) is noticed (:func:`same_extra`) and encoded again."""
     ck = (model, id(params))
     hit = _PARAMS_JSON.get(ck)
-    if hit is not None and hit[0] is params and hit[1] == params.extra:
+    if hit is not None and hit[0] is params and same_extra(hit[1], params.extra):
         return hit[2]
     head = _KEY_ENCODER.encode({"extra": params.extra, "max_tokens": params.max_tokens})
     tail = _KEY_ENCODER.encode({"model": model, "temperature": params.temperature, "top_p": params.top_p})
