@@ -79,14 +79,14 @@ def _datasets_show(name: str, problem_id: str | None, json_out: bool) -> None:
         out.print(f"# {p.id}" + (f"  ({p.source})" if p.source else ""))
         meta = ", ".join(f"{k}: {v}" for k, v in p.metadata.items() if v not in (None, ""))
         out.print(f"{meta}\n" if meta else "", style="dim")
-        out.print("## Problem\n", markup=False)
-        out.print(p.statement + "\n", markup=False)
+        out.print("## Problem\n")
+        out.print(p.statement + "\n")
         if p.reference_solution:
-            out.print("## Reference solution\n", markup=False)
-            out.print(p.reference_solution + "\n", markup=False)
+            out.print("## Reference solution\n")
+            out.print(p.reference_solution + "\n")
         if p.grading_guidelines:
-            out.print("## Grading guidelines\n", markup=False)
-            out.print(p.grading_guidelines + "\n", markup=False)
+            out.print("## Grading guidelines\n")
+            out.print(p.grading_guidelines + "\n")
         return
     problems = or_fail(load_dataset, name)
     try:
@@ -158,7 +158,7 @@ def _print_extra_tables(doc: dict[str, Any]) -> None:
             t.add_row(r["category"], str(r["n_problems"]), f"{fmt_cell(r['points'])}/{fmt_cell(r['max_points'])}",
                       f"{float(r['percent']):.1f}", fmt_cell(r["score"]), paper)
         out.print(t)
-        out.print(f"paper numbers: {cats['paper_source']}", markup=False)
+        out.print(f"paper numbers: {cats['paper_source']}")
     curve = doc.get("refine_curve")
     if curve:
         t = Table(title=f"sequential refinement curve ({curve['threads']} threads, {curve['n_problems']} problems)")
@@ -168,7 +168,7 @@ def _print_extra_tables(doc: dict[str, Any]) -> None:
             t.add_row(str(r["max_attempts"]), fmt_cell(r["pass_at_1"]), fmt_cell(r["best_at_k"]),
                       fmt_cell(r["paper_pass_at_1"]), fmt_cell(r["paper_best_at_32"]))
         out.print(t)
-        out.print(f"paper numbers: {curve['paper_source']}", markup=False)
+        out.print(f"paper numbers: {curve['paper_source']}")
 
 
 def _eval_predictions(path: Path, grade_source: str, rating_scale: str, points: float | None,

@@ -102,9 +102,9 @@ def refine_cmd(
     results, spent, run_dir = _run_many("refine", run_refine_many, probs, cfg, tpl, opts, opts.budget())
 
     def print_one(r) -> None:
-        out.print(f"# Sequential refinement: {r.problem.id}\n", markup=False)
+        out.print(f"# Sequential refinement: {r.problem.id}\n")
         if r.stopped == "failed":
-            out.print(f"_failed: {r.message}_\n", markup=False)
+            out.print(f"_failed: {r.message}_\n")
             return
         for t in r.threads:
             scores = " -> ".join(fmt_score(s.self_score) if s.proof is not None else "discarded" for s in t.chain)
@@ -118,12 +118,12 @@ def refine_cmd(
         if r.pass_at_1 is not None:
             out.print(f"**pass@1 {r.pass_at_1:.3f}   best@{len(r.threads)} {r.best_at_k:.3f}**\n")
         if r.curve:
-            out.print("| max attempts | pass@1 | best@K |\n|---|---|---|", markup=False)
+            out.print("| max attempts | pass@1 | best@K |\n|---|---|---|")
             for c in r.curve:
-                out.print(f"| {c.max_attempts} | {c.pass_at_1:.3f} | {c.best_at_k:.3f} |", markup=False)
+                out.print(f"| {c.max_attempts} | {c.pass_at_1:.3f} | {c.best_at_k:.3f} |")
             out.print("")
         if r.stopped == "budget":
-            out.print(f"_stopped: budget ({r.message})_\n", markup=False)
+            out.print(f"_stopped: budget ({r.message})_\n")
 
     _show_results(results, spent, opts, run_dir, print_one)
 
@@ -177,20 +177,20 @@ def search_cmd(
                                  opts.budget())
 
     def print_one(r) -> None:
-        out.print(f"# Pool search: {r.problem.id}  (stopped: {r.stopped})\n", markup=False)
+        out.print(f"# Pool search: {r.problem.id}  (stopped: {r.stopped})\n")
         for it in r.iterations:
             out.print(f"- iteration {it.iteration}: +{len(it.new_proofs)} proofs, {len(it.discarded)} discarded; "
                       f"best mean {fmt_score(it.best_mean_score)}"
                       + (f" (filtered {fmt_score(it.best_rank_score)})" if cfg.rank_by == "filtered" else "") + (f"; passed: {len(it.passed)}" if it.passed else ""))
         if r.stopped == "failed":
-            out.print(f"\n_failed: {r.message}_\n", markup=False)
+            out.print(f"\n_failed: {r.message}_\n")
         if policy.adaptive:
             drawn = sum(p.verification_samples for p in r.pool)
             out.print(f"- verifier samples: {drawn} (adaptive; fixed would draw {len(r.pool) * cfg.verifications})")
         sel = r.selected
         if sel is None:
             if r.stopped != "failed":  # a failed problem's reason is printed above
-                out.print(f"\n_no proof in the pool{': ' + r.message if r.message else ''}_\n", markup=False)
+                out.print(f"\n_no proof in the pool{': ' + r.message if r.message else ''}_\n")
         else:
             extra = f", without rejected analyses {fmt_score(sel.filtered_mean_score)}" if cfg.meta_verify else ""
             out.print(f"\n## Selected proof (mean score {fmt_score(sel.mean_score)} over {sel.n_valid} valid "
@@ -275,14 +275,14 @@ def label_run(
         for it in res.items:
             lab = it.label
             val = "needs-human" if lab.status == "needs-human" else f"{lab.label:g} ({lab.status})"
-            out.print(f"- {it.id} [{it.problem_id}]: {val} — {lab.reason}", markup=False)
+            out.print(f"- {it.id} [{it.problem_id}]: {val} — {lab.reason}")
         out.print("")
         for key, path in exported["files"].items():
             out.print(f"- {key}: {path} ({exported['rows'][key]} rows)")
         if res.unfinished:
             out.print(f"\n_not labeled (budget): {len(res.unfinished)} proofs_")
         for f in res.failed:
-            out.print(f"- {f.id}: failed — {f.error}", markup=False)
+            out.print(f"- {f.id}: failed — {f.error}")
         print_usage([], spent)
     budget_note(res.stopped == "budget", opts.run_dir or run_dir)
     exit_partial(res.failed, len(items), "proofs")

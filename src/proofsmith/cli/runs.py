@@ -59,7 +59,7 @@ def _print_summary(run_dir: Path, s: dict, results: dict) -> None:
         out.print(t)
     for name, res in results.get("pipelines", {}).items():
         line = ", ".join(f"{k}={fmt_count(v)}" for k, v in res.items())
-        out.print(f"- **{name}**: {line}", markup=False)
+        out.print(f"- **{name}**: {line}")
 
 
 def _run_results(store) -> dict:

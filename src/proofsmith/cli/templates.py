@@ -30,7 +30,7 @@ def templates_show(
     tpl = or_fail(load_templates, templates)
     if role not in ("generate", "verify", "meta_verify", "refine"):
         fail(f"unknown role {role!r}: choose generate, verify, meta_verify or refine")
-    out.print(getattr(tpl, role), markup=False)
+    out.print(getattr(tpl, role))
 
 
 def register(app: typer.Typer) -> None:

@@ -40,7 +40,7 @@ def _show(summary: dict, as_json: bool) -> None:
     for k, v in summary.items():
         if isinstance(v, list) and len(v) > 8:
             v = v[:4] + ["..."] + v[-2:]
-        err.print(f"{k}: {v}", markup=False)
+        err.print(f"{k}: {v}")
 
 
 def _run(train: Callable[[], dict], as_json: bool) -> None:
@@ -100,7 +100,7 @@ def loop(config: ConfigOpt, output_dir: OutOpt = None, as_json: JsonOpt = False)
         from ..train.config import load_loop_config
         from ..train.loop import run_loop
 
-        return run_loop(load_loop_config(config, output_dir=output_dir), log=lambda m: err.print(f"[loop] {m}", markup=False, highlight=False))
+        return run_loop(load_loop_config(config, output_dir=output_dir), log=lambda m: err.print(f"[loop] {m}", highlight=False))
 
     _run(train, as_json)
 
