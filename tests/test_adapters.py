@@ -353,3 +353,22 @@ def test_openrlhf_label_that_is_hostile_json_is_one_train_error():
     for hostile in ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", '{"target": ' + "9" * 5000 + "}"):
         with pytest.raises(TrainError, match="label is not valid JSON"):
             _parse_label(hostile)
+
+
+def test_verl_async_reward_keeps_no_client_of_a_closed_loop(monkeypatch):
+    """verl's async reward makes one judge client per event loop; a worker that runs a new loop
+    per batch must not keep one client per batch (each with its connections)."""
+    import asyncio
+
+    from proofsmith.train import adapters
+
+    monkeypatch.setenv("PROOFSMITH_VERIFIER_MODEL", "judge")
+    monkeypatch.setattr(adapters, "_async_rewards", {})
+    with ScriptedServer(default=v_answer("1")) as vsrv:
+        addr = f"127.0.0.1:{vsrv.port}"
+        for _ in range(4):
+            r = asyncio.run(verl_compute_score_async("proofsmith/generator", g_answer("1"), "", {"problem": PROBLEM},
+                                                     reward_router_address=addr))
+            assert r["score"] == pytest.approx(1.0)
+            assert len(adapters._async_rewards) == 1  # the closed loops' entries were dropped
+        assert len(vsrv.requests) == 4

@@ -339,7 +339,11 @@ def _verl_result(r: RewardResult) -> dict[str, float]:
 
 
 _rule_rewards: dict[str, MethodReward] = {}
-_async_rewards: dict[tuple, MethodReward] = {}
+# (role, reward router address, id(loop)) -> (loop, reward): one reward (one client) per event
+# loop; the loop is held so that its id is not reused while its entry lives, and the entries
+# of closed loops are dropped when a new one is made (a worker that runs a loop per batch
+# would otherwise keep one client per batch)
+_async_rewards: dict[tuple, tuple[asyncio.AbstractEventLoop, MethodReward]] = {}
 
 
 def verl_compute_score(data_source: str, solution_str: str, ground_truth: Any,
@@ -367,11 +371,14 @@ async def verl_compute_score_async(data_source: str, solution_str: str, ground_t
     served judge verl passes as ``reward_router_address`` is used as the verifier (generator
     role) or meta-verifier (verifier role)."""
     role = role_of(data_source, extra_info)
-    key = (role, reward_router_address, id(asyncio.get_running_loop()))
+    loop = asyncio.get_running_loop()
+    key = (role, reward_router_address, id(loop))
     if key not in _async_rewards:
-        _async_rewards[key] = reward_from_env(role, reward_router_address)
+        for k in [k for k, (lp, _) in _async_rewards.items() if lp.is_closed()]:
+            del _async_rewards[k]
+        _async_rewards[key] = (loop, reward_from_env(role, reward_router_address))
     item = _verl_item(solution_str, ground_truth, extra_info, max_response_length, tokenizer)
-    result = await _async_rewards[key].ascore_one(item)
+    result = await _async_rewards[key][1].ascore_one(item)
     return _verl_result(result)
 
 
