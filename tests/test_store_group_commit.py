@@ -323,7 +323,7 @@ _BURST = textwrap.dedent(
 
 def test_kill_9_during_a_burst_resumes_without_paying_twice_or_half_written_rows(make_server, tmp_path):
     total, conc = 120, 32
-    srv = make_server(delay=0.2, default=VER)
+    srv = make_server(delay=0.4, default=VER)  # 120 calls take >= 1.6 s: time to kill after 40
     run_dir = tmp_path / "run"
     cmd, env = script_command(tmp_path / "burst.py", _BURST, srv.base_url, str(run_dir), str(total))
     # killed after a few bursts of up to 32 calls were committed

@@ -19,6 +19,7 @@ import typer
 
 from ..errors import ProofsmithError, RenamedWarning
 from . import evaluate, pipelines, prove, review, runs, serve, templates, train
+from .output import shown
 
 __all__ = ["app", "main"]
 
@@ -41,7 +42,7 @@ for _group in (prove, serve, runs, templates, pipelines, evaluate, review, train
 def _show_renamed(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     """Old names given in files (e.g. a training YAML key): one warning line, as for old flags."""
     if issubclass(category, RenamedWarning):
-        print(f"proofsmith: warning: {message}", file=sys.stderr)
+        print(shown(f"proofsmith: warning: {message}"), file=sys.stderr)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 
@@ -57,10 +58,10 @@ def main() -> None:
     except ProofsmithError as e:  # an expected failure that no command caught: its one line
         if os.environ.get("PROOFSMITH_DEBUG"):
             raise
-        print(f"proofsmith: error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(shown(f"proofsmith: error: {' '.join(str(e).split())}"), file=sys.stderr)
         sys.exit(1)
     except Exception as e:  # last resort: one line, no traceback (PROOFSMITH_DEBUG=1 shows it)
         if os.environ.get("PROOFSMITH_DEBUG"):
             raise
-        print(f"proofsmith: error: {type(e).__name__}: {e} (set PROOFSMITH_DEBUG=1 for a traceback)", file=sys.stderr)
+        print(shown(f"proofsmith: error: {type(e).__name__}: {e} (set PROOFSMITH_DEBUG=1 for a traceback)"), file=sys.stderr)
         sys.exit(1)

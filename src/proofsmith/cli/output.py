@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any, NoReturn
 
@@ -11,17 +12,36 @@ from rich.console import Console
 
 from ..records import Usage, format_number
 
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
+
+
+def shown(text: str) -> str:
+    """``text`` for a terminal: each control character but newline, tab and the CR of CRLF
+    (ESC, BEL, a lone CR, C1 codes, ...) as a visible ``\\xNN``, so that data or model text
+    cannot move the cursor, retitle the window, write the clipboard or hide what follows."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class _Console(Console):
+    """A console whose text from strings (``print``'s and table cells') is :func:`shown`."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Any:
+        return super().render_str(shown(text), **kwargs)
+
+
 # markup=False: what is printed holds data (ids, statements, paths, model names), and rich
 # markup would read "[x]" in it as a style (dropping it) or fail on "[/]"; styles are given
 # with ``style=``
-out = Console(highlight=False, soft_wrap=True, emoji=False, markup=False)  # stdout: results (Markdown / tables)
-err = Console(stderr=True, highlight=False, emoji=False, markup=False)  # stderr: progress, warnings, errors
+out = _Console(highlight=False, soft_wrap=True, emoji=False, markup=False)  # stdout: results (Markdown / tables)
+err = _Console(stderr=True, highlight=False, emoji=False, markup=False)  # stderr: progress, warnings, errors
 
 
 def print_verbatim(text: str) -> None:
     """Model or user text on stdout exactly as it is: not through rich, which would turn
     ``(a:b:c)`` into an emoji code, expand tabs, or read ``[b]`` as markup."""
     out.file.flush()
+    if sys.stdout.isatty():  # a terminal: its control characters shown; a pipe or file: exact
+        text = shown(text)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     sys.stdout.flush()
 
@@ -45,7 +65,7 @@ def exit_partial(failed: Any, total: int, noun: str) -> None:
     print(f"proofsmith: {len(rows)} of {total} {noun} failed (the others completed; "
           "re-run with the same --run-dir to retry):", file=sys.stderr)
     for f in rows:
-        print(f"proofsmith: failed: {f['id']}: {' '.join(str(f['error']).split())}", file=sys.stderr)
+        print(shown(f"proofsmith: failed: {f['id']}: {' '.join(str(f['error']).split())}"), file=sys.stderr)
     sys.stderr.flush()
     raise typer.Exit(EXIT_PARTIAL)
 
@@ -55,7 +75,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
     from ..redact import redact_text
 
     first = " ".join(redact_text(str(message)).split())  # one line, no credentials
-    print(f"proofsmith: error: {first}", file=sys.stderr)
+    print(shown(f"proofsmith: error: {first}"), file=sys.stderr)
     raise typer.Exit(code)
 
 

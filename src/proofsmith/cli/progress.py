@@ -14,7 +14,7 @@ from typing import Iterator
 
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from .output import err
+from .output import err, shown
 
 
 class CallProgress:
@@ -44,7 +44,7 @@ class CallProgress:
             transient=True,
             disable=not self.enabled,
         )
-        self._task = self._progress.add_task(description, total=total, stats="")
+        self._task = self._progress.add_task(shown(description), total=total, stats="")
 
     def advance(self, k: int = 1) -> None:
         self.items_done += k
@@ -56,7 +56,7 @@ class CallProgress:
 
     def describe(self, text: str) -> None:
         self.description = text
-        self._progress.update(self._task, description=text)
+        self._progress.update(self._task, description=shown(text))
 
     def line(self) -> str:
         """One plain progress line (what a log shows every interval)."""
@@ -81,7 +81,7 @@ class CallProgress:
         return "progress: " + "  ".join(parts)
 
     def _emit(self) -> None:
-        print(self.line(), file=sys.stderr, flush=True)
+        print(shown(self.line()), file=sys.stderr, flush=True)
         self._lines += 1
 
     def _loop(self) -> None:
@@ -154,8 +154,8 @@ def _hms(seconds: float) -> str:
 def status(message: str) -> Iterator[None]:
     """A spinner for a single step (e.g. starting the embedded model)."""
     if err.is_terminal:
-        with err.status(message):
+        with err.status(shown(message)):
             yield
     else:
-        print(message, file=sys.stderr, flush=True)
+        print(shown(message), file=sys.stderr, flush=True)
         yield
