@@ -52,7 +52,6 @@ answer) and this module (endpoint choice, retries, accounting, sharing); the err
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import itertools
 import json
@@ -79,7 +78,9 @@ from proofsmith.errors import (
     ServerUnavailableError,
 )
 from proofsmith.llm.http1 import Http1Transport
-from proofsmith.llm.config import Budget, Endpoint, Prices, SamplingParams, encode_messages, params_json, request_key, same_extra
+from proofsmith.llm.config import (
+    BODY_ENCODER, Budget, Endpoint, ParamsCache, Prices, SamplingParams, encode_messages, params_json, request_key,
+)
 from proofsmith.llm.response import Retryable, parse_response, split_reasoning
 from proofsmith.llm.transport import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -102,7 +103,6 @@ __all__ = [  # the client, and the names this module has always exported (re-exp
 
 log = logging.getLogger(__name__)
 
-_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _DEFAULT_PARAMS = SamplingParams()
 
 # transport name -> factory (timeout, connection limit) -> transport
@@ -335,7 +335,7 @@ class LLMClient:
         self._rr = 0
         self._id_prefix = uuid.uuid4().hex[:16]  # call ids: unique per client, then a counter
         self._call_counter = itertools.count(1)
-        self._params_cache: dict[tuple, tuple[SamplingParams, Any, SamplingParams]] = {}
+        self._params_cache = ParamsCache()  # (role, id(role params), overrides) -> merged
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -397,19 +397,10 @@ class LLMClient:
             hash(ckey)
         except TypeError:  # an unhashable override value (a dict for extra): merge each time
             return base.merged(None, **overrides)
-        hit = self._params_cache.get(ckey)
-        # (base kept alive in the entry: its id stays its own; its fields are frozen, its extra
-        # dict is compared with a copy)
-        if hit is not None and hit[0] is base and same_extra(hit[1], base.extra):
-            return hit[2]
-        merged = base.merged(None, **overrides)
-        try:
-            extra = copy.deepcopy(base.extra)
-        except (TypeError, ValueError, copy.Error):
-            return merged
-        if len(self._params_cache) > 256:
-            self._params_cache.clear()
-        self._params_cache[ckey] = (base, extra, merged)
+        merged = self._params_cache.get(ckey, base)
+        if merged is None:
+            merged = base.merged(None, **overrides)
+            self._params_cache.put(ckey, base, merged)
         return merged
 
     def request_key(self, messages: list[dict], params: SamplingParams) -> str:
@@ -659,7 +650,7 @@ class LLMClient:
         if len(indices) > 1:
             body["n"] = len(indices)
         if base_json is None:
-            body_json = _BODY_ENCODER.encode(body)
+            body_json = BODY_ENCODER.encode(body)
         else:
             body_json = base_json if len(indices) == 1 else f'{base_json[:-1]},"n":{len(indices)}}}'
         payload = body_json.encode("utf-8")

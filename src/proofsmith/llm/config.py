@@ -157,7 +157,7 @@ def encode_messages(messages: list[dict]) -> str | None:
         return None
 
 
-_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # request bodies
 
 
 def same_extra(a: Any, b: Any) -> bool:
@@ -170,8 +170,38 @@ def same_extra(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(same_extra(x, y) for x, y in zip(a, b))
     return a == b
-# (model, id(params)) -> (params, a copy of its extra, (key head, key tail, body rest))
-_PARAMS_JSON: dict[tuple[str, int], tuple[SamplingParams, Any, tuple[str, str, str | None]]] = {}
+
+
+class ParamsCache:
+    """Values made from a :class:`SamplingParams` object, kept by a key that holds its
+    ``id()``: an entry serves only the same object (kept alive in the entry, so its id stays
+    its own) with the same ``extra`` (its fields are frozen, a dict is not: a deep copy is
+    compared with :func:`same_extra`). At most ``size`` entries (then it starts over)."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._entries: dict[Any, tuple[SamplingParams, Any, Any]] = {}
+
+    def get(self, key: Any, params: SamplingParams) -> Any:
+        """The value kept for ``key`` and this very ``params``, or None."""
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is params and same_extra(hit[1], params.extra):
+            return hit[2]
+        return None
+
+    def put(self, key: Any, params: SamplingParams, value: Any) -> None:
+        """Keep ``value`` (not None) for ``key`` and ``params``; an ``extra`` that cannot be
+        copied is not kept (made again next time)."""
+        try:
+            extra = copy.deepcopy(params.extra)
+        except (TypeError, ValueError, copy.Error):
+            return
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[key] = (params, extra, value)
+
+
+_PARAMS_JSON = ParamsCache()  # (model, id(params)) -> (key head, key tail, body rest)
 
 
 def params_json(model: str, params: SamplingParams) -> tuple[str, str, str | None]:
@@ -181,9 +211,9 @@ def params_json(model: str, params: SamplingParams) -> tuple[str, str, str | Non
     …extra}`` (None when ``extra`` is not plain JSON). A changed ``extra`` (its fields are
     frozen, a dict is not) is noticed (:func:`same_extra`) and encoded again."""
     ck = (model, id(params))
-    hit = _PARAMS_JSON.get(ck)
-    if hit is not None and hit[0] is params and same_extra(hit[1], params.extra):
-        return hit[2]
+    hit = _PARAMS_JSON.get(ck, params)
+    if hit is not None:
+        return hit
     head = _KEY_ENCODER.encode({"extra": params.extra, "max_tokens": params.max_tokens})
     tail = _KEY_ENCODER.encode({"model": model, "temperature": params.temperature, "top_p": params.top_p})
     body: dict[str, Any] = {"model": model, "temperature": params.temperature, "top_p": params.top_p}
@@ -191,13 +221,10 @@ def params_json(model: str, params: SamplingParams) -> tuple[str, str, str | Non
         body["max_tokens"] = params.max_tokens
     body.update(params.extra)
     try:
-        rest: str | None = _BODY_ENCODER.encode(body)
-        extra = copy.deepcopy(params.extra)
-    except (TypeError, ValueError, copy.Error):
+        rest = BODY_ENCODER.encode(body)
+    except (TypeError, ValueError):
         return head, tail, None  # (not kept: encoded again next time)
-    if len(_PARAMS_JSON) >= 256:
-        _PARAMS_JSON.clear()
-    _PARAMS_JSON[ck] = (params, extra, (head, tail, rest))  # (params kept alive: its id stays its own)
+    _PARAMS_JSON.put(ck, params, (head, tail, rest))
     return head, tail, rest
 
 
