@@ -94,6 +94,12 @@ _TEXTS_MAX_CHARS = 32 << 20
 # is clear has no samples (no SQLite read); ~1 in 8 keys of a run with a million keys is a
 # false hit (read as before)
 _KEY_BITS_MASK = (1 << 23) - 1
+
+
+def _key_bit(key: str) -> tuple[int, int]:
+    """(byte, bit mask) of a request key in the key filter."""
+    h = hash(key) & _KEY_BITS_MASK
+    return h >> 3, 1 << (h & 7)
 _MAGIC_KEY = "proofsmith_store_version"
 
 _SCHEMA = """
@@ -466,8 +472,8 @@ class RunStore:
         out: dict[int, Completion] = {}
         bits = self._key_bits
         if bits is not None:
-            h = hash(request_key) & _KEY_BITS_MASK
-            if not bits[h >> 3] & (1 << (h & 7)):
+            byte, bit = _key_bit(request_key)
+            if not bits[byte] & bit:
                 # never written here; unless another connection wrote to the store since it
                 # was opened (then the filter is dropped for good), nobody wrote it
                 if self._db.execute("PRAGMA data_version").fetchone()[0] == self._data_version:
@@ -556,8 +562,8 @@ class RunStore:
         )]
         if completions:
             if (bits := self._key_bits) is not None:
-                h = hash(request_key) & _KEY_BITS_MASK
-                bits[h >> 3] |= 1 << (h & 7)
+                byte, bit = _key_bit(request_key)
+                bits[byte] |= bit
             ops.append((
                 "INSERT OR IGNORE INTO samples (request_key, sample_index, call_id,"
                 " completion, created_at) VALUES (?,?,?,?,?)",
