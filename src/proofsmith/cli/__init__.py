@@ -19,7 +19,7 @@ import typer
 
 from ..errors import ProofsmithError, RenamedWarning
 from . import evaluate, pipelines, prove, review, runs, serve, templates, train
-from .output import shown
+from .output import print_line
 
 __all__ = ["app", "main"]
 
@@ -42,7 +42,7 @@ for _group in (prove, serve, runs, templates, pipelines, evaluate, review, train
 def _show_renamed(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     """Old names given in files (e.g. a training YAML key): one warning line, as for old flags."""
     if issubclass(category, RenamedWarning):
-        print(shown(f"proofsmith: warning: {message}"), file=sys.stderr)
+        print_line(f"proofsmith: warning: {message}")
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 
@@ -58,10 +58,10 @@ def main() -> None:
     except ProofsmithError as e:  # an expected failure that no command caught: its one line
         if os.environ.get("PROOFSMITH_DEBUG"):
             raise
-        print(shown(f"proofsmith: error: {' '.join(str(e).split())}"), file=sys.stderr)
+        print_line(f"proofsmith: error: {' '.join(str(e).split())}")
         sys.exit(1)
     except Exception as e:  # last resort: one line, no traceback (PROOFSMITH_DEBUG=1 shows it)
         if os.environ.get("PROOFSMITH_DEBUG"):
             raise
-        print(shown(f"proofsmith: error: {type(e).__name__}: {e} (set PROOFSMITH_DEBUG=1 for a traceback)"), file=sys.stderr)
+        print_line(f"proofsmith: error: {type(e).__name__}: {e} (set PROOFSMITH_DEBUG=1 for a traceback)")
         sys.exit(1)

@@ -22,6 +22,11 @@ def shown(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def print_line(text: str) -> None:
+    """One line on stderr, outside rich (errors, warnings, plain progress), :func:`shown`."""
+    print(shown(text), file=sys.stderr, flush=True)
+
+
 class _Console(Console):
     """A console whose text from strings (``print``'s and table cells') is :func:`shown`."""
 
@@ -62,11 +67,10 @@ def exit_partial(failed: Any, total: int, noun: str) -> None:
     rows = failures_of(failed)
     if not rows:
         return
-    print(f"proofsmith: {len(rows)} of {total} {noun} failed (the others completed; "
-          "re-run with the same --run-dir to retry):", file=sys.stderr)
+    print_line(f"proofsmith: {len(rows)} of {total} {noun} failed (the others completed; "
+               "re-run with the same --run-dir to retry):")
     for f in rows:
-        print(shown(f"proofsmith: failed: {f['id']}: {' '.join(str(f['error']).split())}"), file=sys.stderr)
-    sys.stderr.flush()
+        print_line(f"proofsmith: failed: {f['id']}: {' '.join(str(f['error']).split())}")
     raise typer.Exit(EXIT_PARTIAL)
 
 
@@ -75,7 +79,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
     from ..redact import redact_text
 
     first = " ".join(redact_text(str(message)).split())  # one line, no credentials
-    print(shown(f"proofsmith: error: {first}"), file=sys.stderr)
+    print_line(f"proofsmith: error: {first}")
     raise typer.Exit(code)
 
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import threading
 import time
 from typing import Iterator
 
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from .output import err, shown
+from .output import err, print_line, shown
 
 
 class CallProgress:
@@ -81,7 +80,7 @@ class CallProgress:
         return "progress: " + "  ".join(parts)
 
     def _emit(self) -> None:
-        print(shown(self.line()), file=sys.stderr, flush=True)
+        print_line(self.line())
         self._lines += 1
 
     def _loop(self) -> None:
@@ -157,5 +156,5 @@ def status(message: str) -> Iterator[None]:
         with err.status(shown(message)):
             yield
     else:
-        print(shown(message), file=sys.stderr, flush=True)
+        print_line(message)
         yield
