@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import pytest
@@ -75,6 +76,31 @@ def test_samples_are_found_whoever_wrote_them(tmp_path):
     assert [c.cached_samples(k)[0].text for k in keys[99:101]] == ["by a", "by b"]
     assert c.cached_samples(keys[250]) == {}
     c.close()
+
+
+def test_another_writer_between_ticks_is_seen(tmp_path):
+    """Inside an event loop the store looks at ``PRAGMA data_version`` once per write
+    transaction (a tick): while its transaction is open nobody else can commit. A sample that
+    another connection commits between two ticks is still found in the next tick."""
+    a = RunStore(tmp_path)
+    b = RunStore(tmp_path)
+    keys = [f"{i:064x}" for i in range(4)]
+
+    async def run() -> None:
+        record(a, "a-0", keys[0], completions=[comp(keys[0], 0, "by a")])  # opens tick 1
+        assert a.cached_samples(keys[1]) == {}  # looked once in this transaction
+        assert a.cached_samples(keys[2]) == {}  # (answered from that look)
+        await a.durable()  # tick 1 committed
+        record(b, "b-1", keys[1], completions=[comp(keys[1], 0, "by b")])
+        b.flush()  # b commits between a's ticks
+        record(a, "a-3", keys[3], completions=[comp(keys[3], 0, "by a")])  # opens tick 2
+        assert a.cached_samples(keys[1])[0].text == "by b"
+        await a.durable()
+
+    asyncio.run(run())
+    assert a._key_bits is None
+    a.close()
+    b.close()
 
 
 def test_failed_calls_never_become_samples(tmp_path):

@@ -38,8 +38,9 @@ Reads per call. The client asks :meth:`RunStore.cached_samples` before every req
 that held no samples when it was opened keeps a filter of the request keys it has written (one
 bit per key hash, 1 MiB): a key whose bit is clear is answered without reading SQLite, unless
 another connection (another process, a second ``RunStore`` on the same file) has written to the
-store since it was opened (``PRAGMA data_version``); then the filter is dropped and every key is
-read, as in a store opened with samples in it. New stores have no index on
+store since it was opened (``PRAGMA data_version``, looked at once per write transaction:
+while this connection's transaction is open no other can commit); then the filter is dropped
+and every key is read, as in a store opened with samples in it. New stores have no index on
 ``calls.request_key`` (older stores keep theirs): keeping an index of random keys cost ~20 µs
 a call, and nothing on a run's path reads calls by key (:meth:`RunStore.calls` with a key
 scans the table).
@@ -245,6 +246,12 @@ class RunStore:
         # written; None when the store held samples when opened (then SQLite is always asked)
         self._key_bits: bytearray | None = None
         self._data_version = 0  # PRAGMA data_version when the filter was made
+        # transactions begun (BEGIN IMMEDIATE) and the one in which data_version was last seen
+        # unchanged: while this connection's write transaction is open no other connection can
+        # commit, so one look per transaction is enough
+        self._txn_no = 0
+        self._txn_checked = -1
+        self._endpoints: dict[str, str] = {}  # endpoint -> as stored (credentials redacted)
         self._texts_chars = 0
         try:
             touch_private_file(self.path)  # 0600; SQLite gives its -wal/-shm files the same mode
@@ -311,6 +318,7 @@ class RunStore:
         try:
             if not db.in_transaction:
                 db.execute("BEGIN IMMEDIATE")
+                self._txn_no += 1
             changed = []
             for sql, args, each in ops:
                 if each:
@@ -476,7 +484,12 @@ class RunStore:
             if not bits[byte] & bit:
                 # never written here; unless another connection wrote to the store since it
                 # was opened (then the filter is dropped for good), nobody wrote it
-                if self._db.execute("PRAGMA data_version").fetchone()[0] == self._data_version:
+                db = self._db
+                if db.in_transaction and self._txn_checked == self._txn_no:
+                    return out  # seen unchanged in this (write) transaction: nobody else can write
+                if db.execute("PRAGMA data_version").fetchone()[0] == self._data_version:
+                    if db.in_transaction:
+                        self._txn_checked = self._txn_no
                     return out
                 self._key_bits = None
         for idx, blob in self._db.execute(
@@ -501,6 +514,13 @@ class RunStore:
         while len(texts) > _TEXTS_MAX_ENTRIES or self._texts_chars > _TEXTS_MAX_CHARS:
             _, (_, t, r) = texts.popitem(last=False)
             self._texts_chars -= len(t) + len(r or "")
+
+    def _endpoint(self, endpoint: str) -> str:
+        """``endpoint`` as stored: credentials redacted (remembered: a run has few endpoints)."""
+        shown = redact_url(endpoint)
+        if len(self._endpoints) < 64:
+            self._endpoints[endpoint] = shown
+        return shown
 
     def record_call(
         self,
@@ -529,9 +549,9 @@ class RunStore:
         if error is not None and completions:
             raise ValueError("a failed call cannot carry completions")
         now = time.time()
-        reasoning = [c.reasoning for c in completions]
         # version 2 keeps the reasoning once, in the samples (calls() reads it from there)
-        keep_reasoning = self.version < 2 and any(r is not None for r in reasoning)
+        reasoning = [c.reasoning for c in completions] if self.version < 2 else []
+        keep_reasoning = any(r is not None for r in reasoning)
         ops: list[tuple[str, Any, bool]] = [(
             "INSERT INTO calls (id, request_key, role, endpoint, model, request, response,"
             " reasoning, usage, prompt_tokens, completion_tokens, cached_tokens, cost,"
@@ -541,7 +561,7 @@ class RunStore:
                 call_id,
                 request_key,
                 role,
-                redact_url(endpoint),
+                self._endpoints.get(endpoint) or self._endpoint(endpoint),
                 model,
                 _dumps(request) if request_json is None else request_json,
                 None if response is None else _dumps(response),
