@@ -333,7 +333,10 @@ def test_kill_9_during_a_burst_resumes_without_paying_twice_or_half_written_rows
     calls, samples = store_counts(run_dir / "run.sqlite")
     assert 40 <= calls < total, "the kill came too late to test anything"
     assert samples == 2 * calls  # nothing half-written: each committed call has both its samples
-    assert 0 <= paid_first - calls <= conc  # only calls in flight were lost
+    # only calls in flight were lost: at most conc requests hold a slot, plus the answers of the
+    # last tick not yet committed (their slots were freed when they were answered, and may already
+    # carry new requests when the kill lands between a tick's writes and its commit)
+    assert 0 <= paid_first - calls <= 2 * conc
     with RunStore(run_dir) as store:  # every committed record resolves to its sample's text
         for v in store.load_records("Verification", Verification):
             assert v.analysis is None or v.analysis in store.cached_samples(
