@@ -438,7 +438,12 @@ class _Quotes:
         self._srcs = [_norm_str(s) for s in srcs]
         self._norm: tuple[str, list[int]] | None = None
 
-    def covers(self, a: int, b: int) -> bool:
+    def covers(self, a: int, b: int, *, phrase_start: int | None = None) -> bool:
+        """Whether ``text[a:b]`` is quoted. ``phrase_start``: the element is a box right after a
+        final phrase that starts there; a quoted segment that starts inside that phrase (its
+        tail and the box, e.g. an untrusted line ``n my analysis, ... as: \\boxed{0}``) is then
+        the answer's own verdict line written in full, not a quotation: an untrusted text
+        cannot claim a verdict whose first words the answer wrote itself."""
         if not self._srcs:
             return False
         t = self.text
@@ -450,7 +455,7 @@ class _Quotes:
             # a tag is quoted only together with words after it: what follows a tag decides
             # what it does, and the model's own tag may follow a quote that ends just before it
             return any(s <= a and b <= e and re.search(r"[A-Za-z0-9]", t[b:e]) for s, e in self.spans)
-        if any(s <= a and b <= e for s, e in self.spans):
+        if any(s <= a and b <= e and (phrase_start is None or s <= phrase_start) for s, e in self.spans):
             return True
         return self._in_context(a, b)
 
@@ -560,13 +565,22 @@ def _own_verdicts(
         m = finals[idx]
         limit = finals[idx + 1].start() if idx + 1 < len(finals) else len(text)
         box = next(
-            (b for b in boxes if b.start >= m.end() and b.end <= limit and not quotes.covers(b.start, b.end)),
+            (b for b in boxes if b.start >= m.end() and b.end <= limit
+             and not _box_quoted(text, quotes, m, b)),
             None,
         )
         if box is None:
             continue
         if not quotes.covers(m.start(), m.end()) or _ADJACENT_RE.fullmatch(text, m.end(), box.start):
             yield m, box
+
+
+def _box_quoted(text: str, quotes: _Quotes, phrase: re.Match[str], box: _Box) -> bool:
+    """Whether ``box``, somewhere after the final phrase ``phrase``, is quoted untrusted text;
+    a box right after the phrase (the verdict line's shape) is not quoted by a segment that
+    starts inside the phrase (see :meth:`_Quotes.covers`)."""
+    adjacent = _ADJACENT_RE.fullmatch(text, phrase.end(), box.start) is not None
+    return quotes.covers(box.start, box.end, phrase_start=phrase.start() if adjacent else None)
 
 
 def _primary_verdict(
@@ -744,7 +758,9 @@ def _self_score(text: str, start: int, quotes: _Quotes) -> tuple[float | None, s
     box is quoted untrusted text, a box that ends the answer is still read (as for verdicts)."""
     finals = [m for m in _VERIFIER_FINAL_RE.finditer(text, start) if not quotes.covers(m.start(), m.end())]
     all_boxes = [b for b in _iter_boxes(text) if b.start >= start]
-    boxes = [b for b in all_boxes if not quotes.covers(b.start, b.end)]
+    boxes = [b for b in all_boxes
+             if not (_box_quoted(text, quotes, finals[-1], b) if finals and b.start >= finals[-1].end()
+                     else quotes.covers(b.start, b.end))]
     if not boxes and all_boxes and _TRAILING_RE.fullmatch(text, all_boxes[-1].end) is not None:
         boxes = all_boxes[-1:]
     if not boxes:
