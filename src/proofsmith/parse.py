@@ -28,6 +28,7 @@ proof``, ``self-evaluation: …`` (proof kept, self_score None).
 
 from __future__ import annotations
 
+import functools
 import re
 from bisect import bisect_left
 from dataclasses import dataclass, field
@@ -174,36 +175,45 @@ class _Box:
 _BOXED_RE = re.compile(r"\\boxed\s*\{")
 
 
-def _matching_brace(text: str, open_idx: int) -> int | None:
-    """Index of the brace closing the ``{`` at ``open_idx``; escaped ``\\{``/``\\}`` do not
-    count. None when unbalanced."""
-    depth = 0
-    i = open_idx
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\" and i + 1 < n and text[i + 1] in "{}":
-            i += 2
-            continue
+_BRACE_RE = re.compile(r"\\[{}]|[{}]")
+
+
+def _brace_pairs(text: str) -> dict[int, int]:
+    """For every ``{`` of ``text`` that is closed: the index of its closing ``}`` (escaped
+    ``\\{``/``\\}`` do not count). One pass: finding each box's brace by scanning on was
+    quadratic in the number of unclosed boxes."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    for m in _BRACE_RE.finditer(text):
+        ch = m.group()
         if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
+            stack.append(m.start())
+        elif ch == "}" and stack:
+            pairs[stack.pop()] = m.start()
+    return pairs
 
 
-def _iter_boxes(text: str) -> Iterator[_Box]:
-    """Every balanced ``\\boxed{...}`` with non-empty content, in order of its start."""
+@functools.lru_cache(maxsize=16)
+def _boxes(text: str) -> tuple[_Box, ...]:
+    """Every balanced ``\\boxed{...}`` with non-empty content, in order of its start (kept for
+    the last few texts: the rules ask for the boxes of one answer many times)."""
+    if "\\boxed" not in text:
+        return ()
+    pairs = _brace_pairs(text)
+    out = []
     for m in _BOXED_RE.finditer(text):
-        close = _matching_brace(text, m.end() - 1)
+        close = pairs.get(m.end() - 1)
         if close is None:
             continue
         content = text[m.end():close]
         if content.strip():
-            yield _Box(m.start(), close + 1, content.strip())
+            out.append(_Box(m.start(), close + 1, content.strip()))
+    return tuple(out)
+
+
+def _iter_boxes(text: str) -> Iterator[_Box]:
+    """Every balanced ``\\boxed{...}`` with non-empty content, in order of its start."""
+    return iter(_boxes(text))
 
 
 def last_boxed(text: str, *, untrusted: Iterable[str | None] = ()) -> str | None:
@@ -226,6 +236,9 @@ _SLASH_RE = re.compile(r"^\+?(\d+)/(\d+)$")
 _FRAC_RE = re.compile(r"^\\[dt]?frac(?:\{(\d+)\}\{(\d+)\}|(\d)(\d))$")
 
 
+_MAX_DIGITS = 100  # a fraction's numerator or denominator with more digits is no score
+
+
 def score_value(raw: str | None) -> float | None:
     """The number written in a boxed score (see module doc for accepted spellings)."""
     if raw is None:
@@ -242,13 +255,16 @@ def score_value(raw: str | None) -> float | None:
         return float(s)
     m = _SLASH_RE.match(s)
     if m:
-        num, den = int(m.group(1)), int(m.group(2))
+        a, b = m.group(1), m.group(2)
     else:
         m = _FRAC_RE.match(s)
         if not m:
             return None
-        num = int(m.group(1) or m.group(3))
-        den = int(m.group(2) or m.group(4))
+        a, b = m.group(1) or m.group(3), m.group(2) or m.group(4)
+    a, b = a.lstrip("0") or "0", b.lstrip("0") or "0"
+    if len(a) > _MAX_DIGITS or len(b) > _MAX_DIGITS:
+        return None  # (Python refuses int() of 4,301 digits or more; no score needs 100)
+    num, den = int(a), int(b)
     if den == 0:
         return None
     return float(Fraction(num, den))
@@ -351,6 +367,12 @@ def _line_bounds(src: str, pos: int) -> tuple[int, int]:
     return a, (len(src) if b < 0 else b)
 
 
+# a quoted segment longer than this is compared by its first characters only (a copy of them
+# is a quote all the same; without a cap, an untrusted text of n tags or phrases on one line
+# made n segments of length n)
+_SEGMENT_MAX_CHARS = 600
+
+
 def _think_context_segments(src: str) -> Iterator[str]:
     """For every ``</think>`` of an untrusted text: the tag with the text after it, to the end
     of the second non-empty line after it, so a quote of the tag together with what follows it
@@ -359,13 +381,14 @@ def _think_context_segments(src: str) -> Iterator[str]:
     while t >= 0:
         e = t + len(THINK_END)
         end, got, pos = e, 0, e
-        while got < 2 and pos < len(src):
-            _, le = _line_bounds(src, pos)
-            if src[pos:le].strip():
+        while got < 2 and pos < len(src) and pos - t < _SEGMENT_MAX_CHARS:
+            le = src.find("\n", pos)
+            le = len(src) if le < 0 else le
+            if src[pos:min(le, pos + _SEGMENT_MAX_CHARS)].strip():
                 got += 1
                 end = le
             pos = le + 1
-        yield src[t:end]
+        yield src[t:min(end, t + _SEGMENT_MAX_CHARS)]
         t = src.find(THINK_END, t + 1)
 
 
@@ -374,6 +397,7 @@ def _quote_segments(sources: Iterable[str | None]) -> list[str]:
     seen: set[str] = set()
 
     def add(seg: str) -> None:
+        seg = seg[:_SEGMENT_MAX_CHARS]
         if seg.strip() and _qualifies(seg):
             key = _norm_str(seg)
             if key:
@@ -389,16 +413,18 @@ def _quote_segments(sources: Iterable[str | None]) -> list[str]:
             for a, b in _dangerous_spans_in_line(line):
                 add(line[a:b])
         # phrases written across several lines
-        boxes = list(_iter_boxes(src))
+        boxes = _boxes(src)
+        starts = [b.start for b in boxes]
         for rx in _ALL_PHRASES:
             for m in rx.finditer(src):
                 add(src[m.start():_line_bounds(src, m.end())[1]])
-                nxt = next((b for b in boxes if b.start >= m.end()), None)
-                if nxt is not None:
-                    add(src[m.start():nxt.end])
+                k = bisect_left(starts, m.end())  # the next box
+                if k < len(boxes):
+                    add(src[m.start():boxes[k].end])
         for seg in _think_context_segments(src):
             add(seg)
     return sorted(seen)
+
 
 
 def _quoted_spans(text: str, sources: Iterable[str | None]) -> list[tuple[int, int]]:
@@ -518,9 +544,11 @@ def _answer_start(
         if not quotes.covers(i, i + len(THINK_END)):
             own.append(i + len(THINK_END))
         i = text.find(THINK_END, i + 1)
-    strength = {c: has_answer(c) for c in own}
+    strength: dict[int, int] = {}  # computed lazily, last tag first: most answers end with one
     for level in (2, 1):
         for c in reversed(own):
+            if c not in strength:
+                strength[c] = has_answer(c)
             if strength[c] >= level:
                 return c
     if text.lstrip().startswith(THINK_START):
@@ -546,7 +574,7 @@ def _clean_analysis(s: str) -> str:
     """Text between the phrases, without the emphasis closing the start phrase and the
     heading/emphasis markers opening the final phrase's line."""
     s = re.sub(r"^[*_]+", "", s)
-    s = re.sub(r"[ \t#>*_]*$", "", s)
+    s = s.rstrip(" \t#>*_")  # (a regex ``[...]*$`` is quadratic on a long run of blanks)
     return s.strip()
 
 
@@ -583,31 +611,34 @@ def _box_quoted(text: str, quotes: _Quotes, phrase: re.Match[str], box: _Box) ->
     return quotes.covers(box.start, box.end, phrase_start=phrase.start() if adjacent else None)
 
 
-def _primary_verdict(
-    text: str, c0: int, quotes: _Quotes, start_re: re.Pattern[str], final_re: re.Pattern[str]
-) -> tuple[re.Match[str], _Box] | None:
-    """The last own verdict after ``c0`` (``_own_verdicts``), with a start phrase between
-    ``c0`` and it; None when there is none."""
-    for m, box in _own_verdicts(text, c0, quotes, final_re):
-        if start_re.search(text, c0, m.start()) is None:
-            return None
-        return m, box
-    return None
+class _Structure:
+    """The answer structure of one text, found once, for the reasoning split's question at
+    every ``</think>`` (asking the text again at each tag was quadratic in the number of tags).
+    :meth:`strength` at ``c``: 2 when the last own verdict follows ``c`` with a start phrase
+    between them; 1 when an own start phrase follows ``c``, then a final phrase with a box
+    after it (the verdict line itself may coincide with untrusted text); else 0."""
 
+    def __init__(self, text: str, quotes: _Quotes, start_re: re.Pattern[str], final_re: re.Pattern[str]):
+        # the last own verdict (whatever the offset asked: a verdict's box and own-ness do not
+        # depend on where the answer starts)
+        self.last = next(_own_verdicts(text, 0, quotes, final_re), None)
+        self.starts = [(m.start(), m.end()) for m in start_re.finditer(text)]
+        self.own_starts = [(a, b) for a, b in self.starts if not quotes.covers(a, b)]
+        self.finals = [(m.start(), m.end()) for m in final_re.finditer(text)]
+        boxes = _boxes(text)
+        self.last_box = boxes[-1].start if boxes else -1
 
-def _answer_strength(
-    text: str, c: int, quotes: _Quotes, start_re: re.Pattern[str], final_re: re.Pattern[str]
-) -> int:
-    """2: an own verdict follows ``c`` (``_primary_verdict``); 1: an own start phrase
-    followed by a final phrase with a box (the verdict line itself may coincide with untrusted
-    text); 0: no answer structure."""
-    if _primary_verdict(text, c, quotes, start_re, final_re) is not None:
-        return 2
-    st = next((m for m in start_re.finditer(text, c) if not quotes.covers(m.start(), m.end())), None)
-    if st is None:
-        return 0
-    m = final_re.search(text, st.end())
-    return 1 if m is not None and next(_iter_boxes(text[m.end():]), None) is not None else 0
+    def strength(self, c: int) -> int:
+        if self.last is not None:
+            m = self.last[0]
+            k = bisect_left(self.starts, (c, -1))  # a start phrase between c and the verdict
+            if m.start() >= c and k < len(self.starts) and self.starts[k][1] <= m.start():
+                return 2
+        k = bisect_left(self.own_starts, (c, -1))
+        if k == len(self.own_starts):
+            return 0
+        j = bisect_left(self.finals, (self.own_starts[k][1], -1))
+        return 1 if j < len(self.finals) and self.last_box >= self.finals[j][1] else 0
 
 
 def _parse_scored(
@@ -624,10 +655,15 @@ def _parse_scored(
     if not isinstance(answer, str):
         raise TypeError(f"answer must be a string, got {type(answer).__name__}")
     quotes = _Quotes(answer, untrusted)
-    c0 = _answer_start(
-        answer, quotes, reasoning_separate=reasoning_separate,
-        has_answer=lambda c: _answer_strength(answer, c, quotes, start_re, final_re),
-    )
+    structure: _Structure | None = None
+
+    def has_answer(c: int) -> int:
+        nonlocal structure
+        if structure is None:
+            structure = _Structure(answer, quotes, start_re, final_re)
+        return structure.strength(c)
+
+    c0 = _answer_start(answer, quotes, reasoning_separate=reasoning_separate, has_answer=has_answer)
     body = "" if c0 is None else answer[c0:].strip()
     reasoning = _clean_reasoning(answer) if c0 is None else _reasoning_part(answer, c0)
 
@@ -726,14 +762,16 @@ def parse_meta_verification(
 
 
 def _header_re(title: str) -> re.Pattern[str]:
-    words = r"[\s-]+".join(re.escape(w) for w in title.split())
-    colon = r"[ \t]*[:.]?"
+    # possessive runs of blanks (``*+``): several optional runs in a row backtrack in n**4
+    # on a header followed by many blanks and a word (a policy's text; seconds at 300 blanks)
+    words = r"[\s-]++".join(re.escape(w) for w in title.split())
+    colon = r"[ \t]*+[:.]?"
     return re.compile(
-        r"^[ \t]*(?:"
-        rf"\#{{1,6}}[ \t]*(?:\*\*|__)?[ \t]*{words}{colon}[ \t]*(?:\*\*|__)?{colon}"
+        r"^[ \t]*+(?:"
+        rf"\#{{1,6}}[ \t]*+(?:\*\*|__)?[ \t]*+{words}{colon}[ \t]*+(?:\*\*|__)?{colon}"
         r"|"
-        rf"(?:\*\*|__)[ \t]*{words}{colon}[ \t]*(?:\*\*|__){colon}"
-        r")[ \t]*$",
+        rf"(?:\*\*|__)[ \t]*+{words}{colon}[ \t]*+(?:\*\*|__){colon}"
+        r")[ \t]*+$",
         re.IGNORECASE | re.MULTILINE,
     )
 
@@ -795,9 +833,18 @@ def parse_generation(
         raise TypeError(f"answer must be a string, got {type(answer).__name__}")
     quotes = _Quotes(answer, [problem])
 
-    def has_answer(c: int) -> int:
-        sol, ev = _sections(answer, c, quotes)
-        return 2 if ev is not None else 0
+    headers: tuple[list[tuple[int, int]], int] | None = None
+
+    def has_answer(c: int) -> int:  # an own Solution header after c, an own Self Evaluation after it
+        nonlocal headers
+        if headers is None:
+            sols = [(m.start(), m.end()) for m in _SOLUTION_RE.finditer(answer)
+                    if not quotes.covers(m.start(), m.end())]
+            evs = [m.start() for m in _SELF_EVAL_RE.finditer(answer) if not quotes.covers(m.start(), m.end())]
+            headers = (sols, evs[-1] if evs else -1)
+        sols, last_ev = headers
+        k = bisect_left(sols, (c, -1))
+        return 2 if k < len(sols) and last_ev >= sols[k][1] else 0
 
     c0 = _answer_start(answer, quotes, reasoning_separate=reasoning_separate, has_answer=has_answer)
     body = "" if c0 is None else answer[c0:].strip()
@@ -855,11 +902,15 @@ def split_answer(
         return p.answer or "", p.reasoning
     quotes = _Quotes(text, srcs)
     if role is None:
+        end = len(text.rstrip())
+
         def has_answer(c: int) -> int:
-            return 2 if text[c:].strip() else 0
+            return 2 if c < end else 0
     else:
+        own = [b.start for b in _boxes(text) if not quotes.covers(b.start, b.end)]
+
         def has_answer(c: int) -> int:
-            return 2 if any(not quotes.covers(b.start, b.end) for b in _iter_boxes(text) if b.start >= c) else 0
+            return 2 if own and own[-1] >= c else 0
     c0 = _answer_start(text, quotes, reasoning_separate=reasoning_separate, has_answer=has_answer)
     if c0 is None:
         return "", _clean_reasoning(text)
