@@ -4,8 +4,10 @@ round trip through `label import-human`, security (escaping, CSP, token, CSRF, H
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import sqlite3
 import shutil
 import subprocess
 import sys
@@ -500,3 +502,54 @@ def test_command_serves_exports_and_fails_clearly(runs, tmp_path):
 def test_review_errors():
     with pytest.raises(ReviewError, match="at least one run directory"):
         Review([])
+
+
+def test_request_bodies_that_are_no_valid_input_are_400s(runs):
+    # found attacking the app (stop 19): a lone surrogate in a comment reached SQLite (500),
+    # "run": Infinity failed int() (500), 1.5 / true were taken as run 1 and "1" as a score
+    c = client(runs)
+    tok = csrf_of(c)
+    good = '"proof_id":"lonely","score":1'
+    for body, msg in (('{"run":0,' + good + ',"comment":"a\\ud800b"}', "surrogate"),
+                      ('{"run":0,' + good + ',"spans":[{"start":0,"end":2,"comment":"\\udfff"}]}', "surrogate"),
+                      ('{"run":Infinity,' + good + '}', "unknown run"),
+                      ('{"run":-Infinity,' + good + '}', "unknown run"),
+                      ('{"run":1.5,' + good + '}', "unknown run"),
+                      ('{"run":true,' + good + '}', "unknown run"),
+                      ('{"run":0,"proof_id":"lonely","score":"1"}', "score must be")):
+        for url in ("/api/decision", "/api/resolve"):
+            r = c.post(url, content=body, headers={"X-CSRF-Token": tok, "Content-Type": "application/json"})
+            assert r.status_code == 400 and msg in r.json()["error"], (url, body, r.status_code, r.text)
+    r = post(c, "/api/decision", {"run": 0, "proof_id": "lonely", "score": -0.0}, tok)
+    assert r.status_code == 200 and str(r.json()["saved"]["score"]) == "0.0"
+    assert c.get("/api/item", params={"run": "0", "proof_id": "lonely"}).status_code == 200  # digits still do
+
+
+def _rename_problem(run_dir: Path, old: str, new: str) -> None:
+    """Every string equal to ``old`` in the run store's records becomes ``new``."""
+    def walk(x):
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        return new if x == old else x
+    db = sqlite3.connect(str(run_dir / "run.sqlite"))
+    rows = db.execute("SELECT rowid, id, json FROM records").fetchall()
+    for rowid, rid, blob in rows:
+        db.execute("UPDATE records SET id=?, json=? WHERE rowid=?",
+                   (new if rid == old else rid, json.dumps(walk(json.loads(blob))), rowid))
+    db.commit()
+    db.close()
+
+
+def test_ids_in_links_are_one_path_segment(runs):
+    # an id with "/" and ".." went into hrefs with "/" kept (Jinja's urlencode): the browser
+    # resolved /run/1/problem/a/../../b to another page of the app
+    evil = "a/../../label?x=1#y"
+    _rename_problem(runs[1], PROBLEM_ID, evil)
+    c = client(runs)
+    page = c.get("/", params={"run": 1}).text
+    enc = quote(evil, safe="")
+    assert f'href="/run/1/problem/{enc}"' in page and "/problem/a/" not in page
+    r = c.get(f"/run/1/problem/{enc}")
+    assert r.status_code == 200 and "a/../../label?x=1#y" in html.unescape(r.text)

@@ -37,6 +37,8 @@ from .records import Problem
 
 __all__ = [
     "DEFAULT_MAX_POINTS",
+    "LONE_SURROGATE",
+    "lone_surrogate",
     "jsonl_rows",
     "norm_key",
     "read_rows",
@@ -156,15 +158,15 @@ def jsonl_rows(path: str | Path, text: str | None = None, *,
             raise error(f"{p}: line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
             raise error(f"{p}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
-        if _lone_surrogate(obj, line):
-            raise error(f"{p}: line {lineno}: {_SURROGATE}")
+        if lone_surrogate(obj, line):
+            raise error(f"{p}: line {lineno}: {LONE_SURROGATE}")
         yield lineno, obj
 
 
-_SURROGATE = "a \\u escape encodes half a character (a lone UTF-16 surrogate): not valid text"
+LONE_SURROGATE = "a \\u escape encodes half a character (a lone UTF-16 surrogate): not valid text"
 
 
-def _lone_surrogate(doc: Any, text: str) -> bool:
+def lone_surrogate(doc: Any, text: str) -> bool:
     """Whether JSON ``text`` (decoded as ``doc``) holds a lone surrogate escape such as
     ``\\ud800``: Python decodes it into a string that cannot be written as UTF-8 (a prompt
     holding it would fail when sent)."""
@@ -204,8 +206,8 @@ def read_rows(path: str | Path, what: str = "dataset") -> tuple[list[tuple[int, 
             doc = load_json(text)
         except json.JSONDecodeError as e:
             raise UserError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
-        if _lone_surrogate(doc, text):
-            raise UserError(f"{p}: {_SURROGATE}")
+        if lone_surrogate(doc, text):
+            raise UserError(f"{p}: {LONE_SURROGATE}")
         if isinstance(doc, dict):
             for key in ("problems", "data", "rows"):
                 if isinstance(doc.get(key), list):

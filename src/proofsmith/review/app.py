@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import urllib.parse
 import secrets
 from importlib import resources
 from pathlib import Path
@@ -40,7 +41,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..inputs import load_json
+from ..inputs import LONE_SURROGATE, load_json, lone_surrogate
 from ..records import format_number
 from .data import FLAGS, ReviewError
 from .decisions import validate_annotator
@@ -67,6 +68,9 @@ def _env() -> Environment:
     env = Environment(loader=PackageLoader("proofsmith.review", "templates"),
                       autoescape=select_autoescape(["html"], default=True), trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = format_number
+    # an id as one path segment: "/" and everything else but letters, digits and "-._~" escaped
+    # (``urlencode`` keeps "/", so an id "a/../../b" made a link the browser resolved elsewhere)
+    env.filters["pathseg"] = lambda v: urllib.parse.quote(str(v), safe="")
     env.filters["sclass"] = _score_class
     env.globals["segments"] = segments
     env.globals["FLAGS"] = FLAGS
@@ -274,11 +278,14 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
 
     async def body(request: Request) -> dict:
         try:
-            doc = load_json((await request.body()).decode("utf-8") or "{}")
+            text = (await request.body()).decode("utf-8") or "{}"
+            doc = load_json(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ReviewError(f"request body is not valid JSON ({e})") from None
         if not isinstance(doc, dict):
             raise ReviewError("request body must be a JSON object")
+        if lone_surrogate(doc, text):  # (no UTF-8 database or page can hold it)
+            raise ReviewError(f"request body: {LONE_SURROGATE}")
         return doc
 
     def need_annotator(request: Request) -> str:

@@ -100,15 +100,12 @@ def validate_annotator(name: Any) -> str:
 def _score(value: Any) -> float | None:
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        raise ReviewError("score must be 0, 0.5 or 1")
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ReviewError(f"score must be 0, 0.5 or 1 (got {value!r})") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # a number, not "1"
+        raise ReviewError(f"score must be 0, 0.5 or 1 (got {value!r:.40})")
+    f = float(value)
     if f not in VALID_SCORES:
-        raise ReviewError(f"score must be 0, 0.5 or 1 (got {value!r})")
-    return f
+        raise ReviewError(f"score must be 0, 0.5 or 1 (got {value!r:.40})")
+    return abs(f)  # (-0.0 is 0)
 
 
 def _spans(spans: Any, proof: str | None) -> list[dict]:

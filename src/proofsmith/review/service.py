@@ -129,10 +129,13 @@ class Review:
     # -- access ------------------------------------------------------------------------------
 
     def run(self, index: Any) -> Run:
-        try:
+        """The run numbered ``index``: a whole number, or its digits (a query parameter)."""
+        if isinstance(index, str) and index.strip().isascii() and index.strip().isdigit():
             i = int(index)
-        except (TypeError, ValueError):
-            raise ReviewError(f"unknown run {index!r}") from None
+        elif isinstance(index, int) and not isinstance(index, bool):
+            i = index
+        else:  # 1.5, true, Infinity, "x": no run (int() took 1.5 and true as 1, and failed on inf)
+            raise ReviewError(f"unknown run {index!r:.40}")
         if not 0 <= i < len(self.runs):
             raise ReviewError(f"unknown run {index!r}")
         return self.runs[i]
