@@ -553,3 +553,29 @@ def test_ids_in_links_are_one_path_segment(runs):
     assert f'href="/run/1/problem/{enc}"' in page and "/problem/a/" not in page
     r = c.get(f"/run/1/problem/{enc}")
     assert r.status_code == 200 and "a/../../label?x=1#y" in html.unescape(r.text)
+
+
+@pytest.mark.parametrize("kind, field, bad", [("Proof", "parents", 5), ("Proof", "self_score", "x"),
+                                              ("Verification", "score", "x"), ("MetaVerification", "score", {}),
+                                              ("Verification", "proof_id", ["a"])])
+def test_a_hand_edited_record_is_one_damaged_line_not_a_crash(runs, kind, field, bad):
+    # found attacking the app (stop 19): a record whose field has the wrong type failed deep
+    # inside a page (500 with no message) or the report (TypeError); now every page says
+    # which record is damaged, and the report and the export stop with that one line
+    db = sqlite3.connect(str(runs[1] / "run.sqlite"))
+    rid, blob = db.execute("SELECT id, json FROM records WHERE kind=? ORDER BY rowid LIMIT 1", (kind,)).fetchone()
+    db.execute("UPDATE records SET json=? WHERE kind=? AND id=?", (json.dumps({**json.loads(blob), field: bad}), kind, rid))
+    db.commit()
+    db.close()
+    c = TestClient(create_app(list(runs), annotator="ann", allowed_hosts=None), raise_server_exceptions=False)
+    want = f"record {kind}/{rid}: {field}"
+    for url in ("/", "/label", "/label?set=proofs", "/agreement", "/audit", "/api/queue?set=proofs",
+                "/api/agreement", "/export.jsonl?run=1&scope=all", "/run/1/proof/x"):
+        r = c.get(url)
+        assert r.status_code in (400, 404, 500), (url, r.status_code)
+        assert "run store damaged" in r.text and want in html.unescape(r.text), (url, r.text[-300:])
+    for args in (["report", str(runs[1]), "-o", str(runs[1] / "r.html")],
+                 ["review", str(runs[1]), "--export", str(runs[1] / "e.jsonl")]):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 1 and "run store damaged" in res.output and want in res.output, (args, res.output)
+        assert "Traceback" not in res.output

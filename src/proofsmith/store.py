@@ -77,7 +77,7 @@ from .redact import redact_text, redact_url, redact_value
 
 from proofsmith.records import Completion, Record, Usage, content_id
 
-__all__ = ["RunStore", "StoreError", "STORE_FILENAME", "SCHEMA_VERSION", "resolve_record"]
+__all__ = ["RunStore", "StoreError", "STORE_FILENAME", "SCHEMA_VERSION", "check_record", "resolve_record"]
 
 STORE_FILENAME = "run.sqlite"
 SCHEMA_VERSION = 2  # the version of new stores
@@ -191,6 +191,17 @@ def _sample_texts(db: sqlite3.Connection, key: str, idx: int) -> tuple[str, str 
         return None
     c = json.loads(row[0])
     return c["text"], c.get("reasoning")
+
+
+def check_record(doc: Any, model: type[BaseModel]) -> dict:
+    """``doc`` (a records row as a dict) if the fields ``model`` knows have the types it asks
+    for; raises ValidationError (or TypeError: not an object) otherwise. Fields the model does
+    not know are let through (readers of raw rows take what they need), so a hand-edited or
+    damaged row fails here, with its field's name, instead of deep inside a page or report."""
+    if not isinstance(doc, dict):
+        raise TypeError(f"a record must be a JSON object, not {type(doc).__name__}")
+    model.model_validate({k: v for k, v in doc.items() if k in model.model_fields})
+    return doc
 
 
 def resolve_record(db: sqlite3.Connection, blob: str, what: str = "record",
@@ -714,15 +725,16 @@ class RunStore:
         ).fetchone()
         return None if row is None else self._decode(f"record {kind}/{id}", row[0])
 
-    def records(self, kind: str) -> list[dict]:
-        """All records of one kind, in first-insertion order."""
+    def records(self, kind: str, model: type[BaseModel] | None = None) -> list[dict]:
+        """All records of one kind, in first-insertion order, as dicts; with ``model``, each
+        checked by :func:`check_record` (a row it rejects is one ``run store damaged`` line)."""
         cache: dict = {}
-        return [
-            self._decode(f"record {kind}/{rid}", blob, cache)
-            for rid, blob in self._db.execute(
-                "SELECT id, json FROM records WHERE kind=? ORDER BY rowid", (kind,)
-            )
-        ]
+        out = []
+        for rid, blob in self._db.execute("SELECT id, json FROM records WHERE kind=? ORDER BY rowid", (kind,)):
+            what = f"record {kind}/{rid}"
+            doc = self._decode(what, blob, cache)
+            out.append(doc if model is None else self._load(what, lambda d: check_record(d, model), doc))
+        return out
 
     def load_records(self, kind: str, model: type[BaseModel]) -> list[Any]:
         """All records of one kind validated as ``model``; a row the model rejects is one

@@ -305,17 +305,24 @@ def document_from_store(run_dir: str | Path) -> dict[str, Any]:
         store = RunStore.open_existing(run_dir)
     except StoreError as e:
         raise UserError(str(e)) from None
+    from ..pipelines.label import LabelItem
+    from ..records import Label, MetaVerification, Problem, Proof, SubmittedProof, Verification
+
     try:
-        proofs = store.records("Proof")
+        # each row checked against its record type: a damaged or hand-edited row is one line
+        # naming it, not an error deep inside the report
+        proofs = store.records("Proof", Proof)
         pids = dict.fromkeys([p.get("problem_id") for p in proofs])
         runs = [r for pid in pids for key in (f"search/{pid}", f"refine/{pid}")
                 if isinstance(r := store.get_meta(key), dict)]
         return document_from_records(
-            proofs, store.records("Verification"), store.records("MetaVerification"),
-            store.records("Problem"), store.get_meta("eval"), store.summary(), source=str(run_dir),
-            submitted=store.records("SubmittedProof"), label_items=store.records("LabelItem"),
-            labels=store.records("Label"), runs=runs,
+            proofs, store.records("Verification", Verification), store.records("MetaVerification", MetaVerification),
+            store.records("Problem", Problem), store.get_meta("eval"), store.summary(), source=str(run_dir),
+            submitted=store.records("SubmittedProof", SubmittedProof),
+            label_items=store.records("LabelItem", LabelItem), labels=store.records("Label", Label), runs=runs,
         )
+    except StoreError as e:
+        raise UserError(str(e)) from None
     finally:
         store.close()
 

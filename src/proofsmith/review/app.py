@@ -398,7 +398,15 @@ def create_app(run_dirs: list[str | Path], *, annotator: str | None = None, toke
         Mount("/static/katex", StaticFiles(directory=str(katex)), name="katex"),
         Mount("/static", StaticFiles(directory=str(static)), name="static"),
     ]
-    app = Starlette(routes=routes)
+    async def review_error(request: Request, exc: Exception) -> Response:
+        # a ReviewError no handler caught (e.g. a damaged run store under /agreement): its one
+        # line, as JSON under /api/ and as the error page elsewhere, never a bare 500
+        status = 500 if str(exc).startswith("run store damaged") else 400
+        if request.url.path.startswith("/api/"):
+            return api_error(exc, status)
+        return error_page(request, ReviewError(str(exc)), status)
+
+    app = Starlette(routes=routes, exception_handlers={ReviewError: review_error})
     guard = _Guard(app, token=token, csrf=csrf, allowed_hosts=allowed_hosts)
     guard.review = review  # type: ignore[attr-defined]
     return guard  # type: ignore[return-value]

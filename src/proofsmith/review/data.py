@@ -22,9 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from ..errors import UserError
 from ..pipelines import majority_rejects
-from ..store import STORE_FILENAME, RunStore, StoreError, resolve_record
+from ..pipelines.label import LabelItem
+from ..records import MetaVerification, Problem, Proof, Verification
+from ..store import STORE_FILENAME, RunStore, StoreError, check_record, reason_of, resolve_record
 
 __all__ = ["Run", "RunData", "ReviewError", "load_run", "signature", "FLAGS", "problem_rows"]
 
@@ -64,10 +68,28 @@ class Run:
 
 
 def _records(db: sqlite3.Connection, kind: str) -> list[dict]:
-    """The records of one kind as put (text references resolved from the samples)."""
+    """The records of one kind as put (text references resolved from the samples), each
+    checked against its record type (``check_record``): a damaged or hand-edited row is one
+    ``run store damaged`` error naming it, not a failure deep inside a page."""
     cache: dict = {}
-    return [resolve_record(db, r[0], cache=cache)
-            for r in db.execute("SELECT json FROM records WHERE kind=? ORDER BY rowid", (kind,))]
+    out = []
+    for rid, blob in db.execute("SELECT id, json FROM records WHERE kind=? ORDER BY rowid", (kind,)):
+        try:
+            out.append(check_record(resolve_record(db, blob, cache=cache), _KINDS[kind]))
+        except (ValueError, TypeError, LookupError) as e:
+            raise ReviewError(f"run store damaged: {_db_path(db)}: record {kind}/{rid}: {reason_of(e)}") from None
+    return out
+
+
+_KINDS: dict[str, type[BaseModel]] = {
+    "Problem": Problem, "Proof": Proof, "Verification": Verification,
+    "MetaVerification": MetaVerification, "LabelItem": LabelItem,
+}
+
+
+def _db_path(db: sqlite3.Connection) -> str:
+    row = db.execute("PRAGMA database_list").fetchone()
+    return str(Path(row[2]).parent) if row and row[2] else "?"
 
 
 def _meta_prefix(db: sqlite3.Connection, prefix: str) -> dict[str, Any]:
