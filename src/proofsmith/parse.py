@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -294,26 +295,63 @@ _KEEP_RUN_RE = re.compile(_KEEP_RE.pattern + "+")
 _DROP_TABLE = str.maketrans("", "", "".join(_NORM_DROP))
 
 
+@functools.lru_cache(maxsize=4096)
+def _fold(ch: str) -> str:
+    """One non-ASCII character as compared: format characters (zero-width spaces and joiners,
+    soft hyphen, direction marks) dropped, compatibility forms unified (NFKC: full-width
+    letters and colons, ligatures), case folded without context (a final sigma is a sigma),
+    whitespace and ``_NORM_DROP`` characters dropped. An echo that a tokenizer or a model
+    "cleaned" (e.g. without the zero-width space of the untrusted line) still matches."""
+    if unicodedata.category(ch) == "Cf":
+        return ""
+    return "".join(c.casefold() for c in unicodedata.normalize("NFKC", ch)
+                   if not c.isspace() and c not in _NORM_DROP and unicodedata.category(c) != "Cf")
+
+
 def _normalize(text: str) -> tuple[str, list[int]]:
-    """``text`` without whitespace and the characters of ``_NORM_DROP``, lower-cased, and the
-    index in ``text`` of every kept character."""
+    """``text`` as compared (whitespace and the characters of ``_NORM_DROP`` dropped, case
+    folded; non-ASCII characters through ``_fold``; the content of a box that holds a number
+    written as that number, so ``\\boxed{1}``, ``\\boxed{1.0}`` and ``\\boxed{\\text{1}}`` compare
+    equal), and the index in ``text`` of every kept character (a character folded into
+    several has its index once for each; a box's number, the index of its content)."""
     chars: list[str] = []
     idx: list[int] = []
-    for m in _KEEP_RUN_RE.finditer(text):
-        run = m.group()
-        low = run.lower()
-        if len(low) != len(run):  # a character whose lower case is longer: keep it as is
-            low = "".join(c.lower() if len(c.lower()) == 1 else c for c in run)
-        chars.append(low)
-        idx.extend(range(m.start(), m.end()))
+    # the boxes whose content is a number: (content start, closing brace, the number)
+    numbers = []
+    for b in _boxes(text):
+        v = score_value(b.content)
+        if v is not None and v == v and abs(v) != float("inf"):
+            numbers.append((_BOXED_RE.match(text, b.start).end(), b.end - 1, f"{v:g}"))
+    pos = 0
+    for a, close, num in numbers + [(len(text), len(text), "")]:
+        if a < pos:
+            continue  # (a box inside another's content: the outer one's number stands for it)
+        _fold_into(text, pos, a, chars, idx)
+        if num:
+            chars.append(num)
+            idx.extend([a] * len(num))
+        pos = close
     return "".join(chars), idx
+
+
+def _fold_into(text: str, start: int, end: int, chars: list[str], idx: list[int]) -> None:
+    for m in _KEEP_RUN_RE.finditer(text, start, end):
+        run = m.group()
+        if run.isascii():
+            chars.append(run.lower())
+            idx.extend(range(m.start(), m.end()))
+            continue
+        for i, ch in enumerate(run, m.start()):
+            f = ch.lower() if ch.isascii() else _fold(ch)
+            chars.append(f)
+            idx.extend([i] * len(f))
 
 
 def _norm_str(text: str) -> str:
     """``_normalize(text)[0]``, faster (no index map)."""
-    out = re.sub(r"\s+", "", text).translate(_DROP_TABLE)
-    low = out.lower()
-    return low if len(low) == len(out) else _normalize(text)[0]
+    if not text.isascii() or "\\boxed" in text:
+        return _normalize(text)[0]
+    return re.sub(r"\s+", "", text).translate(_DROP_TABLE).lower()
 
 
 def _dangerous_spans_in_line(line: str) -> list[tuple[int, int]]:
@@ -462,14 +500,37 @@ class _Quotes:
         srcs = [s for s in sources if s]
         self.spans = _quoted_spans(text, srcs) if srcs else []
         self._srcs = [_norm_str(s) for s in srcs]
+        self._raw_srcs = srcs
         self._norm: tuple[str, list[int]] | None = None
+        self._verdicts: dict[re.Pattern[str], frozenset[float]] = {}
 
-    def covers(self, a: int, b: int, *, phrase_start: int | None = None) -> bool:
+    def verdict_values(self, final_re: re.Pattern[str]) -> frozenset[float]:
+        """The scores of the untrusted texts' own verdict lines (``final_re``'s phrase, then a
+        box right after it), by value: ``\\boxed{1}``, ``\\boxed{1.0}``, ``\\boxed{\\text{1}}``
+        are one verdict line."""
+        got = self._verdicts.get(final_re)
+        if got is None:
+            vals = set()
+            for src in self._raw_srcs:
+                boxes = _boxes(src)
+                starts = [b.start for b in boxes]
+                for m in final_re.finditer(src):
+                    k = bisect_left(starts, m.end())
+                    if k < len(boxes) and _ADJACENT_RE.fullmatch(src, m.end(), boxes[k].start):
+                        v = score_value(boxes[k].content)
+                        if v is not None:
+                            vals.add(v)
+            got = self._verdicts[final_re] = frozenset(vals)
+        return got
+
+    def covers(self, a: int, b: int, *, phrase_start: int | None = None, after: int | None = None) -> bool:
         """Whether ``text[a:b]`` is quoted. ``phrase_start``: the element is a box right after a
         final phrase that starts there; a quoted segment that starts inside that phrase (its
         tail and the box, e.g. an untrusted line ``n my analysis, ... as: \\boxed{0}``) is then
         the answer's own verdict line written in full, not a quotation: an untrusted text
-        cannot claim a verdict whose first words the answer wrote itself."""
+        cannot claim a verdict whose first words the answer wrote itself. ``after``: where the
+        answer proper starts; a quoted segment that starts before it (in the reasoning, e.g.
+        at the model's own ``</think>``) is no quotation made in the answer."""
         if not self._srcs:
             return False
         t = self.text
@@ -481,7 +542,8 @@ class _Quotes:
             # a tag is quoted only together with words after it: what follows a tag decides
             # what it does, and the model's own tag may follow a quote that ends just before it
             return any(s <= a and b <= e and re.search(r"[A-Za-z0-9]", t[b:e]) for s, e in self.spans)
-        if any(s <= a and b <= e and (phrase_start is None or s <= phrase_start) for s, e in self.spans):
+        if any(s <= a and b <= e and (phrase_start is None or s <= phrase_start) and (after is None or s >= after)
+               for s, e in self.spans):
             return True
         return self._in_context(a, b)
 
@@ -599,7 +661,12 @@ def _own_verdicts(
         )
         if box is None:
             continue
-        if not quotes.covers(m.start(), m.end()) or _ADJACENT_RE.fullmatch(text, m.end(), box.start):
+        if not quotes.covers(m.start(), m.end()):
+            yield m, box
+        elif _ADJACENT_RE.fullmatch(text, m.end(), box.start) and _valid(score_value(box.content)):
+            # a quoted phrase with an own score box right after it is the model's verdict line
+            # (one that happens to repeat untrusted words); with no score in the box it is a
+            # piece of a quotation (e.g. a quote that ends at "\boxed{" and one that closes it)
             yield m, box
 
 
@@ -608,6 +675,12 @@ def _box_quoted(text: str, quotes: _Quotes, phrase: re.Match[str], box: _Box) ->
     a box right after the phrase (the verdict line's shape) is not quoted by a segment that
     starts inside the phrase (see :meth:`_Quotes.covers`)."""
     adjacent = _ADJACENT_RE.fullmatch(text, phrase.end(), box.start) is not None
+    if adjacent and quotes.verdict_values(phrase.re):
+        # a verdict line whose score an untrusted verdict line has is a copy of that line, even
+        # when its box is written another way (1.0 for 1, \text{1}, {{1}}): the documented
+        # ambiguity of a verdict line that is word for word untrusted text, by value
+        if score_value(box.content) in quotes.verdict_values(phrase.re):
+            return True
     return quotes.covers(box.start, box.end, phrase_start=phrase.start() if adjacent else None)
 
 
@@ -783,17 +856,23 @@ _SELF_EVAL_RE = _header_re("Self Evaluation")
 def _sections(text: str, c0: int, quotes: _Quotes) -> tuple[re.Match[str] | None, re.Match[str] | None]:
     """The first own Solution header after ``c0`` and the first own Self Evaluation header
     after it."""
-    sol = next((m for m in _SOLUTION_RE.finditer(text, c0) if not quotes.covers(m.start(), m.end())), None)
+    sol = next((m for m in _SOLUTION_RE.finditer(text, c0) if not quotes.covers(m.start(), m.end(), after=c0)), None)
     if sol is None:
         return None, None
-    ev = next((m for m in _SELF_EVAL_RE.finditer(text, sol.end()) if not quotes.covers(m.start(), m.end())), None)
+    ev = next((m for m in _SELF_EVAL_RE.finditer(text, sol.end())
+               if not quotes.covers(m.start(), m.end(), after=c0)), None)
     return sol, ev
 
 
 def _self_score(text: str, start: int, quotes: _Quotes) -> tuple[float | None, str | None]:
     """The self-score in ``text[start:]``: the first own box after the last own verifier
     final phrase when there is one, else the last own box that is a valid score. When every
-    box is quoted untrusted text, a box that ends the answer is still read (as for verdicts)."""
+    box is quoted untrusted text, a box that ends the answer is still read (as for verdicts).
+    The last own verdict line (as a verifier's, ``_own_verdicts``) comes first: its phrase may
+    repeat untrusted words when its own score box follows it at once."""
+    verdict = next(_own_verdicts(text, start, quotes, _VERIFIER_FINAL_RE), None)
+    if verdict is not None and _valid(score_value(verdict[1].content)):
+        return score_value(verdict[1].content), None
     finals = [m for m in _VERIFIER_FINAL_RE.finditer(text, start) if not quotes.covers(m.start(), m.end())]
     all_boxes = [b for b in _iter_boxes(text) if b.start >= start]
     boxes = [b for b in all_boxes
