@@ -222,3 +222,14 @@ def test_open_existing_refuses_a_directory_without_a_store_and_creates_nothing(t
     s = RunStore.open_existing(tmp_path / "run")
     assert s.get_meta("nothing") is None
     s.close()
+
+
+def test_open_existing_refuses_an_empty_store_file_and_writes_nothing(tmp_path):
+    # read commands (report, runs show, review) opened a 0-byte run.sqlite (a run killed before
+    # its store was made) and wrote a new store's schema into it
+    (tmp_path / "run.sqlite").write_bytes(b"")
+    with pytest.raises(StoreError, match="is empty: nothing was recorded"):
+        RunStore.open_existing(tmp_path)
+    assert (tmp_path / "run.sqlite").stat().st_size == 0
+    RunStore(tmp_path).close()  # a run that resumes there makes its store
+    RunStore.open_existing(tmp_path).close()

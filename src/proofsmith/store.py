@@ -294,6 +294,9 @@ class RunStore:
         one (nothing is created)."""
         if not cls.is_run_dir(run_dir):
             raise error(f"not a proofsmith run directory (no {STORE_FILENAME}): {run_dir}")
+        path = Path(run_dir) / STORE_FILENAME
+        if path.stat().st_size == 0:  # (opening it would write a new store's schema into it)
+            raise error(f"{path} is empty: nothing was recorded in this run directory")
         return cls(run_dir)
 
     # -- errors ------------------------------------------------------------------------

@@ -54,10 +54,8 @@ class Run:
         self.index = index
         self.name = self.dir.name or str(self.dir)
         self.path = self.dir / STORE_FILENAME
-        if not self.path.is_file():
-            raise ReviewError(f"not a proofsmith run directory (no {STORE_FILENAME}): {self.dir}")
         try:
-            RunStore(self.dir).close()  # schema version, integrity, WAL mode
+            RunStore.open_existing(self.dir).close()  # schema version, integrity, WAL mode
         except StoreError as e:
             raise ReviewError(str(e)) from None
 
