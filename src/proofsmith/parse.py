@@ -56,6 +56,7 @@ __all__ = [
     "ParsedScore",
     "ParsedGeneration",
     "strip_reasoning",
+    "grader_verdict_line",
     "split_answer",
     "last_boxed",
     "parse_score",
@@ -134,6 +135,26 @@ _ALL_PHRASES = (_VERIFIER_START_RE, _VERIFIER_FINAL_RE, _META_START_RE, _META_FI
 
 
 # --------------------------------------------------------------------------- reasoning
+
+
+def grader_verdict_line(text: str) -> str | None:
+    """The first grader's verdict line in ``text`` (a verifier's or meta-verifier's final phrase
+    with a score box right after it, also written with invisible characters or compatibility
+    forms), or None. No proof needs one: a proof that holds one tries to speak for its grader
+    (an honest verdict that repeats it cannot be told from a quotation of it)."""
+    if not isinstance(text, str) or "boxed" not in text:
+        return None
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", "".join(c for c in text if unicodedata.category(c) != "Cf"))
+    boxes = _boxes(text)
+    starts = [b.start for b in boxes]
+    for rx in (_VERIFIER_FINAL_RE, _META_FINAL_RE):
+        for m in rx.finditer(text):
+            k = bisect_left(starts, m.end())
+            if k < len(boxes) and _ADJACENT_RE.fullmatch(text, m.end(), boxes[k].start) \
+                    and score_value(boxes[k].content) is not None:
+                return text[m.start():boxes[k].end]
+    return None
 
 
 def strip_reasoning(text: str) -> tuple[str, str | None]:
@@ -316,14 +337,8 @@ def _normalize(text: str) -> tuple[str, list[int]]:
     several has its index once for each; a box's number, the index of its content)."""
     chars: list[str] = []
     idx: list[int] = []
-    # the boxes whose content is a number: (content start, closing brace, the number)
-    numbers = []
-    for b in _boxes(text):
-        v = score_value(b.content)
-        if v is not None and v == v and abs(v) != float("inf"):
-            numbers.append((_BOXED_RE.match(text, b.start).end(), b.end - 1, f"{v:g}"))
     pos = 0
-    for a, close, num in numbers + [(len(text), len(text), "")]:
+    for a, close, num in _box_numbers(text) + [(len(text), len(text), "")]:
         if a < pos:
             continue  # (a box inside another's content: the outer one's number stands for it)
         _fold_into(text, pos, a, chars, idx)
@@ -332,6 +347,17 @@ def _normalize(text: str) -> tuple[str, list[int]]:
             idx.extend([a] * len(num))
         pos = close
     return "".join(chars), idx
+
+
+def _box_numbers(text: str) -> list[tuple[int, int, str]]:
+    """The boxes of ``text`` whose content is a number: (content start, closing brace, the
+    number as compared)."""
+    out = []
+    for b in _boxes(text):
+        v = score_value(b.content)
+        if v is not None and v == v and abs(v) != float("inf"):
+            out.append((_BOXED_RE.match(text, b.start).end(), b.end - 1, f"{v:g}"))
+    return out
 
 
 def _fold_into(text: str, start: int, end: int, chars: list[str], idx: list[int]) -> None:
@@ -349,21 +375,37 @@ def _fold_into(text: str, start: int, end: int, chars: list[str], idx: list[int]
 
 def _norm_str(text: str) -> str:
     """``_normalize(text)[0]``, faster (no index map)."""
-    if not text.isascii() or "\\boxed" in text:
+    if not text.isascii():
         return _normalize(text)[0]
-    return re.sub(r"\s+", "", text).translate(_DROP_TABLE).lower()
+    if "\\boxed" not in text:
+        return _ascii_fold(text)
+    parts, pos = [], 0
+    for a, close, num in _box_numbers(text):
+        if a >= pos:
+            parts += [_ascii_fold(text[pos:a]), num]
+            pos = close
+    parts.append(_ascii_fold(text[pos:]))
+    return "".join(parts)
+
+
+def _ascii_fold(text: str) -> str:
+    return _SPACE_RE.sub("", text).translate(_DROP_TABLE).lower()
+
+
+_SPACE_RE = re.compile(r"\s+")
 
 
 def _dangerous_spans_in_line(line: str) -> list[tuple[int, int]]:
     """Index ranges (into ``line``) of the pieces of one untrusted line worth masking."""
     segs: list[tuple[int, int]] = [(0, len(line))]
-    boxes = list(_iter_boxes(line))
+    boxes = _boxes(line)
+    starts = [b.start for b in boxes]
     for rx in _ALL_PHRASES:
         for m in rx.finditer(line):
             segs.append((m.start(), len(line)))
-            after = [b for b in boxes if b.start >= m.end()]
-            if after:
-                segs.append((m.start(), after[0].end))
+            k = bisect_left(starts, m.end())  # the next box (a scan of all boxes per phrase was quadratic)
+            if k < len(boxes):
+                segs.append((m.start(), boxes[k].end))
     return segs
 
 

@@ -167,6 +167,16 @@ def verifier_reward(
     )
 
 
+def check_weights(alpha: Any, beta: Any) -> None:
+    """Raise ValueError unless the generator weights are numbers in [0, 1] with
+    ``alpha + beta <= 1`` (so the reward stays in [0, 1]; inf made rewards inf or NaN)."""
+    for name, w in (("alpha", alpha), ("beta", beta)):
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
+            raise ValueError(f"{name} must be a number in [0, 1], got {w!r}")
+    if alpha + beta > 1.0 + 1e-9:
+        raise ValueError(f"alpha + beta must be at most 1 (the reward is in [0, 1]), got {alpha} + {beta}")
+
+
 def generator_reward(
     answer: str,
     proof_score: float,
@@ -192,13 +202,11 @@ def generator_reward(
     problem: the problem statement (untrusted: quotations of it are not the answer's own words).
     reasoning_separate: the reasoning came in its own field; the content is never cut.
     """
-    from .parse import parse_verification
+    from .parse import grader_verdict_line, parse_verification
 
     r_y = _unit("proof score", proof_score)
     m = _unit("meta score", meta_score, allow_none=True)
-    for name, w in (("alpha", alpha), ("beta", beta)):
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w or math.isnan(w):
-            raise ValueError(f"{name} must be a non-negative number, got {w!r}")
+    check_weights(alpha, beta)
     parsed = parse_answer(answer, "generate", truncated=truncated, problem=problem,
                           reasoning_separate=reasoning_separate)
     base = {"proof_score": r_y, "meta": m, "alpha": float(alpha), "beta": float(beta)}
@@ -207,6 +215,11 @@ def generator_reward(
         reason = "answer truncated at the token limit"
     if reason is None and not (parsed.proof or "").strip():
         reason = "empty proof section"
+    if reason is None and (line := grader_verdict_line(parsed.proof or "")) is not None:
+        # an honest verdict that repeats a verdict line of the proof cannot be told from a
+        # quotation of it, so such answers are discarded: with lines for 0 and 0.5 in its proof,
+        # a policy would keep only the verifiers' 1s (R_Y pushed up). No proof needs one.
+        reason = f"the proof writes a grader's verdict line ({' '.join(line.split())[:80]!r})"
     if reason is None and self_eval_phrases:
         # the self-evaluation is already split from the reasoning (never cut again); the phrases
         # must be its own words, not a quotation of the problem

@@ -557,7 +557,7 @@ async def label_one(client: Any, item: Any, cfg: Any, templates: Any, report: An
             status = meta_status(scores, th)
         evidence.append(AnalysisEvidence(id=v.id, score=v.score, format_error=v.format_error, status=status,
                                          meta_ids=[x.id for x in ms or []], meta_scores=scores, text=v.raw))
-    status, value, reason, ev = decide(evidence, cfg)
+    status, value, reason, ev = decide(evidence, cfg, item.proof)
     meta_records = [x for ms in metas.values() for x in ms]
     verification = {"policy": policy.to_json(), "samples": len(vs), "meta_samples": len(meta_records),
                     "stop": stop}

@@ -47,6 +47,7 @@ from ..inputs import jsonl_rows, load_json, read_text
 from ..llm.client import BudgetExceeded, LLMClient
 from ..private import make_private_dir
 from ..prompts import Templates
+from ..parse import grader_verdict_line
 from ..records import VALID_SCORES, Label, Problem, Record, Usage, content_id
 from . import (
     BudgetStop, ItemFailure, Reporter, SharedRequests, error_line, gather_stages, majority_confirms, majority_rejects,
@@ -134,8 +135,17 @@ class LabelRunResult(BaseModel):
         return self.model_dump(mode="json")
 
 
-def decide(analyses: list[AnalysisEvidence], cfg: LabelConfig) -> tuple[str, float | None, str, dict]:
-    """(status, label, reason, decision evidence) from analyses with their statuses."""
+def decide(analyses: list[AnalysisEvidence], cfg: LabelConfig,
+           proof: str | None = None) -> tuple[str, float | None, str, dict]:
+    """(status, label, reason, decision evidence) from analyses with their statuses. A
+    ``proof`` that holds a grader's verdict line goes to a human: the answers that repeat such
+    a line are discarded (they cannot be told from quotations of it), so the valid ones are a
+    biased sample (e.g. a proof with the meta-verifier's "... as: \\boxed{1}" loses the
+    meta-verifications that confirm its issues, and keeps those that reject them)."""
+    if proof is not None and (line := grader_verdict_line(proof)) is not None:
+        return ("needs-human", None,
+                f"the proof holds a grader's verdict line ({' '.join(line.split())[:80]!r}): answers that "
+                "repeat it cannot be read", {})
     valid = [a for a in analyses if a.score is not None]
     if not valid:
         return "needs-human", None, f"no parseable analysis among {len(analyses)}", {}
@@ -206,7 +216,7 @@ async def run_label(
             status = "undecided"
         evidence.append(AnalysisEvidence(id=v.id, score=v.score, format_error=v.format_error, status=status,
                                          meta_ids=[m.id for m in ms], meta_scores=scores, text=v.raw))
-    status, value, reason, ev = decide(evidence, cfg)
+    status, value, reason, ev = decide(evidence, cfg, item.proof)
     label = Label(
         proof_id=item.proof_id, problem_id=problem.id, status=status, label=value, reason=reason,  # type: ignore[arg-type]
         evidence={**ev, "config": cfg.to_json(),

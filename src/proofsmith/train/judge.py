@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..records import Problem, content_id, mean_valid, model_role
-from ..rewards import ALPHA, BETA, RewardResult, generator_reward, parse_answer, verifier_reward
+from ..rewards import ALPHA, BETA, RewardResult, check_weights, generator_reward, parse_answer, verifier_reward
 from ..session import ModelConfig, open_client
 from . import ROLES, ConfigModel, TrainError
 
@@ -190,6 +190,10 @@ class MethodReward:
             raise TrainError(f"unknown role {self.role!r} (expected one of {', '.join(ROLES)})")
         if self.role == "generator" and self.verifier is None:
             raise TrainError("generator training needs a verifier judge endpoint (reward.verifier)")
+        try:
+            check_weights(self.alpha, self.beta)
+        except ValueError as e:  # at configuration time, not inside the first reward call
+            raise TrainError(f"reward weights: {e}") from None
 
     @property
     def uses_judges(self) -> bool:
