@@ -12,6 +12,11 @@ a ``kill -9`` — the target keeps its previous content; the temporary file is r
 A write error becomes one :class:`~proofsmith.errors.UserError` line naming the path, e.g.
 ``cannot write out/labels.jsonl: no space left on device``.
 
+Never replaced (one ``UserError`` line, before anything is written): a path that is not a
+regular file (``-o /dev/null`` renamed a file over the system's ``/dev/null``; a FIFO, a
+directory), an SQLite database (a run's ``run.sqlite``), and, in the CLI, a file the command
+read as an input (``report preds.jsonl -o preds.jsonl``).
+
 Permissions: output files hold proofs, prompts and answers, so a **new** file is created with
 ``mode`` (default :data:`proofsmith.private.FILE_MODE`, 0600) less the user's umask — the OS
 applies the umask when the temporary file is created, so a stricter umask is kept and no
@@ -25,6 +30,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -80,6 +86,49 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+# The files a command read as its inputs (device, inode), when the command line keeps them:
+# no output may replace one of them (``report preds.jsonl -o preds.jsonl`` replaced the
+# predictions with the report). None: not kept (the Python API; a program may mean to rewrite a
+# file it read).
+_INPUTS: set[tuple[int, int]] | None = None
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def protect_inputs() -> None:
+    """From now on, keep the identity of every input file read (``note_input``) and refuse to
+    replace one with an output; starts a fresh set (the CLI calls it for every command)."""
+    global _INPUTS
+    _INPUTS = set()
+
+
+def note_input(path: str | Path) -> None:
+    """Remember ``path`` as an input of this command (when inputs are protected)."""
+    if _INPUTS is not None:
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            _INPUTS.add((st.st_dev, st.st_ino))
+
+
+def _check_target(target: Path) -> None:
+    """Refuse to replace what an output must never replace: something that is not a regular
+    file (``/dev/null``, a FIFO, a directory: the rename replaced the node itself, for every
+    program), an SQLite database (e.g. a run's ``run.sqlite``), an input of this command."""
+    try:
+        st = os.stat(target)
+    except OSError:
+        return  # (missing: a new file; unreadable: the write itself will say so)
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a device, FIFO or socket)"
+        raise UserError(f"cannot write {target}: it is {kind}; give a file path")
+    if _INPUTS is not None and (st.st_dev, st.st_ino) in _INPUTS:
+        raise UserError(f"cannot write {target}: it is an input of this command; give another output path")
+    with contextlib.suppress(OSError):
+        with open(target, "rb") as f:
+            if f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
+                raise UserError(f"cannot write {target}: it is an SQLite database (a run store?); "
+                                "give another output path")
+
+
 @contextlib.contextmanager
 def atomic_target(path: str | Path, *, mode: int = FILE_MODE) -> Iterator[Path]:
     """``with atomic_target(p) as tmp: write(tmp)``: the file written to ``tmp`` replaces ``p``
@@ -87,6 +136,7 @@ def atomic_target(path: str | Path, *, mode: int = FILE_MODE) -> Iterator[Path]:
     The parent directory is created if needed. A new ``p`` gets ``mode & ~umask`` (also when
     the writer recreated ``tmp`` with a mode of its own); an existing ``p`` keeps its mode."""
     target = Path(path)
+    _check_target(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = _create_temp(target.parent, target.name, mode)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import UserError
+from .fileio import note_input
 from .parse import parse_generation
 from .records import Problem
 
@@ -87,6 +88,7 @@ def read_text(path: str | Path, what: str = "input", *, error: type[Exception] =
         data = p.read_bytes()
     except OSError as e:
         raise error(f"cannot read {what} file {p}: {e.strerror or e}") from None
+    note_input(p)  # (no output of this command may replace it)
     return decode_text(data, p, error=error)
 
 

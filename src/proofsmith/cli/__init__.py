@@ -18,6 +18,7 @@ import warnings
 import typer
 
 from ..errors import ProofsmithError, RenamedWarning
+from ..fileio import protect_inputs
 from . import evaluate, pipelines, prove, review, runs, serve, templates, train
 from .output import print_line
 
@@ -37,6 +38,12 @@ app = typer.Typer(
 
 for _group in (prove, serve, runs, templates, pipelines, evaluate, review, train):
     _group.register(app)
+
+
+@app.callback()
+def _every_command() -> None:
+    # no output file of a command may replace one of its input files (fileio._check_target)
+    protect_inputs()
 
 
 def _show_renamed(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..fileio import write_atomic
+from ..fileio import note_input, write_atomic
 from ..inputs import load_json
 from ..redact import redact_text
 from .markdown import markdown_html
@@ -391,6 +391,7 @@ def load_report_input(source: str | Path) -> dict[str, Any]:
         return document_from_store(p)
     if not p.exists():
         raise UserError(f"report input not found: {p}")
+    note_input(p)  # (the report may not replace its own input)
     if p.suffix.lower() == ".json":
         try:
             doc = load_json(p.read_text(encoding="utf-8"))

@@ -1,0 +1,58 @@
+"""Output paths that an output must never replace (found attacking the CLI, stop 19): the
+atomic write renamed its temporary file over whatever was there, so ``-o /dev/null`` replaced
+the system's /dev/null with a file, ``review RUN --export RUN/run.sqlite`` truncated the run,
+and ``report preds.jsonl -o preds.jsonl`` replaced the predictions with the report."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from typer.testing import CliRunner
+
+from proofsmith import fileio  # noqa
+from proofsmith.cli import app
+from proofsmith.errors import UserError
+from proofsmith.fileio import write_atomic
+from proofsmith.inputs import read_text
+from proofsmith.store import RunStore
+
+
+def test_special_files_and_directories_are_never_replaced(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="not a regular file"):
+        write_atomic(fifo, "x")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    (tmp_path / "d").mkdir()
+    with pytest.raises(UserError, match="is a directory"):
+        write_atomic(tmp_path / "d", "x")
+    assert (tmp_path / "d").is_dir() and not list(tmp_path.glob(".*tmp"))
+
+
+def test_a_run_store_is_never_replaced_by_an_output(tmp_path):
+    RunStore(tmp_path / "run").close()
+    db = tmp_path / "run" / "run.sqlite"
+    with pytest.raises(UserError, match="SQLite database"):
+        write_atomic(db, "{}\n")
+    r = CliRunner().invoke(app, ["review", str(tmp_path / "run"), "--export", str(db)])
+    assert r.exit_code == 1 and "SQLite database" in r.output + str(r.exception), r.output
+    assert db.read_bytes().startswith(b"SQLite format 3")
+    RunStore.open_existing(tmp_path / "run").close()  # still a store
+
+
+def test_an_input_of_the_command_is_never_replaced_by_its_output(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"a": 1}\n')
+    try:
+        fileio.protect_inputs()  # what the CLI does for every command
+        read_text(src)
+        with pytest.raises(UserError, match="is an input of this command"):
+            write_atomic(src, "report")
+        write_atomic(tmp_path / "out.jsonl", "report")  # any other path
+    finally:
+        fileio._INPUTS = None
+    assert src.read_text() == '{"a": 1}\n'
+    write_atomic(src, "rewritten\n")  # the Python API may rewrite a file it read
+    assert src.read_text() == "rewritten\n"
