@@ -687,3 +687,16 @@ def test_judge_defaults_are_model_config_defaults():
     assert (cfg.temperature, cfg.top_p, cfg.timeout, cfg.max_retries, cfg.concurrency) == (
         d.temperature, d.top_p, d.timeout, d.max_retries, d.concurrency)
     assert cfg.base_urls == ["http://127.0.0.1:9/v1"]
+
+
+def test_yaml_e_notation_is_a_number(tmp_path):
+    # found attacking the CLI (stop 19): PyYAML reads 1e-5 (no dot) as text, so the most common
+    # way to write a learning rate was refused ("expected a number, got '1e-5'")
+    from proofsmith.train.config import load_train_config
+
+    f = tmp_path / "c.yaml"
+    f.write_text("data: {path: x.jsonl}\ngrpo: {learning_rate: 1e-5, max_steps: 2}\n")
+    cfg = load_train_config(f, "verifier")
+    assert cfg.grpo.learning_rate == 1e-5 and cfg.grpo.max_steps == 2
+    with pytest.raises(TrainError, match="is a directory"):
+        load_train_config(tmp_path, "verifier")

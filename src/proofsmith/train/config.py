@@ -364,14 +364,32 @@ def _model_at(cls: type, path: list[str]) -> Any:
     return model
 
 
+def _yaml_loader() -> Any:
+    """PyYAML's safe loader, reading ``1e-5`` as a number: YAML 1.1 (PyYAML) reads a number in
+    e-notation without a dot as text, so ``learning_rate: 1e-5`` was refused."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"))
+    return Loader
+
+
 def load_yaml(path: str | Path) -> dict:
     import yaml
 
     p = Path(path)
+    if p.is_dir():
+        raise TrainError(f"{p}: is a directory, not a config file")
     if not p.is_file():
         raise TrainError(f"{p}: no such config file")
     try:
-        doc = yaml.safe_load(read_text(p, "config", error=TrainError))
+        doc = yaml.load(read_text(p, "config", error=TrainError), Loader=_yaml_loader())  # noqa: S506 (a safe loader)
     except yaml.YAMLError as e:
         raise TrainError(f"{p}: invalid YAML ({' '.join(str(e).split())})") from None
     except RecursionError:
