@@ -336,7 +336,7 @@ def test_request_key_depends_on_params_not_endpoint():
 def test_configuration_errors():
     with pytest.raises(ConfigurationError, match="no API path"):
         LLMClient(Endpoint(base_url="http://localhost:8000", model="m"))
-    with pytest.raises(ConfigurationError, match="invalid base URL"):
+    with pytest.raises(ValueError, match="must start with http:// or https://"):  # refused by Endpoint itself
         LLMClient(Endpoint(base_url="localhost:8000/v1", model="m"))
     with pytest.raises(ConfigurationError, match="same model"):
         LLMClient([Endpoint(base_url="http://a:1/v1", model="x"), Endpoint(base_url="http://b:1/v1", model="y")])

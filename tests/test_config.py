@@ -348,3 +348,30 @@ def test_transport_from_the_models_file_reaches_the_client(tmp_path):
     path.write_text('[models.x]\nbase_urls = ["http://127.0.0.1:9/v1"]\ntransport = "curl"\n')
     with pytest.raises(Exception, match="transport"):
         resolve_config("x", config_file=path)
+
+
+@pytest.mark.parametrize("url, why", [
+    ("http://127.0.0.1:0/v1", "port 0"), ("http://[::1", "not a URL"), ("ftp://x/v1", "http:// or https://"),
+    ("http://", "no host"), ("http://127.0.0.1:99999/v1", "not a URL"), ("http://127.0.0.1:8000/v1\nx", "control"),
+])
+def test_a_base_url_that_cannot_be_a_server_is_refused_when_given(url, why):
+    # found attacking the CLI (stop 19): port 0 went to port 80; the others failed only at the
+    # first call ("Invalid IPv6 URL", with no option named) after the run directory was made
+    from proofsmith.llm.config import Endpoint
+
+    with pytest.raises(ValueError, match=why):
+        Endpoint(base_url=url, model="m")
+    Endpoint(base_url="https://user:pw@example.org:8443/v1/", model="m")
+
+
+def test_a_bad_base_url_is_one_line_naming_the_option_and_makes_no_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from proofsmith.cli import app
+
+    (tmp_path / "p.md").write_text("Show that 1 = 1.\n")
+    r = CliRunner().invoke(app, ["prove", str(tmp_path / "p.md"), "--base-url", "http://127.0.0.1:0/v1",
+                                 "--model", "m", "--run-dir", str(tmp_path / "rd")])
+    text = r.output + str(r.exception or "")
+    assert r.exit_code != 0 and "--base-url: base URL 'http://127.0.0.1:0/v1' has port 0" in text, text
+    assert "validation error" not in text and not (tmp_path / "rd").exists()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .llm.client import DEFAULT_TRANSPORT, LLMClient, TransportName
 from .records import model_role
@@ -194,10 +194,17 @@ class ModelConfig(BaseModel):
                 f"model {self.model!r} needs a server: pass --base-url (or set PROOFSMITH_BASE_URL), "
                 "or use --model embedded"
             )
-        return [
-            Endpoint(base_url=u, model=self.model, api_key=self.api_key, max_concurrency=self.concurrency)
-            for u in self.base_urls
-        ]
+        out = []
+        for u in self.base_urls:
+            try:
+                out.append(Endpoint(base_url=u, model=self.model, api_key=self.api_key,
+                                    max_concurrency=self.concurrency))
+            except ValidationError as e:  # its one reason, naming the option (not pydantic's report)
+                first = e.errors()[0] if e.errors() else {}
+                msg = str(first.get("msg", e)).removeprefix("Value error, ")
+                where = "--base-url" if first.get("loc") == ("base_url",) else "the endpoint"
+                raise ValueError(f"{where}: {msg}") from None
+        return out
 
 
 @dataclass

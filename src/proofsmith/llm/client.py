@@ -250,11 +250,7 @@ class LLMClient:
             raise ConfigurationError("no endpoint given: pass at least one Endpoint")
         seen: set[str] = set()
         for ep in eps:
-            parts = urlsplit(ep.base_url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ConfigurationError(
-                    f"invalid base URL {ep.base_url!r}: expected http(s)://host:port/v1"
-                )
+            parts = urlsplit(ep.base_url)  # (scheme, host and port are checked by Endpoint)
             if parts.path in ("", "/"):
                 raise ConfigurationError(
                     f"base URL {ep.base_url!r} has no API path: use the OpenAI-style base URL, "

@@ -57,6 +57,25 @@ class SamplingParams(BaseModel):
         return SamplingParams(**data, extra=extra)
 
 
+def _bad_base_url(v: str) -> str | None:
+    """Why ``v`` cannot be a server's base URL, or None. (``http://127.0.0.1:0/v1`` went to
+    port 80, a bad IPv6 literal failed with a bare "Invalid IPv6 URL" only at the first call.)"""
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in v):
+        return "holds whitespace or control characters"
+    try:
+        parts = urlsplit(v)
+        port = parts.port
+    except ValueError as e:
+        return f"is not a URL ({e})"
+    if parts.scheme not in ("http", "https"):
+        return "must start with http:// or https://"
+    if not parts.hostname:
+        return "has no host"
+    if port is not None and not 1 <= port <= 65535:
+        return f"has port {port}, outside 1-65535"
+    return None
+
+
 class Endpoint(BaseModel):
     """One OpenAI-compatible server. ``base_url`` is normalised without a trailing slash."""
 
@@ -75,7 +94,11 @@ class Endpoint(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
-        return v.strip().rstrip("/")
+        v = v.strip().rstrip("/")
+        why = _bad_base_url(v)
+        if why is not None:
+            raise ValueError(f"base URL {redact_url(v)!r:.120} {why} (expected e.g. http://127.0.0.1:8000/v1)")
+        return v
 
     def model_post_init(self, __context: Any) -> None:
         self._request_base = self.base_url
