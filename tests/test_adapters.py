@@ -372,3 +372,20 @@ def test_verl_async_reward_keeps_no_client_of_a_closed_loop(monkeypatch):
             assert r["score"] == pytest.approx(1.0)
             assert len(adapters._async_rewards) == 1  # the closed loops' entries were dropped
         assert len(vsrv.requests) == 4
+
+
+@pytest.mark.train  # needs the [train] extra
+def test_openrlhf_prompt_phrases_are_never_the_policy_answer():
+    # found attacking the rewards (stop 19): a query that did not start with its prompt (e.g. a
+    # decoded "<s>" before it) was parsed whole, so the verify template's own start phrase
+    # counted as the policy's: a bare verdict line got reward 1
+    pytest.importorskip("torch", reason="needs the [train] extra")
+    from proofsmith.parse import VERIFIER_FINAL, VERIFIER_START
+
+    prompt = f"Check the proof. Answer with:\n{VERIFIER_START}\n... analysis ...\n"
+    label = json.dumps({"role": "verifier", "target": 1, "problem": PROBLEM, "proof": PROOF})
+    bare = f"{VERIFIER_FINAL} \\boxed{{1}}"
+    for query in ("<s>" + prompt + bare, prompt + bare, "something else entirely " + bare):
+        assert openrlhf_reward_func([query], [prompt], [label])["rewards"].tolist() == [0.0], query
+    honest = "<s>" + prompt + v_answer("1")
+    assert openrlhf_reward_func([honest], [prompt], [label])["rewards"].tolist() == [1.0]

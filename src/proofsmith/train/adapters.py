@@ -487,7 +487,13 @@ def openrlhf_reward_func(queries: Sequence[str], prompts: Sequence[str], labels:
         role = model_role(m.get("role") or os.environ.get("PROOFSMITH_ROLE"))
         if role not in ROLES:
             raise TrainError(f"label {i} has no valid role (got {role!r}); set it in the label or PROOFSMITH_ROLE")
-        response = q[len(p):] if q.startswith(p) else q
+        if not isinstance(q, str) or not isinstance(p, str):
+            raise TrainError(f"query {i} or its prompt is not text ({type(q).__name__}, {type(p).__name__})")
+        # the response follows the prompt; a decoded query may carry a prefix before it (e.g.
+        # "<s>"). A query without its prompt scores as an empty answer: taking the whole query
+        # read the prompt's own phrases as the policy's (a template's start phrase, for one)
+        k = 0 if q.startswith(p) else q.find(p)
+        response = q[k + len(p):] if k >= 0 else ""
         response, truncated = openrlhf_response(response, m, eos)
         items.append(RewardItem(completion=response, problem=m.get("problem") or "", target=_target(m.get("target")),
                                 proof=m.get("proof"), analysis=m.get("analysis"), truncated=truncated))
