@@ -389,3 +389,21 @@ def test_openrlhf_prompt_phrases_are_never_the_policy_answer():
         assert openrlhf_reward_func([query], [prompt], [label])["rewards"].tolist() == [0.0], query
     honest = "<s>" + prompt + v_answer("1")
     assert openrlhf_reward_func([honest], [prompt], [label])["rewards"].tolist() == [1.0]
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(extra_info=5), "extra_info must be a mapping"), (dict(extra_info="[1]"), "extra_info must be a mapping"),
+    (dict(extra_info="{oops"), "not a JSON object"), (dict(ground_truth=[1]), "must be a number"),
+    (dict(ground_truth=True), "must be a number"), (dict(data_source=5, extra_info=None), "cannot tell the training role"),
+])
+def test_verl_hostile_arguments_are_one_train_error(kw, msg):
+    # found attacking the rewards (stop 19): extra_info as text, a list target, a non-text
+    # data_source raised AttributeError / TypeError from inside the reward call
+    from proofsmith.train.adapters import TrainError, verl_compute_score
+
+    args = dict(data_source="proofsmith/verifier", solution_str=v_answer("1"), ground_truth=1)
+    args.update(kw)
+    with pytest.raises(TrainError, match=msg):
+        verl_compute_score(**args)
+    text_info = json.dumps({"problem": PROBLEM, "proof": PROOF})  # a JSON object stored as text is read
+    assert verl_compute_score("proofsmith/verifier", v_answer("1"), 1, extra_info=text_info)["score"] == 1.0

@@ -80,6 +80,8 @@ def completion_text(completion: Any) -> str:
 def _target(value: Any) -> float | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TrainError(f"target score must be a number, got {type(value).__name__} {value!r:.60}")
     if isinstance(value, str):
         value = value.strip()
         if not value:
@@ -87,7 +89,7 @@ def _target(value: Any) -> float | None:
         try:
             value = float(value)
         except ValueError:
-            raise TrainError(f"target score {value!r} is not a number") from None
+            raise TrainError(f"target score {value!r:.60} is not a number") from None
     return float(value)
 
 
@@ -209,8 +211,25 @@ class TRLReward:
 # -- verl --------------------------------------------------------------------------------------
 
 
+def _extra(extra_info: Any) -> dict:
+    """verl's ``extra_info`` as a mapping: None is empty; a JSON object in a string (a dataset
+    that stored it as text) is read; anything else is one clear error."""
+    if extra_info is None:
+        return {}
+    if isinstance(extra_info, str):
+        try:
+            extra_info = load_json(extra_info) if extra_info.strip() else {}
+        except ValueError:
+            raise TrainError(f"extra_info is text that is not a JSON object: {extra_info[:60]!r}") from None
+    if not isinstance(extra_info, dict):
+        raise TrainError(f"extra_info must be a mapping, got {type(extra_info).__name__}")
+    return extra_info
+
+
 def role_of(data_source: str | None, extra_info: dict | None) -> str:
-    role = (extra_info or {}).get("role")
+    role = _extra(extra_info).get("role")
+    if not isinstance(data_source, str):
+        data_source = None
     if not role and data_source and data_source.startswith(DATA_SOURCE_PREFIX):
         role = data_source[len(DATA_SOURCE_PREFIX):]
     role = model_role(role)  # data written before the names were unified says meta-verifier
@@ -298,7 +317,7 @@ def verl_truncated(solution_str: str, extra_info: dict | None, max_response_leng
     ``max_response_length`` tokens or more used the whole budget without its EOS, i.e. was cut.
     An explicit ``extra_info["truncated"]`` (from a custom reward manager) wins.
     """
-    extra = extra_info or {}
+    extra = _extra(extra_info)
     if extra.get("truncated") is not None:
         return bool(extra["truncated"])
     if not max_response_length:
@@ -313,7 +332,7 @@ def verl_truncated(solution_str: str, extra_info: dict | None, max_response_leng
 
 def _verl_item(solution_str: str, ground_truth: Any, extra_info: dict | None,
                max_response_length: int | None = None, tokenizer: Any = None) -> RewardItem:
-    extra = extra_info or {}
+    extra = _extra(extra_info)
     return RewardItem(
         completion=solution_str,
         problem=extra.get("problem") or "",
