@@ -109,6 +109,12 @@ def note_input(path: str | Path) -> None:
             _INPUTS.add((st.st_dev, st.st_ino))
 
 
+def check_output_path(path: str | Path) -> None:
+    """Raise the one-line error :func:`write_atomic` would give for ``path`` (a directory, a
+    device, a run store, an input of this command) now, before the work that makes its content."""
+    _check_target(Path(path))
+
+
 def _check_target(target: Path) -> None:
     """Refuse to replace what an output must never replace: something that is not a regular
     file (``/dev/null``, a FIFO, a directory: the rename replaced the node itself, for every

@@ -56,3 +56,18 @@ def test_an_input_of_the_command_is_never_replaced_by_its_output(tmp_path):
     assert src.read_text() == '{"a": 1}\n'
     write_atomic(src, "rewritten\n")  # the Python API may rewrite a file it read
     assert src.read_text() == "rewritten\n"
+
+
+def test_eval_refuses_an_output_it_could_not_write_before_the_work(tmp_path):
+    # found attacking the CLI (stop 19): `eval DATASET --output <a directory>` failed only after
+    # every problem was proved and graded
+    import json
+
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"id": "p1", "problem": "Show that 1 = 1."}) + "\n")
+    (tmp_path / "adir").mkdir()
+    for opt in ("--output", "--markdown"):
+        r = CliRunner().invoke(app, ["eval", str(f), "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
+                                     "--run-dir", str(tmp_path / "rd"), opt, str(tmp_path / "adir")])
+        assert r.exit_code == 1 and "is a directory" in r.stderr, r.output
+        assert not (tmp_path / "rd").exists()  # nothing was started

@@ -251,6 +251,11 @@ def eval_cmd(
         return
     if dataset is None:
         fail("give a DATASET (e.g. proofbench-basic) or --predictions FILE; see `proofsmith eval --help`")
+    from ..fileio import check_output_path
+
+    for out_path in (output, markdown):  # refused now, not after the model work
+        if out_path is not None:
+            or_fail(check_output_path, out_path)
     if pipeline not in ("one-shot", "refine", "search"):
         fail(f"unknown pipeline {pipeline!r}: choose one-shot, refine or search")
     if proofs is not None and pipeline != "one-shot":
