@@ -90,7 +90,7 @@ def _fsync_dir(directory: Path) -> None:
 # no output may replace one of them (``report preds.jsonl -o preds.jsonl`` replaced the
 # predictions with the report). None: not kept (the Python API; a program may mean to rewrite a
 # file it read).
-_INPUTS: set[tuple[int, int]] | None = None
+_INPUTS: dict[str, tuple[int, int, int]] | None = None  # real path -> (device, inode, mtime) when read
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -98,7 +98,13 @@ def protect_inputs() -> None:
     """From now on, keep the identity of every input file read (``note_input``) and refuse to
     replace one with an output; starts a fresh set (the CLI calls it for every command)."""
     global _INPUTS
-    _INPUTS = set()
+    _INPUTS = {}
+
+
+def stop_protecting_inputs() -> None:
+    """Forget the inputs (the command ended: a later API call in the same process is free)."""
+    global _INPUTS
+    _INPUTS = None
 
 
 def note_input(path: str | Path) -> None:
@@ -106,7 +112,7 @@ def note_input(path: str | Path) -> None:
     if _INPUTS is not None:
         with contextlib.suppress(OSError):
             st = os.stat(path)
-            _INPUTS.add((st.st_dev, st.st_ino))
+            _INPUTS[os.path.realpath(path)] = (st.st_dev, st.st_ino, st.st_mtime_ns)
 
 
 def check_output_path(path: str | Path) -> None:
@@ -126,7 +132,8 @@ def _check_target(target: Path) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a device, FIFO or socket)"
         raise UserError(f"cannot write {target}: it is {kind}; give a file path")
-    if _INPUTS is not None and (st.st_dev, st.st_ino) in _INPUTS:
+    # the same path and still the same file (an inode number alone is reused once a file is gone)
+    if _INPUTS is not None and _INPUTS.get(os.path.realpath(target)) == (st.st_dev, st.st_ino, st.st_mtime_ns):
         raise UserError(f"cannot write {target}: it is an input of this command; give another output path")
     with contextlib.suppress(OSError):
         with open(target, "rb") as f:

@@ -71,3 +71,25 @@ def test_eval_refuses_an_output_it_could_not_write_before_the_work(tmp_path):
                                      "--run-dir", str(tmp_path / "rd"), opt, str(tmp_path / "adir")])
         assert r.exit_code == 1 and "is a directory" in r.stderr, r.output
         assert not (tmp_path / "rd").exists()  # nothing was started
+
+
+def test_inputs_are_forgotten_when_the_command_ends_and_matched_by_path(tmp_path):
+    # the full suite found it: a CLI command left the set of inputs on, so a later API call in
+    # the same process (a training loop writing its summary) was refused when the new file got
+    # the inode number of an input read earlier (deleted since)
+    src = tmp_path / "in.jsonl"
+    src.write_text("{}\n")
+    r = CliRunner().invoke(app, ["report", str(src), "-o", str(tmp_path / "r.html")])  # reads src, then fails
+    assert r.exit_code == 1
+    assert fileio._INPUTS is None  # forgotten at the end of the command
+    write_atomic(src, "api\n")
+    try:
+        fileio.protect_inputs()
+        read_text(src)
+        os.unlink(src)
+        other = tmp_path / "other.json"
+        write_atomic(other, "{}")  # whatever inode it gets, it is another path
+        src.write_text("new file at the input's path\n")
+        write_atomic(src, "ok\n")  # not the file that was read (that one is gone)
+    finally:
+        fileio.stop_protecting_inputs()

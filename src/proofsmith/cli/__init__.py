@@ -18,7 +18,7 @@ import warnings
 import typer
 
 from ..errors import ProofsmithError, RenamedWarning
-from ..fileio import protect_inputs
+from ..fileio import protect_inputs, stop_protecting_inputs
 from . import evaluate, pipelines, prove, review, runs, serve, templates, train
 from .output import print_line
 
@@ -41,9 +41,11 @@ for _group in (prove, serve, runs, templates, pipelines, evaluate, review, train
 
 
 @app.callback()
-def _every_command() -> None:
-    # no output file of a command may replace one of its input files (fileio._check_target)
+def _every_command(ctx: typer.Context) -> None:
+    # no output file of a command may replace one of its input files (fileio._check_target);
+    # forgotten when the command ends (a program may call the API after a command)
     protect_inputs()
+    ctx.call_on_close(stop_protecting_inputs)
 
 
 def _show_renamed(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
