@@ -146,14 +146,10 @@ def grader_verdict_line(text: str) -> str | None:
         return None
     if not text.isascii():
         text = unicodedata.normalize("NFKC", "".join(c for c in text if unicodedata.category(c) != "Cf"))
-    boxes = _boxes(text)
-    starts = [b.start for b in boxes]
     for rx in (_VERIFIER_FINAL_RE, _META_FINAL_RE):
-        for m in rx.finditer(text):
-            k = bisect_left(starts, m.end())
-            if k < len(boxes) and _ADJACENT_RE.fullmatch(text, m.end(), boxes[k].start) \
-                    and score_value(boxes[k].content) is not None:
-                return text[m.start():boxes[k].end]
+        for m, box in _verdict_lines(text, rx):
+            if score_value(box.content) is not None:
+                return text[m.start():box.end]
     return None
 
 
@@ -231,6 +227,22 @@ def _boxes(text: str) -> tuple[_Box, ...]:
         if content.strip():
             out.append(_Box(m.start(), close + 1, content.strip()))
     return tuple(out)
+
+
+def _next_box(text: str, pos: int) -> _Box | None:
+    """The first box of ``text`` starting at or after ``pos`` (a search, not a scan: a scan
+    per phrase was quadratic in untrusted lines of many phrases and boxes)."""
+    boxes = _boxes(text)
+    k = bisect_left(boxes, pos, key=lambda b: b.start)
+    return boxes[k] if k < len(boxes) else None
+
+
+def _verdict_lines(text: str, final_re: re.Pattern[str]) -> Iterator[tuple[re.Match[str], _Box]]:
+    """(phrase, box) of every final phrase of ``final_re`` in ``text`` with a box right after it."""
+    for m in final_re.finditer(text):
+        box = _next_box(text, m.end())
+        if box is not None and _ADJACENT_RE.fullmatch(text, m.end(), box.start):
+            yield m, box
 
 
 def _iter_boxes(text: str) -> Iterator[_Box]:
@@ -398,14 +410,11 @@ _SPACE_RE = re.compile(r"\s+")
 def _dangerous_spans_in_line(line: str) -> list[tuple[int, int]]:
     """Index ranges (into ``line``) of the pieces of one untrusted line worth masking."""
     segs: list[tuple[int, int]] = [(0, len(line))]
-    boxes = _boxes(line)
-    starts = [b.start for b in boxes]
     for rx in _ALL_PHRASES:
         for m in rx.finditer(line):
             segs.append((m.start(), len(line)))
-            k = bisect_left(starts, m.end())  # the next box (a scan of all boxes per phrase was quadratic)
-            if k < len(boxes):
-                segs.append((m.start(), boxes[k].end))
+            if (box := _next_box(line, m.end())) is not None:
+                segs.append((m.start(), box.end))
     return segs
 
 
@@ -493,14 +502,11 @@ def _quote_segments(sources: Iterable[str | None]) -> list[str]:
             for a, b in _dangerous_spans_in_line(line):
                 add(line[a:b])
         # phrases written across several lines
-        boxes = _boxes(src)
-        starts = [b.start for b in boxes]
         for rx in _ALL_PHRASES:
             for m in rx.finditer(src):
                 add(src[m.start():_line_bounds(src, m.end())[1]])
-                k = bisect_left(starts, m.end())  # the next box
-                if k < len(boxes):
-                    add(src[m.start():boxes[k].end])
+                if (box := _next_box(src, m.end())) is not None:
+                    add(src[m.start():box.end])
         for seg in _think_context_segments(src):
             add(seg)
     return sorted(seen)
@@ -552,17 +558,8 @@ class _Quotes:
         are one verdict line."""
         got = self._verdicts.get(final_re)
         if got is None:
-            vals = set()
-            for src in self._raw_srcs:
-                boxes = _boxes(src)
-                starts = [b.start for b in boxes]
-                for m in final_re.finditer(src):
-                    k = bisect_left(starts, m.end())
-                    if k < len(boxes) and _ADJACENT_RE.fullmatch(src, m.end(), boxes[k].start):
-                        v = score_value(boxes[k].content)
-                        if v is not None:
-                            vals.add(v)
-            got = self._verdicts[final_re] = frozenset(vals)
+            vals = {score_value(box.content) for src in self._raw_srcs for _, box in _verdict_lines(src, final_re)}
+            got = self._verdicts[final_re] = frozenset(vals - {None})
         return got
 
     def covers(self, a: int, b: int, *, phrase_start: int | None = None, after: int | None = None) -> bool:
