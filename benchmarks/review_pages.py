@@ -1,7 +1,7 @@
 """How long do the pages of `proofsmith review` take on a large run?
 
-Builds a synthetic label run (problems x proofs, each proof with V verifier analyses of ~2 KB,
-a LabelItem per proof, half of them needs-human) in a temporary directory, then requests each
+Builds a synthetic label run (problems x proofs, each proof with V verifier analyses of ~2 KB
+from one verifier call with n=V, a LabelItem per proof, half of them needs-human) in a temporary directory, then requests each
 page through the ASGI app (Starlette's TestClient, no network): the first request (the run is
 read and parsed) and the median of 5 later ones (the app re-reads only when the run changed),
 and a decision save + the next item page (what one key press costs a grader).
@@ -12,6 +12,8 @@ and a decision save + the next item page (what one key press costs a grader).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import random
 import re
 import statistics
@@ -32,7 +34,6 @@ def build(run: Path, problems: int, proofs: int, verifications: int) -> int:
     store = RunStore(run)
     body = "Let $x$ be real; then $x^2 \\ge 0$ since squares are nonnegative. " * 30
     analysis = "The step where $a+b=c$ is claimed is not justified by the lemma. " * 30
-    store._db.execute("BEGIN")
     n = 0
     for p in range(problems):
         store.put(Problem(id=f"P{p}", statement="Prove that $x^2 \\ge 0$ for every real $x$. " * 5))
@@ -41,9 +42,21 @@ def build(run: Path, problems: int, proofs: int, verifications: int) -> int:
             store.put(Proof(id=pid, problem_id=f"P{p}", proof=body, self_evaluation=analysis, self_score=0.5,
                             iteration=i % 4, parents=[f"p{p}-{i - 1}"] if i else []))
             evidence = []
+            # the verifier call behind the analyses (rows as the client writes them)
+            cid, key = f"c{p}-{i}", hashlib.sha256(pid.encode()).hexdigest()
+            request = {"model": "m", "messages": [{"role": "user", "content": body}], "n": verifications}
+            store._db.execute(
+                "INSERT INTO calls (id, request_key, role, endpoint, model, request, response, usage,"
+                " latency_s, attempt, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (cid, key, "verify", "http://127.0.0.1:1/v1", "m", json.dumps(request), "{}",
+                 json.dumps({"prompt_tokens": 500, "completion_tokens": 600 * verifications}), 1.0, 0, 0.0, 1.0))
+            for j in range(verifications):
+                store._db.execute("INSERT INTO samples VALUES (?,?,?,?,?)",
+                                  (key, j, cid, json.dumps({"text": analysis, "finish_reason": "stop"}), 1.0))
             for j in range(verifications):
                 s = rng.choice([0.0, 0.5, 1.0])
-                store.put(Verification(id=f"v{p}-{i}-{j}", problem_id=f"P{p}", proof_id=pid, score=s, analysis=analysis))
+                store.put(Verification(id=f"v{p}-{i}-{j}", problem_id=f"P{p}", proof_id=pid, score=s, analysis=analysis,
+                                       call_id=cid, sample_index=j))
                 evidence.append(AnalysisEvidence(id=f"v{p}-{i}-{j}", score=s, text=analysis,
                                                  status="confirmed" if s < 1 else "no-issue"))
             status = "needs-human" if i % 2 else "labeled"
@@ -51,7 +64,6 @@ def build(run: Path, problems: int, proofs: int, verifications: int) -> int:
                                 label=Label(proof_id=pid, problem_id=f"P{p}", status=status,
                                             label=None if i % 2 else 0.5)))
             n += 1
-    store._db.execute("COMMIT")
     store.close()
     return n
 

@@ -579,3 +579,34 @@ def test_a_hand_edited_record_is_one_damaged_line_not_a_crash(runs, kind, field,
         res = CliRunner().invoke(app, args)
         assert res.exit_code == 1 and "run store damaged" in res.output and want in res.output, (args, res.output)
         assert "Traceback" not in res.output
+
+
+def test_no_page_reads_a_whole_calls_or_samples_table(runs, monkeypatch):
+    """A proof page of a paper-size run shows ~130 calls; a statement that scans the samples
+    table for each (no index on call_id) made that page take minutes on a store with millions
+    of samples. Every statement the app runs against calls/samples must use an index."""
+    from proofsmith.review import data as review_data
+
+    seen: list[str] = []
+    real = review_data.Run.connect
+
+    def traced(self):
+        db = real(self)
+        db.set_trace_callback(seen.append)
+        return db
+
+    monkeypatch.setattr(review_data.Run, "connect", traced)
+    c = client(runs)
+    rv = Review(list(runs))
+    n = 0
+    for r in range(len(runs)):
+        for p in rv.snapshot(rv.run(r))[0].proofs:
+            assert c.get(f"/run/{r}/proof/{quote(p, safe='')}").status_code == 200
+            n += 1
+    assert n and any("FROM samples" in s for s in seen)
+    plans = []
+    db = sqlite3.connect(runs[0] / "run.sqlite")
+    for sql in {s for s in seen if "FROM samples" in s or "FROM calls" in s}:
+        plans += [(sql, row[-1]) for row in db.execute("EXPLAIN QUERY PLAN " + sql)]
+    scans = [(sql, plan) for sql, plan in plans if re.match(r"SCAN (samples|calls)\b", plan)]
+    assert not scans, scans

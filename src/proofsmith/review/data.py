@@ -333,12 +333,15 @@ def calls_for(run: Run, ids: list[tuple[str, int]]) -> dict[tuple[str, int], dic
         for cid, idx in want:
             row = db.execute(
                 "SELECT role, endpoint, model, request, usage, latency_s, attempt, error, cost,"
-                " prompt_tokens, completion_tokens, cached_tokens FROM calls WHERE id=?", (cid,)).fetchone()
+                " prompt_tokens, completion_tokens, cached_tokens, request_key FROM calls WHERE id=?",
+                (cid,)).fetchone()
             if row is None:
                 continue
-            role, ep, model, req, usage, lat, att, err, cost, pt, ct, cached = row
-            sample = db.execute("SELECT completion FROM samples WHERE call_id=? AND sample_index=?",
-                                (cid, idx)).fetchone()
+            role, ep, model, req, usage, lat, att, err, cost, pt, ct, cached, key = row
+            # by the samples' key (request key, index): a lookup by call id alone would scan
+            # the whole table for each call of the page
+            sample = db.execute("SELECT completion FROM samples WHERE request_key=? AND sample_index=?"
+                                " AND call_id=?", (key, idx, cid)).fetchone()
             comp = json.loads(sample[0]) if sample else {}
             request = json.loads(req)
             out[(cid, idx)] = {
