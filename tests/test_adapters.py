@@ -407,3 +407,27 @@ def test_verl_hostile_arguments_are_one_train_error(kw, msg):
         verl_compute_score(**args)
     text_info = json.dumps({"problem": PROBLEM, "proof": PROOF})  # a JSON object stored as text is read
     assert verl_compute_score("proofsmith/verifier", v_answer("1"), 1, extra_info=text_info)["score"] == 1.0
+
+
+@pytest.mark.parametrize("flag, cut", [(True, True), (False, False), ("false", False), ("False", False),
+                                       ("0", False), (0, False), ("true", True), ("1", True), (1, True)])
+def test_an_explicit_truncated_flag_is_read_as_a_flag(flag, cut):
+    """A dataset or reward manager that writes the flag as text ("false") or 0/1 means what it
+    says: bool("false") is True, which zeroed the reward of every complete answer."""
+    from proofsmith.train.adapters import openrlhf_response
+
+    text = v_answer("1")
+    assert verl_compute_score("proofsmith/verifier", text, "1", {"truncated": flag})["score"] == (0.0 if cut else 1.0)
+    assert verl_compute_score("proofsmith/verifier", text, "1", json.dumps({"truncated": flag}))["score"] == (
+        0.0 if cut else 1.0)
+    assert openrlhf_response(text, {"truncated": flag}, [])[1] is cut
+
+
+@pytest.mark.parametrize("flag", ["maybe", "", 2, 0.5, [], {}])
+def test_a_truncated_flag_that_is_no_flag_is_one_clear_error(flag):
+    from proofsmith.train.adapters import openrlhf_response
+
+    with pytest.raises(TrainError, match="truncated"):
+        verl_compute_score("proofsmith/verifier", v_answer("1"), "1", {"truncated": flag})
+    with pytest.raises(TrainError, match="truncated"):
+        openrlhf_response(v_answer("1"), {"truncated": flag}, [])

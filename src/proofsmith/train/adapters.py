@@ -226,6 +226,22 @@ def _extra(extra_info: Any) -> dict:
     return extra_info
 
 
+_FLAG_TEXT = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _flag(value: Any, where: str) -> bool:
+    """An explicit truncation flag: a bool, 0/1, or its text ("true"/"false"/"1"/"0", any case;
+    a dataset that stored it as text); anything else is one clear error (``bool("false")`` is
+    True: taking its truth value would zero the reward of every complete answer)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _FLAG_TEXT:
+        return _FLAG_TEXT[value.strip().lower()]
+    raise TrainError(f"{where} must be true or false, got {value!r:.60}")
+
+
 def role_of(data_source: str | None, extra_info: dict | None) -> str:
     role = _extra(extra_info).get("role")
     if not isinstance(data_source, str):
@@ -319,7 +335,7 @@ def verl_truncated(solution_str: str, extra_info: dict | None, max_response_leng
     """
     extra = _extra(extra_info)
     if extra.get("truncated") is not None:
-        return bool(extra["truncated"])
+        return _flag(extra["truncated"], 'extra_info["truncated"]')
     if not max_response_length:
         return False
     if tokenizer is None:
@@ -483,7 +499,7 @@ def openrlhf_response(response: str, label: dict, eos_tokens: Sequence[str]) -> 
             response = stripped[: -len(ended[0])]
         derived = not ended
     explicit = label.get("truncated")
-    return response, bool(explicit) if explicit is not None else derived
+    return response, _flag(explicit, 'label["truncated"]') if explicit is not None else derived
 
 
 def openrlhf_reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any],
