@@ -288,3 +288,23 @@ def test_a_proof_with_a_grader_verdict_line_goes_to_a_human():
     status, label, reason, _ = decide(evidence, cfg, f"Let n be odd.\n{meta_final} \\boxed{{1}}")
     assert (status, label) == ("needs-human", None) and reason.startswith("the proof holds a grader's verdict line")
     assert decide(evidence, cfg, "Let n be odd. The score of n is boxed: \\boxed{1}")[:2] == ("labeled", 1.0)
+
+
+@pytest.mark.parametrize("bad", [0.7, 7, -1.0, float("nan"), float("inf")])
+def test_a_number_that_is_no_score_is_refused_by_the_records(bad):
+    """decide() and the report average what the records hold: an impossible score (another
+    scale, a hand edit) is refused where the record is made or read, not averaged in."""
+    from pydantic import ValidationError
+
+    from proofsmith.pipelines.label import AnalysisEvidence
+    from proofsmith.records import Label, MetaVerification, Proof, Verification
+
+    for make in (lambda: AnalysisEvidence(id="a", score=bad, status="confirmed"),
+                 lambda: AnalysisEvidence(id="a", score=0.0, status="confirmed", meta_scores=[1.0, bad]),
+                 lambda: Verification(id="v", problem_id="p", proof_id="x", score=bad),
+                 lambda: MetaVerification(id="m", problem_id="p", verification_id="v", score=bad),
+                 lambda: Proof(id="x", problem_id="p", proof="t", self_score=bad),
+                 lambda: Label(proof_id="x", problem_id="p", status="labeled", label=bad)):
+        with pytest.raises(ValidationError, match="a score is one of 0, 0.5, 1"):
+            make()
+    assert AnalysisEvidence(id="a", score=0.5, status="confirmed", meta_scores=[None, 1]).meta_scores == [None, 1.0]

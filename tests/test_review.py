@@ -557,7 +557,10 @@ def test_ids_in_links_are_one_path_segment(runs):
 
 @pytest.mark.parametrize("kind, field, bad", [("Proof", "parents", 5), ("Proof", "self_score", "x"),
                                               ("Verification", "score", "x"), ("MetaVerification", "score", {}),
-                                              ("Verification", "proof_id", ["a"])])
+                                              ("Verification", "proof_id", ["a"]),
+                                              # a number that is no score (another scale, a typo)
+                                              ("Verification", "score", 0.7), ("Proof", "self_score", 7),
+                                              ("MetaVerification", "score", float("nan"))])
 def test_a_hand_edited_record_is_one_damaged_line_not_a_crash(runs, kind, field, bad):
     # found attacking the app (stop 19): a record whose field has the wrong type failed deep
     # inside a page (500 with no message) or the report (TypeError); now every page says

@@ -13,9 +13,9 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 # The method's model roles (docs/architecture.md "Names"): what a model is configured or trained
 # as. Data (JSON, YAML, datasets, per-role settings) spells them so; the CLI's command name
@@ -31,8 +31,18 @@ def model_role(name: Any) -> Any:
     return name
 
 
-Score = float  # one of 0.0, 0.5, 1.0 once validated by the parser
 VALID_SCORES: tuple[float, ...] = (0.0, 0.5, 1.0)
+
+
+def _check_score(value: float) -> float:
+    if value not in VALID_SCORES:  # (NaN is in no tuple)
+        raise ValueError(f"a score is one of {', '.join(f'{s:g}' for s in VALID_SCORES)}, not {value!r}")
+    return float(value)
+
+
+# one of 0, 0.5, 1: what the parser reads; a stored or imported record that holds another
+# number (hand-edited, damaged, another scale) is refused instead of being averaged in
+Score = Annotated[float, AfterValidator(_check_score)]
 
 
 def mean_valid(scores: Iterable[float | None]) -> float | None:

@@ -48,7 +48,7 @@ from ..llm.client import BudgetExceeded, LLMClient
 from ..private import make_private_dir
 from ..prompts import Templates
 from ..parse import grader_verdict_line
-from ..records import VALID_SCORES, Label, Problem, Record, Usage, content_id
+from ..records import VALID_SCORES, Label, Problem, Record, Score, Usage, content_id
 from . import (
     BudgetStop, ItemFailure, Reporter, SharedRequests, error_line, gather_stages, majority_confirms, majority_rejects,
     noop_report, record_pipeline, run_items, usage_of_records,
@@ -101,12 +101,12 @@ class LabelInput(BaseModel):
 
 class AnalysisEvidence(BaseModel):
     id: str
-    score: float | None
+    score: Score | None
     format_error: str | None = None
     # unchecked: not meta-verified because no outcome could change the label (adaptive policy)
     status: Literal["no-issue", "confirmed", "rejected", "undecided", "invalid", "unchecked"]
     meta_ids: list[str] = Field(default_factory=list)
-    meta_scores: list[float | None] = Field(default_factory=list)
+    meta_scores: list[Score | None] = Field(default_factory=list)
     text: str = ""
 
 
