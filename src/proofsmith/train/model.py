@@ -59,14 +59,50 @@ def clear_quantized_mark(model: Any) -> Any:
     return model
 
 
-def _gguf_cache_path(gguf: Path, cache_dir: Path) -> Path:
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def _gguf_digest(gguf: Path) -> str:
+    """SHA-256 of the GGUF's bytes (once per file version in a process: ~0.2 s for SmolLM2)."""
     st = gguf.stat()
-    h = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
-    return cache_dir / f"{gguf.stem}-{h}"
+    memo = (str(gguf.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _digests:
+        h = hashlib.sha256()
+        with gguf.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        _digests[memo] = h.hexdigest()
+    return _digests[memo]
+
+
+def _gguf_cache_path(gguf: Path, cache_dir: Path) -> Path:
+    """The converted copy of ``gguf``: named by its content, so every install of the same file
+    (another virtual environment, a reinstall with a new mtime) shares one copy. Keyed by
+    path and mtime, each fresh install used to convert again and leave 0.5 GB behind."""
+    return cache_dir / f"{gguf.stem}-{_gguf_digest(gguf)[:12]}"
+
+
+def _complete(d: Path) -> bool:
+    return (d / "config.json").is_file() and any(d.glob("*.safetensors"))
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    """De-quantise ``gguf`` into a safetensors model directory ``out`` (with its tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    clear_quantized_mark(model)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
 
 
 def resolve_model_dir(path: str, cache_dir: str | None = None) -> Path:
-    """A Hugging Face model directory for ``path`` (converting a GGUF once, then cached)."""
+    """A Hugging Face model directory for ``path`` (converting a GGUF once, then cached).
+
+    The conversion is written into a directory of its own and renamed into place when
+    complete: a process killed while converting leaves no half model that a later run would
+    load, and two runs converting at once both end with the same complete copy."""
     if path == EMBEDDED:
         gguf = embedded_gguf()
     elif path.endswith(".gguf"):
@@ -79,22 +115,25 @@ def resolve_model_dir(path: str, cache_dir: str | None = None) -> Path:
             raise TrainError(f"{d}: not a model directory (no config.json); give a directory, a .gguf or 'embedded'")
         return d
     out = _gguf_cache_path(gguf, Path(cache_dir) if cache_dir else default_cache_dir())
-    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+    if _complete(out):
         return out
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import shutil
+    import tempfile
 
     logging.getLogger(__name__).info("converting %s to safetensors in %s", gguf, out)
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    clear_quantized_mark(model)
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tok.save_pretrained(str(tmp))
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    tmp.rename(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        _convert(gguf, tmp)
+        if out.exists() and not _complete(out):
+            shutil.rmtree(out, ignore_errors=True)  # (left by a version that converted in place)
+        try:
+            tmp.rename(out)
+        except OSError:
+            if not _complete(out):  # not another process's finished copy: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
