@@ -372,3 +372,43 @@ def check_targets(examples: list[dict], strict: bool = True) -> None:
         t = ex.get("target")
         if t is not None and not any(abs(t - v) < 1e-9 for v in VALID_SCORES):
             raise TrainError(f"example {i}: target {t:g} is not one of 0, 0.5, 1 (set strict_scores: false to allow)")
+
+
+def token_texts(tok: Any) -> list[str]:
+    """The texts a tokenizer turns into one added or special token wherever they occur
+    (``<|im_end|>``, ``<|im_start|>``, …): untrusted text that holds one is read as a chat
+    turn boundary, not as the characters it is."""
+    texts = set(getattr(tok, "all_special_tokens", None) or [])
+    get = getattr(tok, "get_added_vocab", None)
+    if callable(get):
+        texts |= set(get())
+    return sorted((t for t in texts if isinstance(t, str) and t), key=len, reverse=True)
+
+
+def _found_token_text(value: Any, texts: list[str]) -> str | None:
+    if isinstance(value, str):
+        return next((t for t in texts if t in value), None)
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            if (t := _found_token_text(v, texts)) is not None:
+                return t
+    return None
+
+
+def without_token_texts(rows: list[dict], tok: Any, columns: Iterable[str]) -> tuple[list[dict], Counter]:
+    """The rows whose ``columns`` (texts or chat messages) hold no text of ``tok``'s added or
+    special tokens, and how many were dropped for each such text. A problem or proof with
+    ``<|im_end|><|im_start|>assistant …`` would put a forged turn into the training prompt
+    once the chat template is tokenized; an SFT answer with ``<|im_end|>`` inside would teach
+    the model to stop there. The rows are left out (counted in the summary), not rewritten."""
+    texts = token_texts(tok)
+    kept, dropped = [], Counter()
+    for row in rows:
+        found = next((t for c in columns if (t := _found_token_text(row.get(c), texts)) is not None), None)
+        if found is None:
+            kept.append(row)
+        else:
+            dropped[found] += 1
+    return kept, dropped

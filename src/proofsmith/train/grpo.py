@@ -101,6 +101,21 @@ def prepare_dataset(cfg: TrainConfig, templates: Any = None):
     return build_mixed_dataset(tagged, templates)
 
 
+def _without_token_texts(dataset, tok: Any, cfg: TrainConfig):
+    """The dataset without the rows whose prompt holds a text of the policy's special tokens
+    (:func:`proofsmith.train.data.without_token_texts`), and the dropped counts."""
+    from .data import without_token_texts
+
+    rows = dataset.to_list()
+    kept, dropped = without_token_texts(rows, tok, ["prompt"])
+    if not dropped:
+        return dataset, dropped
+    if not any(r["role"] == cfg.role for r in kept):
+        raise TrainError(f"{cfg.data.path}: every {cfg.role} example's prompt holds the text of a special token of "
+                         f"the policy's tokenizer ({', '.join(sorted(dropped))}); check the data and the templates")
+    return type(dataset).from_list(kept), dropped
+
+
 def make_reward(cfg: TrainConfig, templates: Any = None):
     from .judge import MethodReward
 
@@ -184,6 +199,7 @@ def _train_grpo(cfg: TrainConfig) -> dict:
     templates = _templates(cfg.data.templates)
     dataset = prepare_dataset(cfg, templates)
     model, tok, model_dir = load_model(cfg.model.path, cache_dir=cfg.model.cache_dir, dtype=cfg.model.dtype)
+    dataset, dropped = _without_token_texts(dataset, tok, cfg)
     reward = make_reward(cfg, templates)
     from .judge import MethodReward
 
@@ -229,6 +245,7 @@ def _train_grpo(cfg: TrainConfig) -> dict:
         "reward_per_step": reward_series,
         "format_failure_rate_per_step": fmt_fail,
         "examples": len(dataset),
+        "dropped_token_text": dict(dropped),
         "examples_per_role": {r: dataset["role"].count(r) for r in sorted(set(dataset["role"]))},
     }
     write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))

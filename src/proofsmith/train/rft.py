@@ -19,6 +19,7 @@ from ..records import model_role
 from ..redact import redact_value
 from . import ROLES, TrainError
 from .config import RFTConfig
+from .data import without_token_texts
 
 
 def _samples_from_store(run_dir: Path, templates: Any) -> list[dict]:
@@ -173,8 +174,12 @@ def train_rft(cfg: RFTConfig) -> dict:
     # judge base URLs without their credentials (proofsmith.redact)
     write_atomic(out / "config.json", json.dumps(redact_value(cfg.model_dump()), indent=2, default=str))
     model, tok, model_dir = load_model(cfg.model.path, cache_dir=cfg.model.cache_dir, dtype=cfg.model.dtype)
+    chosen, dropped = without_token_texts(selected, tok, ["prompt", "completion"])
+    if not chosen:
+        raise TrainError(f"every one of the {len(selected)} selected samples holds the text of a special token of the "
+                         f"policy's tokenizer ({', '.join(sorted(dropped))}) in its prompt or answer")
     s = cfg.sft
-    fitting = selected if s.max_length is None else drop_too_long(selected, token_lengths(selected, tok), s.max_length)
+    fitting = chosen if s.max_length is None else drop_too_long(chosen, token_lengths(chosen, tok), s.max_length)
     kwargs: dict[str, Any] = dict(
         output_dir=str(out), learning_rate=s.learning_rate, num_train_epochs=s.num_train_epochs, max_steps=s.max_steps,
         per_device_train_batch_size=s.per_device_train_batch_size,
@@ -201,7 +206,8 @@ def train_rft(cfg: RFTConfig) -> dict:
     tok.save_pretrained(str(final))
     summary = {
         "output_dir": str(out), "final_model": str(final), "model_dir": str(model_dir), "resumed_from": resume,
-        "samples": len(samples), "selected": len(selected), "too_long": len(selected) - len(fitting),
+        "samples": len(samples), "selected": len(selected), "too_long": len(chosen) - len(fitting),
+        "dropped_token_text": dict(dropped),
         "selected_per_role": {r: sum(1 for x in selected if x["role"] == r) for r in ROLES},
         "global_step": trainer.state.global_step, "train_seconds": round(time.perf_counter() - t0, 2),
         "train_loss": getattr(result, "training_loss", None),
