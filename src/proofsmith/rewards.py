@@ -202,7 +202,7 @@ def generator_reward(
     problem: the problem statement (untrusted: quotations of it are not the answer's own words).
     reasoning_separate: the reasoning came in its own field; the content is never cut.
     """
-    from .parse import grader_verdict_line, parse_verification
+    from .parse import chat_control_text, grader_verdict_line, parse_verification
 
     r_y = _unit("proof score", proof_score)
     m = _unit("meta score", meta_score, allow_none=True)
@@ -220,6 +220,9 @@ def generator_reward(
         # quotation of it, so such answers are discarded: with lines for 0 and 0.5 in its proof,
         # a policy would keep only the verifiers' 1s (R_Y pushed up). No proof needs one.
         reason = f"the proof writes a grader's verdict line ({' '.join(line.split())[:80]!r})"
+    if reason is None and (marker := chat_control_text(answer)) is not None:
+        # shown to the verifier and meta-verifier judges, it would forge turns in their prompts
+        reason = f"the answer holds a chat turn marker ({marker!r})"
     if reason is None and self_eval_phrases:
         # the self-evaluation is already split from the reasoning (never cut again); the phrases
         # must be its own words, not a quotation of the problem
