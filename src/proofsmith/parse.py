@@ -59,6 +59,7 @@ __all__ = [
     "grader_verdict_line",
     "CHAT_CONTROL_TEXTS",
     "chat_control_text",
+    "defuse_chat_control",
     "split_answer",
     "last_boxed",
     "parse_score",
@@ -157,6 +158,19 @@ def chat_control_text(text: str) -> str | None:
     own words then carry the forged verdict, which no quotation check can see."""
     found = [(i, t) for t in CHAT_CONTROL_TEXTS if (i := text.find(t)) >= 0]
     return min(found)[1] if found else None
+
+
+_CHAT_CONTROL_RE = re.compile("|".join(re.escape(t) for t in CHAT_CONTROL_TEXTS))
+
+
+def defuse_chat_control(text: str) -> str:
+    """``text`` with a zero-width space (U+200B) after the first character of each chat turn
+    marker: the model reads the same characters, its server's tokenizer no longer sees a turn
+    boundary. (The parsers drop format characters when they compare quotations, so a verifier
+    that quotes the defused text still quotes the proof.)"""
+    if "<" not in text and "[" not in text:
+        return text
+    return _CHAT_CONTROL_RE.sub(lambda m: m.group()[0] + "\u200b" + m.group()[1:], text)
 
 
 def grader_verdict_line(text: str) -> str | None:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from proofsmith.errors import TemplateError
 from proofsmith.fileio import write_atomic
+from proofsmith.parse import defuse_chat_control
 
 ROLES: tuple[str, ...] = ("generate", "verify", "meta_verify", "refine")
 PLACEHOLDER_NAMES: tuple[str, ...] = ("problem", "proof", "analysis", "previous")
@@ -129,7 +130,8 @@ class Templates:
         return cls(**texts, source=source)
 
     def render(self, role: str, **values: str) -> str:
-        """The template of ``role`` with its placeholders replaced by ``values`` (verbatim).
+        """The template of ``role`` with its placeholders replaced by ``values`` (verbatim but
+        for their chat turn markers, defused: :func:`proofsmith.parse.defuse_chat_control`).
         Every placeholder of the role needs a value; values for other names are an error."""
         if role not in ROLES:
             raise TemplateError(f"unknown template role {role!r} (choose from {', '.join(ROLES)})")
@@ -146,7 +148,10 @@ class Templates:
         for k, v in values.items():
             if not isinstance(v, str):
                 raise TemplateError(f"render({role}): value for {k} must be a string, got {type(v).__name__}")
-        return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], getattr(self, role))
+        # the values are untrusted text: their chat turn markers are defused (parse.CHAT_CONTROL_TEXTS),
+        # or a proof with "<|im_end|><|im_start|>system ..." would write turns of the prompt
+        safe = {k: defuse_chat_control(v) for k, v in values.items()}
+        return _PLACEHOLDER_RE.sub(lambda m: safe[m.group(1)], getattr(self, role))
 
     def save(self, directory: str | Path) -> Path:
         """Write the four ``<role>.txt`` files into ``directory`` (created if needed)."""
