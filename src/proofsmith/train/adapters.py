@@ -352,7 +352,7 @@ def _verl_item(solution_str: str, ground_truth: Any, extra_info: dict | None,
     return RewardItem(
         completion=solution_str,
         problem=extra.get("problem") or "",
-        truncated=verl_truncated(solution_str, extra_info, max_response_length, tokenizer),
+        truncated=verl_truncated(solution_str, extra, max_response_length, tokenizer),
         target=_target(ground_truth),
         proof=extra.get("proof"),
         analysis=extra.get("analysis"),
@@ -388,6 +388,7 @@ def verl_compute_score(data_source: str, solution_str: str, ground_truth: Any,
     environment when ``PROOFSMITH_META_URL`` is set for the verifier); a generator role works
     too when its judges are configured in the environment (each call then runs its own loop).
     ``max_response_length`` / ``tokenizer`` (reward_kwargs): see :func:`verl_truncated`."""
+    extra_info = _extra(extra_info)  # (read once: it may be JSON text)
     role = role_of(data_source, extra_info)
     if role not in _rule_rewards:
         _rule_rewards[role] = reward_from_env(role)
@@ -405,6 +406,7 @@ async def verl_compute_score_async(data_source: str, solution_str: str, ground_t
     """verl's async custom reward (reward loop): judges are called through our client; the
     served judge verl passes as ``reward_router_address`` is used as the verifier (generator
     role) or meta-verifier (verifier role)."""
+    extra_info = _extra(extra_info)  # (read once: it may be JSON text)
     role = role_of(data_source, extra_info)
     loop = asyncio.get_running_loop()
     key = (role, reward_router_address, id(loop))
