@@ -728,6 +728,11 @@ class RunStore:
         ).fetchone()
         return None if row is None else self._decode(f"record {kind}/{id}", row[0])
 
+    def count_records(self, kind: str) -> int:
+        """How many records of one kind the store holds (the primary key's index: no row is
+        read or parsed)."""
+        return int(self._db.execute("SELECT COUNT(*) FROM records WHERE kind=?", (kind,)).fetchone()[0])
+
     def records(self, kind: str, model: type[BaseModel] | None = None) -> list[dict]:
         """All records of one kind, in first-insertion order, as dicts; with ``model``, each
         checked by :func:`check_record` (a row it rejects is one ``run store damaged`` line)."""
