@@ -169,3 +169,34 @@ def test_report_renders_math_in_headless_chromium(tmp_path):
             shutil.copy(shot, os.environ["PROOFSMITH_SCREENSHOT"])
     finally:
         driver.quit()
+
+
+def test_report_document_is_linear_in_problems():
+    """A label or eval run has thousands of problems and ~10^5-10^6 verifications: the report
+    document went over every proof, verified proof and body once per problem (and kept its
+    problem order with `id not in list` over every verification), so its cost grew with
+    problems x records. Counted here as problem-id comparisons."""
+    from proofsmith.evaluate.report import document_from_records
+
+    compared = [0]
+
+    class Pid(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other):  # only a comparison that is not by identity gets here
+            compared[0] += 1
+            return str.__eq__(self, other)
+
+    n = 300
+    proofs, verifs, submitted = [], [], []
+    for i in range(n):
+        pid = Pid(f"P{i}")
+        proofs.append({"id": f"p{i}", "problem_id": Pid(f"P{i}"), "proof": "x"})
+        verifs.append({"id": f"v{i}", "problem_id": Pid(f"P{i}"), "proof_id": f"p{i}", "score": 1.0})
+        verifs.append({"id": f"w{i}", "problem_id": Pid(f"P{i}"), "proof_id": f"text{i}", "score": 0.5})
+        submitted.append({"id": f"s{i}", "problem_id": Pid(f"P{i}"), "proof": "y"})
+    problems = [{"id": Pid(f"P{i}"), "statement": "s"} for i in range(n)]
+    doc = document_from_records(proofs, verifs, [], problems, submitted=submitted)
+    assert [p["problem_id"] for p in doc["problems"]] == [f"P{i}" for i in range(n)]
+    assert all([q["id"] for q in p["proofs"]] == [f"p{i}", f"text{i}", f"s{i}"] for i, p in enumerate(doc["problems"]))
+    assert compared[0] < 20 * n, compared[0]

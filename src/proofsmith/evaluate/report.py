@@ -193,23 +193,37 @@ def document_from_records(
         m_by_v.setdefault(m.get("verification_id", ""), []).append(m)
     statements = {p["id"]: p for p in problems}
     ev = {e["problem_id"]: e for e in (eval_doc or {}).get("problems", [])}
-    pids: list[str] = []
-    for pid in (list(ev) + [p["problem_id"] for p in proofs] + [v["problem_id"] for v in verifications]
-                + [b["problem_id"] for b in bodies.values()] + list(statements)):
-        if pid not in pids:
-            pids.append(pid)
+    # (in first-seen order; a dict, not `x not in list`: a run has up to ~10^6 verifications
+    # and a label or eval run thousands of problems)
+    pids = list(dict.fromkeys(
+        list(ev) + [p["problem_id"] for p in proofs] + [v["problem_id"] for v in verifications]
+        + [b["problem_id"] for b in bodies.values()] + list(statements)))
+    # each problem's proofs, verified proof ids and bodies, grouped once (not a pass over all
+    # of them for each problem: quadratic on a run with many problems)
+    proofs_of: dict[Any, list[dict]] = {}
+    for p in proofs:
+        proofs_of.setdefault(p.get("problem_id"), []).append(p)
+    verified_of: dict[Any, list[str]] = {}
+    for proof_id, vs in v_by_proof.items():
+        if vs:
+            verified_of.setdefault(vs[0].get("problem_id"), []).append(proof_id)
+    bodies_of: dict[Any, list[str]] = {}
+    for proof_id, b in bodies.items():
+        bodies_of.setdefault(b.get("problem_id"), []).append(proof_id)
     out_problems = []
     for pid in pids:
         e = ev.get(pid, {})
-        ps = [_proof_entry(p, v_by_proof.get(p["id"], []), m_by_v) for p in proofs if p.get("problem_id") == pid]
+        ps = [_proof_entry(p, v_by_proof.get(p["id"], []), m_by_v) for p in proofs_of.get(pid, [])]
         known = {p["id"] for p in ps}
         # verifications of proofs that are not Proof records (e.g. verify of a proof text)
-        for proof_id, vs in v_by_proof.items():
-            if proof_id not in known and vs and vs[0].get("problem_id") == pid:
-                ps.append(_proof_entry({"id": proof_id, "proof": (bodies.get(proof_id) or {}).get("proof")}, vs, m_by_v))
+        for proof_id in verified_of.get(pid, []):
+            if proof_id not in known:
+                ps.append(_proof_entry({"id": proof_id, "proof": (bodies.get(proof_id) or {}).get("proof")},
+                                       v_by_proof[proof_id], m_by_v))
                 known.add(proof_id)
-        for proof_id, b in bodies.items():  # a labeled / submitted proof whose verifications all failed
-            if proof_id not in known and b.get("problem_id") == pid:
+        for proof_id in bodies_of.get(pid, []):  # a labeled / submitted proof whose verifications all failed
+            b = bodies[proof_id]
+            if proof_id not in known:
                 ps.append(_proof_entry({"id": proof_id, "proof": b.get("proof")}, [], m_by_v))
                 known.add(proof_id)
         for pe in ps:
