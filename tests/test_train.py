@@ -105,6 +105,37 @@ def test_load_examples_from_export_dir_and_errors(tmp_path):
         load_examples(tmp_path / "list.jsonl")
 
 
+def test_examples_from_a_label_run_read_only_its_items(tmp_path, monkeypatch):
+    """A label run's LabelItems carry every text the examples need; its Verification and
+    MetaVerification records (~10^5-10^6 at paper size: 34.5 s and 1 GB for 236 000 of them)
+    were read and resolved as well, then dropped."""
+    from proofsmith.pipelines.label import AnalysisEvidence, LabelItem
+    from proofsmith.records import Label, MetaVerification, Problem, Verification
+    from proofsmith.store import RunStore
+
+    store = RunStore(tmp_path / "run")
+    store.put(Problem(id="q", statement="Prove that 1 < 2."))
+    store.put(Verification(id="v", problem_id="q", proof_id="t", score=0.5, raw="Gap."))
+    store.put(MetaVerification(id="m", problem_id="q", proof_id="t", verification_id="v", score=1.0))
+    lab = Label(proof_id="p", problem_id="q", status="labeled", label=0.5)
+    store.put(LabelItem(id="p", problem_id="q", problem="Prove that 1 < 2.", proof="Because.", label=lab,
+                        analyses=[AnalysisEvidence(id="v", score=0.5, status="confirmed", text="Gap.")]))
+    store.put(lab)
+    store.close()
+    read: list[str] = []
+    real = RunStore.records
+
+    def records(self, kind, model=None):
+        read.append(kind)
+        return real(self, kind, model)
+
+    monkeypatch.setattr(RunStore, "records", records)
+    ex = load_examples(tmp_path / "run")
+    assert [(e["proof"], e["target"]) for e in ex.verification] == [("Because.", 0.5)]
+    assert [(e["analysis"], e["target"]) for e in ex.meta_verification] == [("Gap.", 1.0)]
+    assert sorted(read) == ["LabelItem", "Problem"], read
+
+
 @pytest.mark.train  # needs the [train] extra
 def test_datasets_and_exports(tmp_path):
     datasets = pytest.importorskip("datasets")

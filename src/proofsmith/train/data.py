@@ -148,11 +148,12 @@ def examples_from_store(run_dir: str | Path, *, min_meta: int = 1) -> Examples:
     store = RunStore.open_existing(run_dir, error=TrainError)
     try:
         problems = {r["id"]: r for r in store.records("Problem")}
-        proofs = {r["id"]: r for r in store.records("Proof")}
-        labels = store.records("Label")
-        verifs = store.records("Verification")
-        metas = store.records("MetaVerification")
         items = store.records("LabelItem")
+        if not items:  # (a label run's verifications and metas are not read: its items carry them)
+            proofs = {r["id"]: r for r in store.records("Proof")}
+            labels = store.records("Label")
+            verifs = store.records("Verification")
+            metas = store.records("MetaVerification")
     finally:
         store.close()
     if items:  # the labeling pipeline's records carry the texts: same rows as its export
