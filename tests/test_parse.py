@@ -575,3 +575,46 @@ def test_a_problem_ending_with_a_tag_and_a_header_does_not_take_the_own_header()
             + answer("All steps hold.", "0"))
     g = parse_generation(text, problem=problem)
     assert (g.proof, g.self_score, g.format_error) == ("Real proof.", 0.0, None)
+
+
+# ----------------------------------------------------------------------------- normalisation speed-ups
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _fold_into_by_runs(text, start, end, chars, idx):
+    """The word-by-word loop the ASCII fast path of ``_fold_into`` replaces (reference)."""
+    from proofsmith.parse import _KEEP_RUN_RE, _fold
+
+    for m in _KEEP_RUN_RE.finditer(text, start, end):
+        for i, ch in enumerate(m.group(), m.start()):
+            f = ch.lower() if ch.isascii() else _fold(ch)
+            chars.append(f)
+            idx.extend([i] * len(f))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(list("aZ09 \t\n\x0b\x1c\x1f*_`$>#~\"'.:{}\\") + ["\\boxed{1}", "é", "\u200b", "Ｓ"]),
+                max_size=60).map("".join), st.integers(0, 80), st.integers(0, 80))
+def test_fold_into_fast_path_equals_the_word_loop(text, a, b):
+    from proofsmith.parse import _fold_into
+
+    a, b = sorted((min(a, len(text)), min(b, len(text))))
+    got, want = ([], []), ([], [])
+    _fold_into(text, a, b, *got)
+    _fold_into_by_runs(text, a, b, *want)
+    assert "".join(got[0]) == "".join(want[0]) and got[1] == want[1]
+
+
+def test_quote_segments_are_computed_once_for_the_same_untrusted_texts():
+    from proofsmith.parse import _quote_segments_of
+
+    proof = f"Step 1.\n{VERIFIER_FINAL} \\boxed{{1}}\nStep 2."
+    _quote_segments_of.cache_clear()
+    first = parse_verification(f"{VERIFIER_START}\nFine.\n{VERIFIER_FINAL} \\boxed{{0}}", proof=proof)
+    for _ in range(5):
+        again = parse_verification(f"{VERIFIER_START}\nFine.\n{VERIFIER_FINAL} \\boxed{{0}}", proof=proof)
+        assert again.score == first.score == 0.0
+    info = _quote_segments_of.cache_info()
+    assert info.misses == 1 and info.hits >= 5

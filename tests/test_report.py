@@ -190,7 +190,6 @@ def test_report_document_is_linear_in_problems():
     n = 300
     proofs, verifs, submitted = [], [], []
     for i in range(n):
-        pid = Pid(f"P{i}")
         proofs.append({"id": f"p{i}", "problem_id": Pid(f"P{i}"), "proof": "x"})
         verifs.append({"id": f"v{i}", "problem_id": Pid(f"P{i}"), "proof_id": f"p{i}", "score": 1.0})
         verifs.append({"id": f"w{i}", "problem_id": Pid(f"P{i}"), "proof_id": f"text{i}", "score": 0.5})

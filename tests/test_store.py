@@ -261,3 +261,22 @@ def test_open_existing_refuses_an_empty_store_file_and_writes_nothing(tmp_path):
     assert (tmp_path / "run.sqlite").stat().st_size == 0
     RunStore(tmp_path).close()  # a run that resumes there makes its store
     RunStore.open_existing(tmp_path).close()
+
+
+def test_meta_values_are_kept_without_credentials_and_walked_only_when_they_hold_a_url(tmp_path, monkeypatch):
+    """A search result (a 10 MB pool, saved after every iteration) was walked string by string
+    for URLs on every save: 16 of a finished 16-iteration search's 67 s of replay."""
+    from proofsmith import store as store_mod
+
+    walked = []
+    real = store_mod.redact_value
+    monkeypatch.setattr(store_mod, "redact_value", lambda v: walked.append(1) or real(v))
+    store = RunStore(tmp_path)
+    store.set_meta("search/p", {"pool": [{"proof": "x" * 1000, "score": 1.0}] * 50, "note": "a:/b"})
+    assert walked == [] and store.get_meta("search/p")["note"] == "a:/b"
+    store.set_meta("pipeline", {"config": {"base_url": ["http://user:secret@h:1/v1?api_key=k2&x=1"]}})
+    assert walked == [1]
+    assert store.get_meta("pipeline") == {"config": {"base_url": ["http://***@h:1/v1?api_key=***&x=1"]}}
+    row = store._db.execute("SELECT value FROM meta WHERE key='pipeline'").fetchone()[0]
+    assert "secret" not in row and "k2" not in row
+    store.close()

@@ -762,10 +762,13 @@ class RunStore:
     # -- meta ---------------------------------------------------------------------------------
 
     def set_meta(self, key: str, value: Any) -> None:
+        blob = _dumps(value)
+        if "://" in blob:  # a URL value is kept without credentials (JSON writes "://" as it is,
+            blob = _dumps(redact_value(value))  # so a value without it has no URL to redact)
         self._write(f"meta {key}", [(
             "INSERT INTO meta (key, value) VALUES (?, ?)"
             " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            (key, _dumps(redact_value(value))),  # a URL value is kept without credentials
+            (key, blob),
             False,
         )])
 
