@@ -160,3 +160,47 @@ def test_training_config_refuses_nan_and_inf(text):
     key, _ = text.split(":")
     with pytest.raises(TrainError, match=f"grpo.{key}: expected a finite number"):
         from_dict(GRPOSpec, yaml.safe_load(text), "grpo")
+
+
+# ----------------------------------------------------------------------------- parser checks
+def _commands():
+    """(command words, click command) of every command of the app."""
+    import typer
+
+    def walk(cmd, words):
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                yield from walk(sub, [*words, name])
+        else:
+            yield words, cmd
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+def _path_params():
+    for words, cmd in _commands():
+        for p in cmd.params:
+            ann = getattr(getattr(p, "type_descriptor", None), "annotation", None)
+            if Path in (ann, *getattr(ann, "__args__", ())):
+                yield pytest.param(words, cmd, p, id=" ".join(words) + " " + (p.opts[0] if p.opts else p.name))
+
+
+def _argv(words, cmd, empty) -> list[str]:
+    """The command's positional arguments and required options ('x', or '' for the parameter
+    ``empty``), then ``empty`` given '' when it is an option."""
+    args = [("" if p is empty else "x") for p in cmd.params if p.param_type_name == "argument"]
+    for p in cmd.params:
+        if p.param_type_name == "option" and (p is empty or p.required):
+            args += [p.opts[0], "" if p is empty else "x"]
+    return [*words, *args]
+
+
+@pytest.mark.parametrize("words,cmd,param", list(_path_params()))
+def test_an_empty_path_is_refused_by_the_parser(tmp_path, monkeypatch, words, cmd, param):
+    # '' would be Path('.'): a run directory, output or input file silently in the working directory
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, _argv(words, cmd, param))
+    assert r.exit_code == 2, r.output
+    assert "Invalid value for" in r.output and "empty path" in r.output
+    assert list(tmp_path.iterdir()) == []

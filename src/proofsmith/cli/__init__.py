@@ -16,10 +16,12 @@ import sys
 import warnings
 
 import typer
+from typer.core import TyperCommand
 
 from ..errors import ProofsmithError, RenamedWarning
 from ..fileio import protect_inputs, stop_protecting_inputs
 from . import evaluate, pipelines, prove, review, runs, serve, templates, train
+from .options import CheckedCommand
 from .output import print_line
 
 __all__ = ["app", "main"]
@@ -38,6 +40,18 @@ app = typer.Typer(
 
 for _group in (prove, serve, runs, templates, pipelines, evaluate, review, train):
     _group.register(app)
+
+
+def _check_parsing(group: typer.Typer) -> None:
+    """Every command of ``group`` and its sub-groups parses with :class:`CheckedCommand`."""
+    for info in group.registered_commands:
+        if info.cls is TyperCommand:  # a command with its own class keeps it
+            info.cls = CheckedCommand
+    for sub in group.registered_groups:
+        _check_parsing(sub.typer_instance)
+
+
+_check_parsing(app)
 
 
 @app.callback()

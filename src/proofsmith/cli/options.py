@@ -15,10 +15,11 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Awaitable, Callable, Optional
+from typing import Annotated, Any, Awaitable, Callable, Optional, get_args
 
 import typer
 from pydantic import ValidationError
+from typer.core import TyperCommand
 
 from ..errors import BudgetExceeded, ProofsmithError, UserError
 from ..redact import redact_url
@@ -30,6 +31,28 @@ from ..session import (
     ROLE_ALIASES, ROLES, ModelConfig, Session, default_run_dir, open_session, role_names,
 )
 from .output import err, fail
+
+
+# ----------------------------------------------------------------------------- parsing
+class CheckedCommand(TyperCommand):
+    """The class of every command (set in ``cli/__init__``): refuses, as the parser refuses a
+    bad value (usage line, exit 2), what the parser itself lets through: an empty path ('' is
+    Path('.'), the current directory)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if ctx.resilient_parsing:
+            return super().parse_args(ctx, args)
+        raw, _, _ = self.make_parser(ctx).parse_args(args=list(args))  # the strings as given
+        rest = super().parse_args(ctx, args)  # --help and bad values first, as before
+        for param in self.get_params(ctx):
+            ann = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+            if Path not in (ann, *get_args(ann)):
+                continue
+            value = raw.get(param.name)
+            if value == "" or (isinstance(value, (list, tuple)) and "" in value):
+                raise typer.BadParameter("empty path (give '.' for the current directory)", ctx=ctx, param=param)
+        return rest
+
 
 # ----------------------------------------------------------------------------- common options
 RunDirOpt = Annotated[
