@@ -204,3 +204,34 @@ def test_an_empty_path_is_refused_by_the_parser(tmp_path, monkeypatch, words, cm
     assert r.exit_code == 2, r.output
     assert "Invalid value for" in r.output and "empty path" in r.output
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["prove", "p.md", "--run-dir", "a", "--run-dir", "b"],
+    ["prove", "p.md", "-n", "1", "--samples", "2"],
+    ["prove", "p.md", "--api-key", "secret-1", "--api-key", "secret-2"],
+    ["prove", "p.md", "--json", "--json"],
+    ["eval", "imo2025", "--limit", "1", "--limit", "2"],
+    ["label", "proofs.jsonl", "--verifications", "3", "--verifications", "4"],
+    ["report", "results.json", "--title", "a", "--title", "b"],
+])
+def test_an_option_of_one_value_given_twice_is_refused(tmp_path, monkeypatch, args):
+    # the parser would keep the last value silently (another run directory, sample count, key...)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert "Invalid value for" in r.output and "times; give it once" in r.output
+    assert "secret" not in r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_repeatable_options_still_repeat(tmp_path):
+    # --base-url, --id, --column and --threshold take several values: the parser accepts them
+    # (the commands then fail on the missing files, after parsing)
+    for args in (["prove", str(tmp_path / "p.md"), "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
+                  "--base-url", "http://127.0.0.1:10/v1"],
+                 ["eval", str(tmp_path / "d.jsonl"), "--id", "a", "--id", "b", "--column", "problem=q", "--column", "id=i"],
+                 ["eval-verifier", str(tmp_path / "g.jsonl"), "--threshold", "0.5", "--threshold", "1"]):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 1, r.output
+        one_error_line(r)

@@ -36,14 +36,18 @@ from .output import err, fail
 # ----------------------------------------------------------------------------- parsing
 class CheckedCommand(TyperCommand):
     """The class of every command (set in ``cli/__init__``): refuses, as the parser refuses a
-    bad value (usage line, exit 2), what the parser itself lets through: an empty path ('' is
-    Path('.'), the current directory)."""
+    bad value (usage line, exit 2), what the parser itself lets through: an option of one
+    value given twice (the parser keeps the last: ``--run-dir a --run-dir b`` would be b
+    silently) and an empty path ('' is Path('.'), the current directory)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if ctx.resilient_parsing:
             return super().parse_args(ctx, args)
-        raw, _, _ = self.make_parser(ctx).parse_args(args=list(args))  # the strings as given
+        raw, _, order = self.make_parser(ctx).parse_args(args=list(args))  # the strings as given
         rest = super().parse_args(ctx, args)  # --help and bad values first, as before
+        for param in order:
+            if param.param_type_name == "option" and not (param.multiple or param.count) and order.count(param) > 1:
+                raise typer.BadParameter(f"given {order.count(param)} times; give it once", ctx=ctx, param=param)
         for param in self.get_params(ctx):
             ann = getattr(getattr(param, "type_descriptor", None), "annotation", None)
             if Path not in (ann, *get_args(ann)):
