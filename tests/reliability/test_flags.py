@@ -186,13 +186,13 @@ def _path_params():
                 yield pytest.param(words, cmd, p, id=" ".join(words) + " " + (p.opts[0] if p.opts else p.name))
 
 
-def _argv(words, cmd, empty) -> list[str]:
-    """The command's positional arguments and required options ('x', or '' for the parameter
-    ``empty``), then ``empty`` given '' when it is an option."""
-    args = [("" if p is empty else "x") for p in cmd.params if p.param_type_name == "argument"]
+def _argv(words, cmd, param, value: str = "") -> list[str]:
+    """The command's positional arguments and required options ('x', or ``value`` for
+    ``param``), then ``param`` given ``value`` when it is an option."""
+    args = [(value if p is param else "x") for p in cmd.params if p.param_type_name == "argument"]
     for p in cmd.params:
-        if p.param_type_name == "option" and (p is empty or p.required):
-            args += [p.opts[0], "" if p is empty else "x"]
+        if p.param_type_name == "option" and (p is param or p.required):
+            args += [p.opts[0], value if p is param else "x"]
     return [*words, *args]
 
 
@@ -235,3 +235,27 @@ def test_repeatable_options_still_repeat(tmp_path):
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 1, r.output
         one_error_line(r)
+
+
+# integer options where a huge number means "no limit" and works as such
+UNBOUNDED = {"--limit", "--concurrency", "--retries", "--context-length", "--max-tokens"}
+
+
+def _int_options():
+    for words, cmd in _commands():
+        for p in cmd.params:
+            ann = getattr(getattr(p, "type_descriptor", None), "annotation", None)
+            if ann is int and p.param_type_name == "option" and p.opts[0] not in UNBOUNDED and words != ["serve"]:
+                yield pytest.param(words, cmd, p, id=" ".join(words) + " " + p.opts[0])
+
+
+@pytest.mark.parametrize("words,cmd,param", list(_int_options()))
+def test_a_huge_count_is_refused_by_the_parser(tmp_path, monkeypatch, words, cmd, param):
+    # -n 10**30 passed the parser and hung queuing calls; every count has an upper bound that
+    # --help shows ([1<=x<=10000]: far above any real run)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, _argv(words, cmd, param, str(10**30)), env={"COLUMNS": "300"})
+    assert r.exit_code == 2, r.output
+    assert "Invalid value for" in r.output and "less than or equal to" in r.output
+    help_text = CliRunner().invoke(app, [*words, "--help"], env={"COLUMNS": "300"}).output
+    assert param.opts[0] in help_text and f"<={param.max}]" in help_text or param.hidden

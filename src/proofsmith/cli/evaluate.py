@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UserError
-from .options import ColumnOpt, CommonArgs, JsonOpt, load_templates, model_options, or_fail, with_session
+from .options import MAX_COUNT, ColumnOpt, CommonArgs, JsonOpt, load_templates, model_options, or_fail, with_session
 from .output import err, exit_partial, fail, fmt_cell, out, print_json
 from .verification import BatchOpt, DeltaOpt, PolicyOpt, RankByOpt, policy_from_options
 
@@ -221,12 +221,12 @@ def eval_cmd(
     ids: Annotated[Optional[list[str]], typer.Option("--id", help="Only these problem ids (repeat, or comma-separated).", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N problems.", show_default=False)] = None,
     column: ColumnOpt = None,
-    verifications: Annotated[int, typer.Option("--verifications", "-k", min=1, help="Verifications of each final proof (grade = their majority; their mean is reported too).")] = 4,
+    verifications: Annotated[int, typer.Option("--verifications", "-k", min=1, max=MAX_COUNT, help="Verifications of each final proof (grade = their majority; their mean is reported too).")] = 4,
     reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Also grade with the reference solution and guidelines when the dataset has them (0-7 grade; used as the points).")] = True,
-    attempts: Annotated[int, typer.Option("--attempts", min=1, help="refine: maximum attempts per problem.")] = 4,
+    attempts: Annotated[int, typer.Option("--attempts", min=1, max=MAX_COUNT, help="refine: maximum attempts per problem.")] = 4,
     search_preset: Annotated[str, typer.Option("--search-preset", help="search: preset of the pool search (small, paper or release).")] = "small",
-    samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="one-shot: proofs sampled per problem; the one with the highest self-score is graded. refine: threads per problem.")] = 1,
-    proofs: Annotated[Optional[int], typer.Option("--proofs", min=1, help="one-shot: the paper's protocol: sample this many proofs per problem and grade EVERY one by the majority of --verifications verifications; the problem's score is their mean (the paper: --proofs 8 --verifications 8). No reference grading. Default: off (one graded proof, see --samples).", show_default=False)] = None,
+    samples: Annotated[int, typer.Option("--samples", "-n", min=1, max=MAX_COUNT, help="one-shot: proofs sampled per problem; the one with the highest self-score is graded. refine: threads per problem.")] = 1,
+    proofs: Annotated[Optional[int], typer.Option("--proofs", min=1, max=MAX_COUNT, help="one-shot: the paper's protocol: sample this many proofs per problem and grade EVERY one by the majority of --verifications verifications; the problem's score is their mean (the paper: --proofs 8 --verifications 8). No reference grading. Default: off (one graded proof, see --samples).", show_default=False)] = None,
     curve: Annotated[bool, typer.Option("--curve/--no-curve", help="refine: grade every answer of the run and report pass@1 and best@K for max attempts 1..--attempts from this one run, next to the paper's numbers (the paper: --attempts 8 --samples 32 --verifications 32).")] = False,
     rank_by: RankByOpt = "raw",
     meta_verify: Annotated[bool, typer.Option("--meta-verify/--no-meta-verify", help="search: meta-verify issue-reporting analyses (needed by --rank-by filtered).")] = False,
@@ -351,7 +351,7 @@ def _print_verifier(doc: dict[str, Any]) -> None:
 def eval_verifier_cmd(
     file: Annotated[Path, typer.Argument(help="Proofs with human grades: our predictions JSONL, released DeepSeekMath-V2 outputs, or an IMO-GradingBench-style CSV (problem, proof/response, human grade/points).", show_default=False)],
     run_verifier: Annotated[bool, typer.Option("--run-verifier", help="Verify every proof --verifications times with the model instead of reading automatic ratings from the file.")] = False,
-    verifications: Annotated[int, typer.Option("--verifications", "-k", min=1, help="With --run-verifier: verifications per proof (their mean is the automatic rating).")] = 4,
+    verifications: Annotated[int, typer.Option("--verifications", "-k", min=1, max=MAX_COUNT, help="With --run-verifier: verifications per proof (their mean is the automatic rating).")] = 4,
     thresholds: Annotated[Optional[list[float]], typer.Option("--threshold", help="Pass threshold on [0, 1] (repeat; default 0.5, 0.75, 1).", show_default=False)] = None,
     points_per_problem: PointsOpt = None,
     rating_scale: RatingScaleOpt = "auto",

@@ -74,7 +74,12 @@ TemplatesOpt = Annotated[
     typer.Option("--templates", help="Directory with generate.txt, verify.txt, meta_verify.txt, refine.txt overriding the bundled prompts (see `proofsmith templates import`).", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (instead of the readable output).")]
-SamplesOpt = Annotated[int, typer.Option("--samples", "-n", min=1, help="Number of independent samples.")]
+MAX_COUNT = 10_000
+"""Upper bound of every count option (samples, verifications, threads, attempts, pool sizes,
+iterations, batch, audit size): far above any count the method uses (the released search:
+128 initial proofs, 64 verifications), so the parser (which shows the range in --help)
+refuses only a mistyped huge number, that would queue more work than a run can ever do."""
+SamplesOpt = Annotated[int, typer.Option("--samples", "-n", min=1, max=MAX_COUNT, help="Number of independent samples.")]
 
 
 # ---- budget options (every model-calling command has them; see docs/reliability.md)

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .options import MAX_COUNT
 from .output import fail, print_json
 
 
@@ -27,7 +28,7 @@ def review(
     host: Annotated[str, typer.Option("--host", help="Address to bind. Anything but loopback requires the access token printed at start on every request.")] = "127.0.0.1",
     annotator: Annotated[Optional[str], typer.Option("--annotator", help="Default grader name for decisions (each browser can set its own in the page).", show_default=False)] = None,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the app in a web browser.")] = False,
-    audit_size: Annotated[int, typer.Option("--audit-size", min=1, help="Automatic labels in the audit sample (most uncertain first).")] = 20,
+    audit_size: Annotated[int, typer.Option("--audit-size", min=1, max=MAX_COUNT, help="Automatic labels in the audit sample (most uncertain first).")] = 20,
     export: Annotated[Optional[Path], typer.Option("--export", help="Do not serve: write the human decisions of the (single) run directory as JSONL for `label import-human`, then exit.", show_default=False)] = None,
     export_annotator: Annotated[Optional[str], typer.Option("--export-annotator", help="With --export: that grader's own decisions instead of the final labels (resolutions, or scores all graders agree on).", show_default=False)] = None,
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..pipelines.adaptive import VerificationPolicy
-from .options import or_fail
+from .options import MAX_COUNT, or_fail
 
 PolicyOpt = Annotated[str, typer.Option(
     "--verification-policy",
@@ -20,7 +20,7 @@ DeltaOpt = Annotated[float, typer.Option(
     help="adaptive: error budget of the probabilistic decisions of one search stage (the ranking); "
          "the pass and label decisions are exact.")]
 BatchOpt = Annotated[int, typer.Option(
-    "--batch", min=1, help="adaptive: verifier samples per request (one n=BATCH request per proof and look).")]
+    "--batch", min=1, max=MAX_COUNT, help="adaptive: verifier samples per request (one n=BATCH request per proof and look).")]
 EpsilonOpt = Annotated[float, typer.Option(
     "--epsilon", min=0.0, max=0.99,
     help="adaptive search: indifference zone of the rank decisions; 0 (default) decides exactly as the fixed "
