@@ -132,6 +132,32 @@ def test_serve_port_range(value):
     assert r.exit_code == 2 and "Invalid value" in r.output
 
 
+@pytest.mark.parametrize("option,value", [("--slots", "257"), ("--slots", str(10**30)), ("--ctx-per-slot", "8193"),
+                                          ("--ctx-per-slot", str(10**21))])
+def test_serve_slots_and_context_are_bounded_by_the_parser(option, value):
+    # were "OverflowError: Python int too large to convert to C long" or "Resource temporarily
+    # unavailable" from the server's start-up; 8192 is the model's context length
+    r = CliRunner().invoke(app, ["serve", "--port", "0", option, value], env={"COLUMNS": "300"})
+    assert r.exit_code == 2 and "Invalid value" in r.output and "less than or equal to" in r.output
+
+
+@pytest.mark.parametrize("slots,ctx,hint", [(256, 8192, True), (8, 4096, False)])
+def test_serve_start_up_failure_of_a_large_context_says_why(monkeypatch, slots, ctx, hint):
+    # llama.cpp says only "Failed to init server, please check the input params" when it cannot
+    # allocate the KV cache of slots x ctx-per-slot tokens
+    from proofsmith.llm import embedded
+
+    def start(self):
+        raise embedded.EmbeddedModelError("the embedded model server exited during start-up: RuntimeError: "
+                                          "Failed to init server, please check the input params.")
+
+    monkeypatch.setattr(embedded.EmbeddedServer, "start", start)
+    r = CliRunner().invoke(app, ["serve", "--port", "0", "--slots", str(slots), "--ctx-per-slot", str(ctx)])
+    assert r.exit_code == 1
+    line = one_error_line(r)
+    assert ("--slots 256 x --ctx-per-slot 8192 = a context of 2,097,152 tokens" in line) == hint, line
+
+
 @pytest.mark.parametrize("column_value", ["inf", "nan", "0", "-1"])
 def test_dataset_max_points_must_be_positive_and_finite(tmp_path, column_value):
     from proofsmith.errors import UserError
@@ -245,7 +271,7 @@ def _int_options():
     for words, cmd in _commands():
         for p in cmd.params:
             ann = getattr(getattr(p, "type_descriptor", None), "annotation", None)
-            if ann is int and p.param_type_name == "option" and p.opts[0] not in UNBOUNDED and words != ["serve"]:
+            if ann is int and p.param_type_name == "option" and p.opts[0] not in UNBOUNDED:
                 yield pytest.param(words, cmd, p, id=" ".join(words) + " " + p.opts[0])
 
 

@@ -11,19 +11,23 @@ from .output import err, fail
 
 def serve(
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: a free port).")] = 8080,
-    slots: Annotated[int, typer.Option("--slots", min=1, help="Parallel slots (requests decoded together; also the largest useful n).")] = 8,
-    ctx_per_slot: Annotated[int, typer.Option("--ctx-per-slot", min=512, help="Context tokens per slot.")] = 4096,
+    slots: Annotated[int, typer.Option("--slots", min=1, max=256, help="Parallel slots (requests decoded together; also the largest useful n).")] = 8,
+    ctx_per_slot: Annotated[int, typer.Option("--ctx-per-slot", min=512, max=8192, help="Context tokens per slot (at most the model's context length, 8192).")] = 4096,
 ) -> None:
     """Run the embedded SmolLM2-135M model as an OpenAI-compatible server until Ctrl-C."""
     import signal
     import threading
 
-    from ..llm.embedded import EmbeddedModelError, EmbeddedServer, free_port
+    from ..llm.embedded import DEFAULT_N_CTX_PER_SLOT, DEFAULT_N_PARALLEL, EmbeddedModelError, EmbeddedServer, free_port
 
     try:
         server = EmbeddedServer(port=port or free_port(), n_parallel=slots, n_ctx_per_slot=ctx_per_slot).start()
     except EmbeddedModelError as e:
-        fail(str(e))
+        tokens = slots * ctx_per_slot  # the KV cache llama.cpp allocates at start-up
+        hint = "" if tokens <= DEFAULT_N_PARALLEL * DEFAULT_N_CTX_PER_SLOT else (
+            f" (--slots {slots} x --ctx-per-slot {ctx_per_slot} = a context of {tokens:,} tokens to allocate; "
+            "fewer slots or a smaller --ctx-per-slot need less memory)")
+        fail(f"{e}{hint}")
     print(server.base_url, flush=True)
     err.print(f"model name: {server.model}; stop with Ctrl-C", style="dim")
     stop = threading.Event()
