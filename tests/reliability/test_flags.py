@@ -120,6 +120,20 @@ def test_points_per_problem_must_be_positive_and_finite(tmp_path, value):
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.parametrize("option,value", [("--grade-source", "grade"), ("--rating-scale", "contest"),
+                                          ("--points-per-problem", "10")])
+def test_eval_totalling_options_are_refused_with_a_dataset(tmp_path, option, value):
+    # they total the grades of a --predictions file; a dataset run grades its own proofs (they
+    # were accepted and ignored)
+    r = CliRunner().invoke(app, ["eval", "imo2025", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
+                                 "--retries", "0", "--run-dir", str(tmp_path / "run"), option, value])
+    assert r.exit_code == 1, r.output
+    assert f"{option} applies to --predictions" in one_error_line(r)
+    assert not (tmp_path / "run").exists()
+    r = CliRunner().invoke(app, ["eval", "--predictions", str(_predictions(tmp_path)), option, value, "--json"])
+    assert r.exit_code == 0, r.output
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "0", "1.5"])
 def test_eval_verifier_threshold(tmp_path, value):
     r = CliRunner().invoke(app, ["eval-verifier", str(tmp_path / "x.jsonl"), "--threshold", value])

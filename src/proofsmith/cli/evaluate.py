@@ -20,8 +20,8 @@ GradeSourceOpt = Annotated[
     str,
     typer.Option(
         "--grade-source",
-        help="Which grade to total: auto (per row: human rating, else 'grade', else automatic "
-        "rating), human, grade or automatic (mean verifier score x points).",
+        help="With --predictions: which grade to total: auto (per row: human rating, else 'grade', else "
+        "automatic rating), human, grade or automatic (mean verifier score x points).",
     ),
 ]
 RatingScaleOpt = Annotated[
@@ -266,6 +266,11 @@ def eval_cmd(
         fail("--curve is the sequential refinement curve: use it with --pipeline refine")
     if (rank_by != "raw" or meta_verify) and pipeline != "search":
         fail("--rank-by and --meta-verify apply to --pipeline search")
+    for flag, given in (("--grade-source", grade_source != "auto"), ("--rating-scale", rating_scale != "auto"),
+                        ("--points-per-problem", points_per_problem is not None)):
+        if given:
+            fail(f"{flag} applies to --predictions (the grades of a predictions file): a DATASET run grades "
+                 "its own proofs (reference grade, else verification majority) on the dataset's points")
     from ..evaluate.datasets import load_dataset
     from ..evaluate.run import run_eval
     from ..pipelines.search import ADAPTIVE_FILTERED_ERROR, SearchConfig
