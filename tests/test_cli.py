@@ -162,6 +162,30 @@ def test_rejected_api_key(files):
         assert len(srv.requests) == 1  # never retried
 
 
+@pytest.mark.parametrize("key,where", [
+    ("--api-key", "the API key from --api-key"),
+    ("PROOFSMITH_API_KEY", "the API key from the environment variable PROOFSMITH_API_KEY"),
+    ("OPENAI_API_KEY", "the API key from the environment variable OPENAI_API_KEY"),
+    ("MY_KEY", "models.m.api_key_env (the environment variable MY_KEY)"),
+])
+@pytest.mark.parametrize("bad,why", [("sk-secret-\U0001f642", "(U+1F642) is not Latin-1"),
+                                     ("sk-secret-\n", "(U+000A) is a control character")])
+def test_an_api_key_http_cannot_carry_is_one_line_naming_its_source(files, key, where, bad, why):
+    # was the codec's "'latin-1' codec can't encode character ..." from the HTTP layer
+    (files["dir"] / "models.toml").write_text('[models.m]\nbase_urls = ["http://127.0.0.1:9/v1"]\napi_key_env = "MY_KEY"\n')
+    args = ["prove", str(files["problem"]), "--model", "m", "--run-dir", str(files["dir"] / "r")]
+    if key == "MY_KEY":
+        args += ["--config", str(files["dir"] / "models.toml")]
+    else:
+        args += ["--base-url", "http://127.0.0.1:9/v1"]
+    if key == "--api-key":
+        args += ["--api-key", bad]
+    p = cli(*args, env={} if key == "--api-key" else {key: bad})
+    assert_one_line_error(p, where, "cannot be sent in an HTTP header", why)
+    assert "secret" not in p.stderr + p.stdout
+    assert not (files["dir"] / "r").exists()
+
+
 def test_unknown_model(files):
     with ScriptedServer(served_model="real-model") as srv:
         p = cli("prove", str(files["problem"]), "--model", "no-such-model", "--base-url", srv.base_url,

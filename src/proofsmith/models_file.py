@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,7 @@ class ModelEntry(BaseModel):
                     f"models.{name}.api_key_env: the environment variable {self.api_key_env} is not set "
                     "(set it, or pass --api-key)"
                 )
-            data["api_key"] = key
+            data["api_key"] = check_api_key(key, f"models.{name}.api_key_env (the environment variable {self.api_key_env})")
         return data
 
 
@@ -217,6 +218,18 @@ def _env(*names: str) -> str | None:
     return None
 
 
+def check_api_key(key: str, where: str) -> str:
+    """``key``, which goes in an HTTP header: Latin-1 without control characters (else the HTTP
+    layer fails with a codec error, or refuses the header after the run has started).
+    :class:`UserError` naming ``where`` the key came from, never the key."""
+    for i, ch in enumerate(key, 1):
+        if ord(ch) > 0xFF or unicodedata.category(ch) == "Cc":
+            what = "not Latin-1" if ord(ch) > 0xFF else "a control character"
+            raise UserError(f"the API key from {where} cannot be sent in an HTTP header: its character {i} "
+                            f"(U+{ord(ch):04X}) is {what}")
+    return key
+
+
 def resolve_config(
     model: str | None = None,
     *,
@@ -252,7 +265,12 @@ def resolve_config(
                 raise UserError("--model is required with --base-url (the model name the server serves)")
             model = EMBEDDED
         fields = {"model": model, "roles": {}}
-    api_key = api_key or fields.get("api_key") or _env("PROOFSMITH_API_KEY", "OPENAI_API_KEY")
+    if api_key:
+        check_api_key(api_key, "--api-key")
+    elif not (api_key := fields.get("api_key")):  # a models file's key is checked by config_for
+        var = next((v for v in ("PROOFSMITH_API_KEY", "OPENAI_API_KEY") if os.environ.get(v)), None)
+        if var:
+            api_key = check_api_key(os.environ[var], f"the environment variable {var}")
     if api_key:
         fields["api_key"] = api_key
     if urls:
