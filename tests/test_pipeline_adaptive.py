@@ -308,8 +308,9 @@ def test_killed_adaptive_search_resumes_to_same_result(tmp_path):
     tpl = TEMPLATES.save(tmp_path / "tpl")
 
     def cmd(srv, run_dir):
-        return search_cmd(problem, srv.base_url, run_dir, tpl) + [
-            "--verifications", "6", "--verification-policy", "adaptive", "--batch", "2"]
+        args = search_cmd(problem, srv.base_url, run_dir, tpl)
+        args[args.index("--verifications") + 1] = "6"  # an option given twice is refused
+        return args + ["--verification-policy", "adaptive", "--batch", "2"]
 
     ref_srv, srv = start_world(make_world()), start_world(make_world())
     try:
