@@ -199,3 +199,51 @@ def test_report_document_is_linear_in_problems():
     assert [p["problem_id"] for p in doc["problems"]] == [f"P{i}" for i in range(n)]
     assert all([q["id"] for q in p["proofs"]] == [f"p{i}", f"text{i}", f"s{i}"] for i, p in enumerate(doc["problems"]))
     assert compared[0] < 20 * n, compared[0]
+
+
+def _big_doc(proofs: int, verifications: int) -> dict:
+    """One problem with a lineage p0 <- p1 <- p2 and ``proofs`` proofs of ``verifications``
+    analyses each (each analysis text names its proof and index)."""
+    ps = []
+    for i in range(proofs):
+        vs = [{"id": f"v{i}-{j}", "score": 0.0 if j in (5, 17) else 1.0, "analysis": f"ANALYSIS-{i}-{j}-END"}
+              for j in range(verifications)]
+        ps.append({"id": f"p{i}", "proof": f"BODY-{i}-END", "parents": [f"p{i - 1}"] if 0 < i < 3 else [],
+                   "mean_score": 1.0 if i == 40 else 0.5, "verifications": vs})
+    return {"problems": [{"problem_id": "P", "statement": "s", "final_proof_id": "p2", "proofs": ps}], "summary": {}}
+
+
+def test_report_shows_the_issue_analyses_and_best_proofs_of_a_paper_size_pool(tmp_path):
+    """A paper-preset run (128-proof pools, 64 analyses each) made a report of hundreds of MB
+    (555 MB for 30 problems) that no browser opens: by default 8 analysis texts per proof (the
+    lowest scores) and 32 proof bodies per problem (the final one, its ancestors, the best)."""
+    from proofsmith.evaluate.report import ANALYSES_SHOWN, PROOFS_SHOWN, render_html
+
+    doc = _big_doc(50, 20)
+    page = render_html(doc, plots=[])
+    bodies = [i for i in range(50) if f"BODY-{i}-END" in page]
+    assert len(bodies) == PROOFS_SHOWN == 32 and {0, 1, 2, 40} <= set(bodies)  # final, lineage, best
+    assert "18 more proofs of this problem are not in this report" in page
+    assert page.count("ANALYSIS-2-") == ANALYSES_SHOWN == 8
+    assert "ANALYSIS-2-5-END" in page and "ANALYSIS-2-17-END" in page  # the issues are kept
+    assert "the texts of 12 more analyses are not in this report" in page
+    assert page.count('href="#proof-p49"') == 0 and "<code>p49</code>" in page  # no link to a missing card
+    full = render_html(doc, plots=[], max_analyses=None, max_proofs=0)
+    assert all(f"BODY-{i}-END" in full for i in range(50)) and full.count("ANALYSIS-") == 50 * 20
+    assert "not in this report" not in full
+    small = _big_doc(3, 4)
+    assert "not in this report" not in render_html(small, plots=[])
+
+
+def test_report_cli_caps_are_options(tmp_path):
+    from proofsmith.evaluate.report import ANALYSES_SHOWN, PROOFS_SHOWN
+
+    src = tmp_path / "doc.json"
+    src.write_text(json.dumps({"title": "t", **_big_doc(40, 12)}))
+    for args, analyses, proofs in ([], ANALYSES_SHOWN, PROOFS_SHOWN), (["--analyses", "0", "--proofs", "0"], 12, 40), \
+            (["--analyses", "2", "--proofs", "5"], 2, 5):
+        res = CliRunner().invoke(app, ["report", str(src), "-o", str(tmp_path / "r.html"), *args])
+        assert res.exit_code == 0, res.output
+        page = (tmp_path / "r.html").read_text()
+        assert sum(f"BODY-{i}-END" in page for i in range(40)) == proofs
+        assert page.count("ANALYSIS-2-") == analyses

@@ -635,7 +635,7 @@ def _dicts(x: Any) -> list[dict]:
     return [d for d in _list(x) if isinstance(d, dict)]
 
 
-def _tree(proofs: list[dict], final_id: Any) -> str:
+def _tree(proofs: list[dict], final_id: Any, shown: set[str] | None = None) -> str:
     if not any(_list(p.get("parents")) for p in proofs):
         return ""
     ids = {_id(p.get("id")) for p in proofs}
@@ -654,8 +654,9 @@ def _tree(proofs: list[dict], final_id: Any) -> str:
         seen.add(id(p))
         pid = _id(p.get("id"))
         extra = _list(p.get("parents"))[1:]
+        link = f'<a href="#proof-{_e(pid)}">{_e(pid)}</a>' if shown is None or pid in shown else f"<code>{_e(pid)}</code>"
         label = (
-            f'<a href="#proof-{_e(pid)}">{_e(pid)}</a> '
+            f'{link} '
             f'<span class="meta">it {_num(p.get("iteration", 0))}, self {_num(p.get("self_score"))}, '
             f'mean {_num(p.get("mean_score"))}'
             + (f', filtered {_num(p.get("filtered_mean_score"))}' if p.get("rank_by") == "filtered" else "")
@@ -695,7 +696,48 @@ def _label_badge(lab: dict) -> str:
     return _badge(lab.get("label"), prefix)
 
 
-def _proof_html(p: dict, final: bool) -> str:
+#: texts shown per proof / bodies shown per problem by default: a paper-preset run (128-proof
+#: pools, 64 analyses each, 16 iterations) made a report of hundreds of MB that no browser opens;
+#: every score is still shown, and `proofsmith review` shows every text
+ANALYSES_SHOWN = 8
+PROOFS_SHOWN = 32
+
+
+def _shown_analyses(vs: list[dict], limit: int | None) -> set[int]:
+    """Indices of the analyses whose texts are shown: all, or the ``limit`` lowest scores (the
+    issues reported; a format failure counts as lowest), earliest first among equals."""
+    if not limit or len(vs) <= limit:
+        return set(range(len(vs)))
+    key = lambda i: (_f(vs[i].get("score")) if _f(vs[i].get("score")) is not None else -1.0, i)  # noqa: E731
+    return set(sorted(range(len(vs)), key=key)[:limit])
+
+
+def _shown_proofs(proofs: list[dict], final: list[dict], limit: int | None) -> list[dict]:
+    """The proofs whose bodies are shown besides the final one: all, or up to ``limit`` - 1
+    others: the final proof's ancestors first, then the best by mean score, in pool order."""
+    others = [p for p in proofs if not any(p is q for q in final)]
+    if not limit or len(others) + len(final) <= limit:
+        return others
+    room = max(0, limit - len(final))
+    by_id = {_id(p.get("id")): p for p in others}
+    keep: list[dict] = []
+    todo = [x for f in final for x in _list(f.get("parents"))]
+    while todo and len(keep) < room:  # the lineage of the final proof
+        p = by_id.get(_id(todo.pop(0)))
+        if p is not None and not any(p is q for q in keep):
+            keep.append(p)
+            todo += _list(p.get("parents"))
+    ranked = sorted(others, key=lambda p: -(_f(p.get("mean_score")) if _f(p.get("mean_score")) is not None else -1.0))
+    for p in ranked:
+        if len(keep) >= room:
+            break
+        if not any(p is q for q in keep):
+            keep.append(p)
+    order = {id(p): i for i, p in enumerate(others)}
+    return sorted(keep, key=lambda p: order[id(p)])
+
+
+def _proof_html(p: dict, final: bool, max_analyses: int | None = ANALYSES_SHOWN) -> str:
     pid = _id(p.get("id"))
     parts = [f'<div class="proof-card{" final" if final else ""}" id="proof-{_e(pid)}">']
     head = f'<div class="proof-head"><b>{"Final proof" if final else "Proof"}</b> <code>{_e(pid)}</code>'
@@ -731,7 +773,10 @@ def _proof_html(p: dict, final: bool) -> str:
     vs = _dicts(p.get("verifications"))
     if vs:
         items = []
+        shown = _shown_analyses(vs, max_analyses)
         for i, v in enumerate(vs, 1):
+            if i - 1 not in shown:
+                continue
             ms = _dicts(v.get("meta"))
             metas = "".join(
                 f'<details class="meta-v"><summary>meta-verification {_badge(m.get("score"))}</summary>'
@@ -746,7 +791,11 @@ def _proof_html(p: dict, final: bool) -> str:
                 f'{" · " + str(len(ms)) + " meta" if ms else ""}</summary>{inner}{metas}</details>'
             )
         scores = " ".join(_badge(v.get("score")) for v in vs)
-        parts.append(f'<div class="verifs"><div class="meta">verifications: {scores}</div>{"".join(items)}</div>')
+        more = ""
+        if len(shown) < len(vs):
+            more = (f'<div class="meta more">the texts of {len(vs) - len(shown)} more analyses are not in this report '
+                    f'(their scores are above; `proofsmith report --analyses 0` or `proofsmith review` shows them)</div>')
+        parts.append(f'<div class="verifs"><div class="meta">verifications: {scores}</div>{"".join(items)}{more}</div>')
     parts.append("</div>")
     return "".join(parts)
 
@@ -873,7 +922,11 @@ def _protocol_html(doc: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = None) -> str:
+def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = None,
+                max_analyses: int | None = ANALYSES_SHOWN, max_proofs: int | None = PROOFS_SHOWN) -> str:
+    """The report page. ``max_analyses``: analysis texts shown per proof (the lowest scores);
+    ``max_proofs``: proof bodies shown per problem (the final proof, its ancestors, the best by
+    mean score); None or 0: all. Every score and every proof id is shown either way."""
     css, katex_js, _auto_js = katex_assets()
     plots = make_plots(doc) if plots is None else plots
     title = doc.get("title") or "proofsmith report"
@@ -918,7 +971,8 @@ def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = Non
         final_id = pr.get("final_proof_id")
         proofs = _dicts(pr.get("proofs"))
         final = [p for p in proofs if final_id is not None and _id(p.get("id")) == _id(final_id)]
-        others = [p for p in proofs if not any(p is q for q in final)]
+        others = _shown_proofs(proofs, final, max_proofs)
+        hidden = len(proofs) - len(final) - len(others)
         score_attr = _e(pr.get("percent") if _f(pr.get("percent")) is not None else "")
         sec = [f'<section class="problem" id="problem-{_e(pid)}" data-problem="{_e(pid)}" data-score="{score_attr}">']
         badge = ""
@@ -935,12 +989,17 @@ def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = Non
             sec.append(f'<div class="meta">{" · ".join(detail)}</div>')
         if pr.get("statement"):
             sec.append(f'<div class="md statement">{_md(pr["statement"])}</div>')
-        sec.append(_tree(proofs, final_id))
+        shown_ids = {_id(p.get("id")) for p in final + others} if hidden else None
+        sec.append(_tree(proofs, final_id, shown_ids))
         for p in final:
-            sec.append(_proof_html(p, True))
+            sec.append(_proof_html(p, True, max_analyses))
+        if hidden:
+            sec.append(f'<div class="meta more">{hidden} more proof{"s" if hidden > 1 else ""} of this problem are not in '
+                       f'this report (ids and scores in the lineage; `proofsmith report --proofs 0` or '
+                       f'`proofsmith review` shows them)</div>')
         if others:
             label = f"{len(others)} other proof{'s' if len(others) > 1 else ''}" if final else f"{len(others)} proof{'s' if len(others) > 1 else ''}"
-            inner = "".join(_proof_html(p, False) for p in others)
+            inner = "".join(_proof_html(p, False, max_analyses) for p in others)
             if final:
                 sec.append(f"<details><summary>{label}</summary>{inner}</details>")
             else:
@@ -984,11 +1043,12 @@ def render_html(doc: dict[str, Any], *, plots: list[dict[str, str]] | None = Non
 """
 
 
-def build_report(doc: dict[str, Any], output: str | Path) -> Path:
-    """Write the HTML report for a report document; returns the path."""
+def build_report(doc: dict[str, Any], output: str | Path, *, max_analyses: int | None = ANALYSES_SHOWN,
+                 max_proofs: int | None = PROOFS_SHOWN) -> Path:
+    """Write the HTML report for a report document; returns the path (caps: :func:`render_html`)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("problems"), list):
         raise UserError("report input has no 'problems' list")
     out = Path(output)
     if out.exists() and out.is_dir():
         out = out / "report.html"
-    return write_atomic(out, render_html(doc))
+    return write_atomic(out, render_html(doc, max_analyses=max_analyses, max_proofs=max_proofs))
