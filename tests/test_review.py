@@ -613,3 +613,41 @@ def test_no_page_reads_a_whole_calls_or_samples_table(runs, monkeypatch):
         plans += [(sql, row[-1]) for row in db.execute("EXPLAIN QUERY PLAN " + sql)]
     scans = [(sql, plan) for sql, plan in plans if re.match(r"SCAN (samples|calls)\b", plan)]
     assert not scans, scans
+
+
+def test_an_unchanged_run_is_known_from_one_row(runs, monkeypatch):
+    """Each request checked whether the run changed by reading the whole records table and
+    hashing every pipeline result (0.1-0.2 s per page on a 300 000-record store; a paper-size
+    search keeps ~500 MB of results). A store counts its changes in one meta row."""
+    from proofsmith.review import data as review_data
+    from proofsmith.store import CHANGES_KEY
+
+    seen: list[str] = []
+    real = review_data.Run.connect
+
+    def traced(self):
+        db = real(self)
+        db.set_trace_callback(seen.append)
+        return db
+
+    monkeypatch.setattr(review_data.Run, "connect", traced)
+    c = client(runs)
+    assert c.get("/?run=1").status_code == 200
+    seen.clear()
+    assert c.get("/?run=1").status_code == 200 and seen
+    assert not [s for s in seen if "FROM records" in s or "NOT LIKE" in s], seen
+    # a write through the store changes the count: the next page reads the new data
+    store = RunStore(runs[1])
+    try:
+        store.set_meta("eval", {"problems": [{"problem_id": PROBLEM_ID, "points": 5, "max_points": 7}]})
+    finally:
+        store.close()
+    assert "5/7" in c.get("/?run=1").text
+    # a store written before the count existed: the full signature, as before
+    db = sqlite3.connect(runs[1] / "run.sqlite")
+    db.execute("DELETE FROM meta WHERE key=?", (CHANGES_KEY,))
+    db.execute("UPDATE meta SET value=? WHERE key='eval'",
+               (json.dumps({"problems": [{"problem_id": PROBLEM_ID, "points": 6, "max_points": 7}]}),))
+    db.commit()
+    db.close()
+    assert "6/7" in c.get("/?run=1").text

@@ -280,3 +280,35 @@ def test_meta_values_are_kept_without_credentials_and_walked_only_when_they_hold
     row = store._db.execute("SELECT value FROM meta WHERE key='pipeline'").fetchone()[0]
     assert "secret" not in row and "k2" not in row
     store.close()
+
+
+async def test_changes_are_counted_once_per_transaction_that_writes_records_or_meta(tmp_path):
+    """The review app learns that a run changed from this one row, instead of reading the whole
+    records table and hashing every pipeline result on each request."""
+    from proofsmith.store import CHANGES_KEY
+
+    store = RunStore(tmp_path)
+    count = lambda: store._db.execute("SELECT value FROM meta WHERE key=?", (CHANGES_KEY,)).fetchone()  # noqa: E731
+    assert count() is None
+    for i in range(20):  # one tick: one transaction
+        store.put(Problem(id=f"p{i}", statement="s"))
+    store.set_meta("search/p0", {"x": 1})
+    await store.durable()
+    assert count() == ("1",)
+    store.put(Problem(id="q", statement="s"))
+    await store.durable()
+    assert count() == ("2",)
+    store.close()
+
+
+def test_changes_outside_an_event_loop_count_each_write(tmp_path):
+    from proofsmith.store import CHANGES_KEY
+
+    store = RunStore(tmp_path)  # outside an event loop each write is its own transaction
+    store.put(Problem(id="a", statement="s"))
+    store.set_meta("k", 1)
+    store.record_call(call_id="c", request_key="k" * 64, role="verify", endpoint="http://h:1/v1", model="m",
+                      request={"messages": []}, response=None, completions=[], usage=Usage(), latency_s=0.1,
+                      attempt=1, error=None)  # calls and samples are no change a reader of records sees
+    assert store._db.execute("SELECT value FROM meta WHERE key=?", (CHANGES_KEY,)).fetchone() == ("2",)
+    store.close()

@@ -19,7 +19,9 @@ Tables
              field: [start, end] | ["r", start, end]}`` (character offsets into the sample's
              text, ``"r"``: into its reasoning), with the field itself null; reads resolve it
              (:func:`resolve_record`), so readers see the record as it was put.
-``meta``     key -> JSON value.
+``meta``     key -> JSON value. ``proofsmith_changes`` counts the transactions that wrote
+             records or meta (one bump per transaction): readers tell a changed run from
+             one row.
 
 The store is meant to be used from one thread (the asyncio thread of a run).
 
@@ -77,7 +79,7 @@ from .redact import redact_text, redact_url, redact_value
 
 from proofsmith.records import Completion, Record, Usage, content_id
 
-__all__ = ["RunStore", "StoreError", "STORE_FILENAME", "SCHEMA_VERSION", "check_record", "resolve_record"]
+__all__ = ["RunStore", "StoreError", "STORE_FILENAME", "SCHEMA_VERSION", "CHANGES_KEY", "check_record", "resolve_record"]
 
 STORE_FILENAME = "run.sqlite"
 SCHEMA_VERSION = 2  # the version of new stores
@@ -102,6 +104,10 @@ def _key_bit(key: str) -> tuple[int, int]:
     h = hash(key) & _KEY_BITS_MASK
     return h >> 3, 1 << (h & 7)
 _MAGIC_KEY = "proofsmith_store_version"
+# meta key counting the transactions that wrote records or meta (see RunStore._write)
+CHANGES_KEY = "proofsmith_changes"
+_BUMP_CHANGES = (f"INSERT INTO meta (key, value) VALUES ('{CHANGES_KEY}', '1')"
+                 " ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -262,6 +268,7 @@ class RunStore:
         # commit, so one look per transaction is enough
         self._txn_no = 0
         self._txn_checked = -1
+        self._changes_txn = -1  # the transaction in which CHANGES_KEY was last bumped
         self._endpoints: dict[str, str] = {}  # endpoint -> as stored (credentials redacted)
         self._texts_chars = 0
         try:
@@ -315,7 +322,7 @@ class RunStore:
         """The one-line error of a row that cannot be read back (``what``: kind/id)."""
         return StoreError(f"run store damaged: {self.run_dir}: {what}: {reason_of(e)}")
 
-    def _write(self, what: str, ops: list[tuple[str, Any, bool]]) -> list[int]:
+    def _write(self, what: str, ops: list[tuple[str, Any, bool]], *, changes: bool = False) -> list[int]:
         """Run ``ops`` ((sql, args, each)) as one write: in the open transaction of this tick
         inside a running event loop (committed by the tick), else committed at once; returns
         the rows changed by each statement (``each``: ``args`` is a list of rows, one statement
@@ -333,6 +340,11 @@ class RunStore:
             if not db.in_transaction:
                 db.execute("BEGIN IMMEDIATE")
                 self._txn_no += 1
+            if changes and self._changes_txn != self._txn_no:
+                # once per transaction that writes records or meta: readers (the review app)
+                # learn that the run changed from one row instead of hashing every result
+                db.execute(_BUMP_CHANGES)
+                self._changes_txn = self._txn_no
             changed = []
             for sql, args, each in ops:
                 if each:
@@ -682,7 +694,7 @@ class RunStore:
         kind = type(record).__name__
         rid = id if id is not None else self._record_id(record)
         now = time.time()
-        self._write(f"record {kind}/{rid}", [(
+        self._write(f"record {kind}/{rid}", changes=True, ops=[(
             "INSERT INTO records (kind, id, json, created_at, updated_at) VALUES (?,?,?,?,?)"
             " ON CONFLICT(kind, id) DO UPDATE SET json=excluded.json, updated_at=excluded.updated_at",
             (kind, rid, self._encode(record), now, now),
@@ -765,7 +777,7 @@ class RunStore:
         blob = _dumps(value)
         if "://" in blob:  # a URL value is kept without credentials (JSON writes "://" as it is,
             blob = _dumps(redact_value(value))  # so a value without it has no URL to redact)
-        self._write(f"meta {key}", [(
+        self._write(f"meta {key}", changes=True, ops=[(
             "INSERT INTO meta (key, value) VALUES (?, ?)"
             " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (key, blob),
