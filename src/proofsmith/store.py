@@ -206,7 +206,8 @@ def check_record(doc: Any, model: type[BaseModel]) -> dict:
     damaged row fails here, with its field's name, instead of deep inside a page or report."""
     if not isinstance(doc, dict):
         raise TypeError(f"a record must be a JSON object, not {type(doc).__name__}")
-    model.model_validate({k: v for k, v in doc.items() if k in model.model_fields})
+    fields = model.model_fields  # (a property that builds its dict on each access: once)
+    model.model_validate({k: v for k, v in doc.items() if k in fields})
     return doc
 
 
