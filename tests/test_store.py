@@ -312,3 +312,25 @@ def test_changes_outside_an_event_loop_count_each_write(tmp_path):
                       attempt=1, error=None)  # calls and samples are no change a reader of records sees
     assert store._db.execute("SELECT value FROM meta WHERE key=?", (CHANGES_KEY,)).fetchone() == ("2",)
     store.close()
+
+
+@pytest.mark.parametrize("blob", ['{"a": 1, "b": [1.5, null, "x"]}', '{"s": "\\ud800"}', '{"a": 1, "a": 2}', '1e400',
+                                  '123456789012345678901234567890', 'NaN', '{"t": "caf\\u00e9 \\ud83d\\ude00"}'])
+def test_the_fast_json_reader_reads_what_json_loads_reads(blob):
+    from proofsmith.store import _loads
+
+    a, b = _loads(blob), __import__("json").loads(blob)
+    assert a == b or (a != a and b != b)  # (NaN)
+
+
+@pytest.mark.parametrize("blob", ['[1,]', '{"a": }', '', '{"a": 1'])
+def test_the_fast_json_reader_fails_like_json_loads(blob):
+    import json
+
+    from proofsmith.store import _loads
+
+    with pytest.raises(json.JSONDecodeError) as got:
+        _loads(blob)
+    with pytest.raises(json.JSONDecodeError) as want:
+        json.loads(blob)
+    assert str(got.value) == str(want.value)
