@@ -242,3 +242,21 @@ def test_eval_dataset_other_pipelines_over_http(scripted_server, tmp_path, pipel
     (p,) = doc["problems"]
     assert p["proof"] and "MARK-PROOF" in p["proof"] and p["reference_grade"] == 7 and doc["points"] == 7
     assert doc["pipeline"] == pipeline
+
+
+def test_predictions_refuse_the_options_of_a_dataset_run(tmp_path, monkeypatch):
+    """`eval --predictions` totals a file and calls no model: --verifications, --pipeline,
+    --model, --run-dir … were accepted and silently unused."""
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"problem_id": "p1", "grade": 7, "max_points": 7}) + "\n")
+    for extra, named in ((["--verifications", "8"], "--verifications"), (["--pipeline", "search"], "--pipeline"),
+                         (["--model", "m", "--run-dir", str(tmp_path / "r")], "--model, --run-dir"),
+                         (["--samples", "4", "--markdown", str(tmp_path / "m.md")], "--samples, --markdown")):
+        r = CliRunner().invoke(app, ["eval", "--predictions", str(f), *extra])
+        assert r.exit_code == 1 and f"{named}: with --predictions the file's grades are totalled" in r.stderr, r.output
+        assert not (tmp_path / "r").exists() and not (tmp_path / "m.md").exists()
+    # what applies to a predictions file, and settings from the environment, are fine
+    monkeypatch.setenv("PROOFSMITH_API_KEY", "k")
+    r = CliRunner().invoke(app, ["eval", "--predictions", str(f), "--grade-source", "grade", "--json",
+                                 "--output", str(tmp_path / "o.json")])
+    assert r.exit_code == 0 and json.loads(r.stdout)["points"] == 7, r.output

@@ -171,6 +171,17 @@ def _print_extra_tables(doc: dict[str, Any]) -> None:
         out.print(f"paper numbers: {curve['paper_source']}")
 
 
+def _given_options(ctx: typer.Context, exclude: set[str]) -> list[str]:
+    """The options of the running command given on its command line (not from a default or
+    an environment variable), but for ``exclude`` (parameter names), by their first name."""
+    out = []
+    for p in ctx.command.params:
+        source = ctx.get_parameter_source(p.name) if p.name else None
+        if p.param_type_name == "option" and p.name not in exclude and getattr(source, "name", "") == "COMMANDLINE":
+            out.append(p.opts[0])
+    return out
+
+
 def _eval_predictions(path: Path, grade_source: str, rating_scale: str, points: float | None,
                       json_out: bool, output: Path | None) -> None:
     from ..evaluate.predictions import load_predictions, total_predictions
@@ -209,13 +220,14 @@ def _select(problems: list, ids: list[str] | None, limit: int | None) -> list:
 
 @model_options
 def eval_cmd(
+    ctx: typer.Context,
     dataset: Annotated[
         Optional[str],
         typer.Argument(help="Bundled dataset name (see `proofsmith datasets list`), a .jsonl/.csv/.json/.parquet file of problems, a save_to_disk directory, or hf:NAME[:CONFIG][:SPLIT] (docs/data-formats.md). Omit with --predictions.", show_default=False),
     ] = None,
     predictions: Annotated[
         Optional[Path],
-        typer.Option("--predictions", "-p", help="Total an existing predictions file (ours or the released DeepSeekMath-V2 format) instead of proving; no model calls when grades are present.", show_default=False),
+        typer.Option("--predictions", "-p", help="Total an existing predictions file (ours or the released DeepSeekMath-V2 format) instead of proving; no model is called (only --grade-source, --rating-scale, --points-per-problem, --output and --json apply).", show_default=False),
     ] = None,
     pipeline: Annotated[str, typer.Option("--pipeline", help="How to prove each problem: one-shot, refine (sequential self-refinement) or search (pool search).")] = "one-shot",
     ids: Annotated[Optional[list[str]], typer.Option("--id", help="Only these problem ids (repeat, or comma-separated).", show_default=False)] = None,
@@ -247,6 +259,11 @@ def eval_cmd(
     if predictions is not None:
         if dataset is not None:
             fail("give either a DATASET to prove or --predictions FILE to total, not both")
+        unused = _given_options(ctx, exclude={"predictions", "grade_source", "rating_scale", "points_per_problem", "output",
+                                         "json_out"})
+        if unused:
+            fail(f"{', '.join(unused)}: with --predictions the file's grades are totalled and no model is called; "
+                 "these options apply to a DATASET run")
         _eval_predictions(predictions, grade_source, rating_scale, points_per_problem, opts.json_out, output)
         return
     if dataset is None:
