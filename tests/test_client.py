@@ -681,3 +681,22 @@ async def test_request_bodies_from_the_encoded_messages_match_the_plain_encoding
     async with LLMClient(Endpoint(base_url=srv.base_url, model="m", use_n=False), backoff_base=0.001) as c:
         await c.complete(msg(5), n=3)  # one request per sample, from the same encoded body
     assert srv.bodies() == [{"model": "m", "messages": msg(5), "temperature": 1.0, "top_p": 0.95}] * 3
+
+
+@pytest.mark.parametrize("key, why", [("sk-é€x", "character 5 (U+20AC) is not Latin-1"),
+                                      ("sk-secret\n", "character 10 (U+000A) is a control character")])
+def test_an_endpoint_refuses_a_key_http_cannot_carry_without_showing_it(key, why):
+    """The CLI checked keys from options, environment and models file; a key given to the
+    Python API (Endpoint, ModelConfig) failed only inside the HTTP layer, after the run began."""
+    from pydantic import ValidationError
+
+    from proofsmith.session import ModelConfig
+
+    with pytest.raises(ValidationError) as e:
+        Endpoint(base_url="http://127.0.0.1:9/v1", model="m", api_key=key)
+    assert why in str(e.value) and "secret" not in str(e.value) and "sk-" not in str(e.value)
+    cfg = ModelConfig(model="m", base_urls=["http://127.0.0.1:9/v1"], api_key=key)
+    with pytest.raises(ValueError) as e:
+        cfg.served_endpoints()
+    assert why in str(e.value) and "sk-" not in str(e.value)
+    assert Endpoint(base_url="http://127.0.0.1:9/v1", model="m", api_key="clé").api_key == "clé"  # Latin-1 is fine

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import tomllib
-import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from .errors import UserError
 from .llm.client import TransportName
-from .llm.config import Prices
+from .llm.config import Prices, api_key_problem
 from .redact import redact_url
 from .session import EMBEDDED, ModelConfig, RoleSettings
 
@@ -222,11 +221,9 @@ def check_api_key(key: str, where: str) -> str:
     """``key``, which goes in an HTTP header: Latin-1 without control characters (else the HTTP
     layer fails with a codec error, or refuses the header after the run has started).
     :class:`UserError` naming ``where`` the key came from, never the key."""
-    for i, ch in enumerate(key, 1):
-        if ord(ch) > 0xFF or unicodedata.category(ch) == "Cc":
-            what = "not Latin-1" if ord(ch) > 0xFF else "a control character"
-            raise UserError(f"the API key from {where} cannot be sent in an HTTP header: its character {i} "
-                            f"(U+{ord(ch):04X}) is {what}")
+    why = api_key_problem(key)
+    if why is not None:
+        raise UserError(f"the API key from {where} cannot be sent in an HTTP header: {why}")
     return key
 
 

@@ -202,7 +202,7 @@ class ModelConfig(BaseModel):
             except ValidationError as e:  # its one reason, naming the option (not pydantic's report)
                 first = e.errors()[0] if e.errors() else {}
                 msg = str(first.get("msg", e)).removeprefix("Value error, ")
-                where = "--base-url" if first.get("loc") == ("base_url",) else "the endpoint"
+                where = {("base_url",): "--base-url", ("api_key",): "--api-key"}.get(first.get("loc"), "the endpoint")
                 raise ValueError(f"{where}: {msg}") from None
         return out
 

@@ -7,6 +7,7 @@ import base64
 import copy
 import hashlib
 import json
+import unicodedata
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -76,8 +77,22 @@ def _bad_base_url(v: str) -> str | None:
     return None
 
 
+def api_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot go in an HTTP header (a character outside Latin-1, a control
+    character such as a pasted newline), naming the character's position, never the key; or
+    None."""
+    for i, ch in enumerate(key, 1):
+        if ord(ch) > 0xFF or unicodedata.category(ch) == "Cc":
+            what = "not Latin-1" if ord(ch) > 0xFF else "a control character"
+            return f"its character {i} (U+{ord(ch):04X}) is {what}"
+    return None
+
+
 class Endpoint(BaseModel):
     """One OpenAI-compatible server. ``base_url`` is normalised without a trailing slash."""
+
+    # a validation error never shows the input: it may hold the API key
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     base_url: str
     model: str
@@ -98,6 +113,13 @@ class Endpoint(BaseModel):
         why = _bad_base_url(v)
         if why is not None:
             raise ValueError(f"base URL {redact_url(v)!r:.120} {why} (expected e.g. http://127.0.0.1:8000/v1)")
+        return v
+
+    @field_validator("api_key")
+    @classmethod
+    def _header_safe_key(cls, v: str | None) -> str | None:
+        if v is not None and (why := api_key_problem(v)) is not None:
+            raise ValueError(f"the API key cannot be sent in an HTTP header: {why}")
         return v
 
     def model_post_init(self, __context: Any) -> None:
