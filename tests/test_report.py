@@ -236,7 +236,16 @@ def test_report_shows_the_issue_analyses_and_best_proofs_of_a_paper_size_pool(tm
 
 
 def test_report_cli_caps_are_options(tmp_path):
+    import inspect
+    from typing import get_args
+
+    from proofsmith.cli.evaluate import report_cmd
     from proofsmith.evaluate.report import ANALYSES_SHOWN, PROOFS_SHOWN
+
+    # the defaults are the report's own (the options' help only names them)
+    params = inspect.signature(report_cmd, eval_str=True).parameters
+    for name, default in (("analyses", ANALYSES_SHOWN), ("proofs", PROOFS_SHOWN)):
+        assert params[name].default is None and f"Default: {default}" in get_args(params[name].annotation)[1].help
 
     src = tmp_path / "doc.json"
     src.write_text(json.dumps({"title": "t", **_big_doc(40, 12)}))

@@ -584,10 +584,9 @@ def test_a_hand_edited_record_is_one_damaged_line_not_a_crash(runs, kind, field,
         assert "Traceback" not in res.output
 
 
-def test_no_page_reads_a_whole_calls_or_samples_table(runs, monkeypatch):
-    """A proof page of a paper-size run shows ~130 calls; a statement that scans the samples
-    table for each (no index on call_id) made that page take minutes on a store with millions
-    of samples. Every statement the app runs against calls/samples must use an index."""
+@pytest.fixture
+def seen_sql(monkeypatch) -> list[str]:
+    """Every SQL statement the review app runs from now on (a trace on each connection it opens)."""
     from proofsmith.review import data as review_data
 
     seen: list[str] = []
@@ -599,6 +598,14 @@ def test_no_page_reads_a_whole_calls_or_samples_table(runs, monkeypatch):
         return db
 
     monkeypatch.setattr(review_data.Run, "connect", traced)
+    return seen
+
+
+def test_no_page_reads_a_whole_calls_or_samples_table(runs, seen_sql):
+    """A proof page of a paper-size run shows ~130 calls; a statement that scans the samples
+    table for each (no index on call_id) made that page take minutes on a store with millions
+    of samples. Every statement the app runs against calls/samples must use an index."""
+    seen = seen_sql
     c = client(runs)
     rv = Review(list(runs))
     n = 0
@@ -615,22 +622,13 @@ def test_no_page_reads_a_whole_calls_or_samples_table(runs, monkeypatch):
     assert not scans, scans
 
 
-def test_an_unchanged_run_is_known_from_one_row(runs, monkeypatch):
+def test_an_unchanged_run_is_known_from_one_row(runs, seen_sql):
     """Each request checked whether the run changed by reading the whole records table and
     hashing every pipeline result (0.1-0.2 s per page on a 300 000-record store; a paper-size
     search keeps ~500 MB of results). A store counts its changes in one meta row."""
-    from proofsmith.review import data as review_data
     from proofsmith.store import CHANGES_KEY
 
-    seen: list[str] = []
-    real = review_data.Run.connect
-
-    def traced(self):
-        db = real(self)
-        db.set_trace_callback(seen.append)
-        return db
-
-    monkeypatch.setattr(review_data.Run, "connect", traced)
+    seen = seen_sql
     c = client(runs)
     assert c.get("/?run=1").status_code == 200
     seen.clear()

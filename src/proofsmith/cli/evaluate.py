@@ -428,8 +428,8 @@ def report_cmd(
     source: Annotated[Path, typer.Argument(help="A run directory (run.sqlite), an `eval --json`/`--output` results file, or a predictions JSONL.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file to write (default: report.html in the run directory, or <input>.html).", show_default=False)] = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Report title.", show_default=False)] = None,
-    analyses: Annotated[int, typer.Option("--analyses", min=0, max=MAX_COUNT, help="Analysis texts shown per proof: the lowest scores (every score is shown); 0: all. A paper-size run with all of them makes a report no browser opens.")] = 8,
-    proofs: Annotated[int, typer.Option("--proofs", min=0, max=MAX_COUNT, help="Proof bodies shown per problem: the final proof, its ancestors, then the best by mean score (every id and score is in the lineage); 0: all.")] = 32,
+    analyses: Annotated[Optional[int], typer.Option("--analyses", min=0, max=MAX_COUNT, help="Analysis texts shown per proof: the lowest scores (every score is shown); 0: all. Default: 8 (a paper-size run with all of them makes a report no browser opens).", show_default=False)] = None,
+    proofs: Annotated[Optional[int], typer.Option("--proofs", min=0, max=MAX_COUNT, help="Proof bodies shown per problem: the final proof, its ancestors, then the best by mean score (every id and score is in the lineage); 0: all. Default: 32.", show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Write a self-contained HTML report (math rendered offline with KaTeX, plots, lineage, filters)."""
@@ -440,7 +440,8 @@ def report_cmd(
         doc["title"] = title
     if output is None:
         output = source / "report.html" if source.is_dir() else source.with_suffix(".html")
-    path = or_fail(build_report, doc, output, max_analyses=analyses, max_proofs=proofs)
+    caps = {k: v for k, v in (("max_analyses", analyses), ("max_proofs", proofs)) if v is not None}  # else the report's
+    path = or_fail(build_report, doc, output, **caps)
     if json_out:
         summ = doc.get("summary") if isinstance(doc.get("summary"), dict) else {}
         print_json({"report": str(path), "problems": len(doc.get("problems", [])), "bytes": path.stat().st_size,

@@ -32,6 +32,7 @@ import httpx
 MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_N_PARALLEL = 8
 DEFAULT_N_CTX_PER_SLOT = 4096
+MODEL_CONTEXT_LENGTH = 8192  # SmolLM2-135M-Instruct's (n_ctx_train): the most one slot can use
 
 
 class EmbeddedModelError(RuntimeError):

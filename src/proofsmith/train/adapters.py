@@ -237,8 +237,8 @@ def _flag(value: Any, where: str) -> bool:
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _FLAG_TEXT:
-        return _FLAG_TEXT[value.strip().lower()]
+    if isinstance(value, str) and (text := value.strip().lower()) in _FLAG_TEXT:
+        return _FLAG_TEXT[text]
     raise TrainError(f"{where} must be true or false, got {value!r:.60}")
 
 
