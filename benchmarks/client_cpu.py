@@ -7,7 +7,7 @@ store add per call (``time.process_time()`` over ``--calls`` calls by ``--concur
 workers, distinct prompts so the store never answers from cache). Run the modes alternately
 several times and compare medians::
 
-    python benchmarks/client_cpu.py bare|client|store
+    python benchmarks/client_cpu.py bare|client|store [--loop auto|uvloop|asyncio]
     PROOFSMITH_SRC=/path/to/other/src python benchmarks/client_cpu.py store   # another checkout
 """
 
@@ -88,10 +88,21 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=256, help="workers (and max_concurrency)")
     ap.add_argument("--prompt-chars", type=int, default=0,
                     help="characters added to each prompt (verification prompts are ~5,000-30,000)")
+    ap.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                    help="event loop (auto: the CLI's, uvloop where installed)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        us = asyncio.run(run(args.mode, tmp, args.calls, args.concurrency, args.prompt_chars))
-    print(f"{args.mode} prompt+{args.prompt_chars} src={os.environ.get('PROOFSMITH_SRC') or 'this checkout'} {us:.0f} us CPU/call")
+    if args.loop == "asyncio":
+        name, factory = "asyncio", asyncio.new_event_loop
+    else:
+        try:
+            from proofsmith.llm.loop import loop_factory, loop_name
+        except ImportError:  # a checkout older than the CLI's loop choice
+            name, factory = "asyncio", asyncio.new_event_loop
+        else:
+            name, factory = loop_name(args.loop), loop_factory(args.loop)
+    with tempfile.TemporaryDirectory() as tmp, asyncio.Runner(loop_factory=factory) as runner:
+        us = runner.run(run(args.mode, tmp, args.calls, args.concurrency, args.prompt_chars))
+    print(f"{args.mode} loop={name} prompt+{args.prompt_chars} src={os.environ.get('PROOFSMITH_SRC') or 'this checkout'} {us:.0f} us CPU/call")
 
 
 if __name__ == "__main__":

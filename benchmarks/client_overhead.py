@@ -17,6 +17,7 @@ Usage::
     python benchmarks/client_overhead.py --transport aiohttp   # LLMClient on aiohttp's ClientSession
     python benchmarks/client_overhead.py --transport httpx
     python benchmarks/client_overhead.py --transport bare-aiohttp   # reference: aiohttp alone
+    python benchmarks/client_overhead.py --loop asyncio        # asyncio's loop (default: the CLI's, uvloop)
     python benchmarks/client_overhead.py --store               # also write every call to a RunStore
     python benchmarks/client_overhead.py --concurrency --store-size 256   # store size only
 
@@ -314,6 +315,22 @@ async def run_store_size(port: int, calls: int, n: int, conc: int, store_dir: st
             "store_bytes": size, "columns": cols}
 
 
+def event_loop(choice: str) -> tuple[str, Any]:
+    """(name, factory) of the client's event loop: ``auto`` is the CLI's choice
+    (``proofsmith.llm.loop``; asyncio's loop for a checkout older than that module)."""
+    if choice == "auto":
+        try:
+            from proofsmith.llm.loop import loop_factory, loop_name
+        except ImportError:
+            return "asyncio", asyncio.new_event_loop
+        return loop_name("auto"), loop_factory("auto")
+    if choice == "uvloop":
+        import uvloop
+
+        return "uvloop", uvloop.new_event_loop
+    return "asyncio", asyncio.new_event_loop
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 64, 1024],
@@ -329,6 +346,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4, help="samples per request of --store-size")
     ap.add_argument("--answer-chars", type=int, default=10000,
                     help="characters of each answer of --store-size (verifier format)")
+    ap.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                    help="the client's event loop (auto: the CLI's, proofsmith.llm.loop: uvloop where "
+                         "installed); the reference figures in benchmarks/README.md run bare-aiohttp "
+                         "on asyncio's loop, as when issue 10 was filed, and on uvloop")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--capacity", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -336,7 +357,8 @@ def main() -> None:
     if args.serve:
         asyncio.run(serve(args.port, args.latency, args.capacity, args.n, args.answer_chars))
         return
-    print(f"transport={args.transport} latency={args.latency}s store={args.store} "
+    loop_name, new_loop = event_loop(args.loop)
+    print(f"transport={args.transport} loop={loop_name} latency={args.latency}s store={args.store} "
           f"cpus={os.cpu_count()} python={sys.version.split()[0]}")
     print(f"{'C':>6} {'calls':>7} {'wall s':>8} {'calls/s':>9} {'tput/capacity':>14} {'client CPU ms/call':>19} {'server CPU s':>12}")
     for conc in args.concurrency:
@@ -344,8 +366,9 @@ def main() -> None:
         try:
             s0 = proc_cpu(proc.pid)
             with tempfile.TemporaryDirectory() as tmp:
-                r = asyncio.run(run_level(port, conc, args.window, args.latency, args.transport,
-                                          tmp if args.store else None))
+                with asyncio.Runner(loop_factory=new_loop) as runner:
+                    r = runner.run(run_level(port, conc, args.window, args.latency, args.transport,
+                                             tmp if args.store else None))
             r["server_cpu"] = proc_cpu(proc.pid) - s0
         finally:
             proc.terminate()
@@ -357,7 +380,8 @@ def main() -> None:
         proc, port = start_server(0.01, 64, args.n, args.answer_chars)
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                r = asyncio.run(run_store_size(port, args.store_size, args.n, 64, tmp))
+                with asyncio.Runner(loop_factory=new_loop) as runner:
+                    r = runner.run(run_store_size(port, args.store_size, args.n, 64, tmp))
         finally:
             proc.terminate()
             proc.wait(10)

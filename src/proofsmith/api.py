@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
 from .errors import UserError
+from .llm.loop import run as run_coroutine
 from .models_file import resolve_config
 from .records import MetaVerification, Problem, Proof, Verification, content_id
 from .session import ModelConfig, Session, default_run_dir, open_session
@@ -71,14 +72,15 @@ def model_config(model: str | ModelConfig | None = None, *, base_url: str | list
 
 
 def _run(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine to its end from synchronous code: on a new event loop, or, when this
-    thread already runs one (a notebook), on a new loop in a worker thread."""
+    """Run a coroutine to its end from synchronous code: on a new event loop (the CLI's kind:
+    :func:`proofsmith.llm.loop.run`), or, when this thread already runs one (a notebook), on a
+    new loop in a worker thread."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(make())  # type: ignore[arg-type]
+        return run_coroutine(make())  # type: ignore[arg-type]
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="proofsmith") as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()  # type: ignore[arg-type]
+        return pool.submit(lambda: run_coroutine(make())).result()  # type: ignore[arg-type]
 
 
 def _session_call(command: str, model: Any, run_dir: str | Path | None, options: dict[str, Any],

@@ -8,7 +8,6 @@ the budget options, and the error handling (``or_fail``, ``run_async``, ``with_s
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import math
@@ -24,6 +23,7 @@ from typer.core import TyperCommand
 from ..errors import BudgetExceeded, ProofsmithError, UserError
 from ..redact import redact_url
 from ..llm.config import Budget, Prices
+from ..llm.loop import run
 
 from ..models_file import CONFIG_FILE_NAME, resolve_config
 from ..records import Problem
@@ -415,7 +415,7 @@ def run_async(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
     from ..llm.embedded import EmbeddedModelError
 
     try:
-        return asyncio.run(coro_fn())
+        return run(coro_fn())
     except BudgetExceeded as e:
         fail(f"{e}; stopped before sending more requests. Finished calls are kept: re-run on the "
              "same --run-dir (with a larger budget) to continue")

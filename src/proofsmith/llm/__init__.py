@@ -1,4 +1,5 @@
-"""LLM access: the OpenAI-compatible async client (``proofsmith.llm.client``)."""
+"""LLM access: the OpenAI-compatible async client (``proofsmith.llm.client``) and the event
+loop the CLI runs it on (``proofsmith.llm.loop``)."""
 
 from proofsmith.llm.client import (
     AuthenticationError,
@@ -16,6 +17,7 @@ from proofsmith.llm.client import (
     request_key,
     split_reasoning,
 )
+from proofsmith.llm.loop import run
 
 __all__ = [
     "AuthenticationError",
@@ -31,5 +33,6 @@ __all__ = [
     "SamplingParams",
     "ServerUnavailableError",
     "request_key",
+    "run",
     "split_reasoning",
 ]

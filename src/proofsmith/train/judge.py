@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..llm.loop import run as run_coroutine
 from ..parse import chat_control_text
 from ..records import Problem, content_id, mean_valid, model_role
 from ..rewards import ALPHA, BETA, RewardResult, check_weights, generator_reward, parse_answer, verifier_reward
@@ -260,7 +261,7 @@ class MethodReward:
 
         if not self.uses_judges:
             return [self.score_rule(it) for it in items]
-        return asyncio.run(run())
+        return run_coroutine(run())
 
     async def _verifier_with_meta(self, item: RewardItem) -> RewardResult:
         from ..roles import meta_verify

@@ -25,7 +25,6 @@ them): they hold optimizer state, several times the model's size, and only serve
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import shutil
@@ -36,6 +35,7 @@ from ..errors import UserError
 from ..fileio import write_atomic
 from ..inputs import read_problems_file
 from ..llm.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+from ..llm.loop import run as run_coroutine
 from ..records import Problem
 from . import TrainError
 from .config import LoopConfig, ModelSpec
@@ -225,7 +225,7 @@ def _label_step(cfg: LoopConfig, rd: Path, generator_dir: str, problems: list[Pr
                 client.store.close()
 
     with embedded_judges(judge):
-        res = asyncio.run(run())
+        res = run_coroutine(run())
     export = export_labels(res.items, rd / "labels")
     for it in res.items:
         if it.id in seed_ids and it.id not in raw_of:
