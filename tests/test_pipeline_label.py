@@ -286,7 +286,7 @@ def test_a_proof_with_a_grader_verdict_line_goes_to_a_human():
     evidence = [ev(0.0, "rejected"), ev(1.0, "no-issue")]
     assert decide(evidence, cfg)[:2] == ("labeled", 1.0)
     status, label, reason, _ = decide(evidence, cfg, f"Let n be odd.\n{meta_final} \\boxed{{1}}")
-    assert (status, label) == ("needs-human", None) and reason.startswith("the proof holds a grader's verdict line")
+    assert (status, label) == ("needs-human", None) and reason.startswith("the proof writes a grader's verdict line")
     assert decide(evidence, cfg, "Let n be odd. The score of n is boxed: \\boxed{1}")[:2] == ("labeled", 1.0)
 
 

@@ -60,6 +60,8 @@ __all__ = [
     "grader_verdict_line",
     "CHAT_CONTROL_TEXTS",
     "chat_control_text",
+    "chat_marker_hazard",
+    "proof_hazard",
     "defuse_chat_control",
     "split_answer",
     "last_boxed",
@@ -188,6 +190,30 @@ def grader_verdict_line(text: str) -> str | None:
             if score_value(box.content) is not None:
                 return text[m.start():box.end]
     return None
+
+
+def chat_marker_hazard(text: str, what: str = "answer") -> str | None:
+    """The reason a ``text`` holding a chat turn marker (:func:`chat_control_text`) must not be
+    shown to a judge (``what`` names the text in it: "answer", "proof"), or None."""
+    marker = chat_control_text(text)
+    if marker is None:
+        return None
+    return f"the {what} holds a chat turn marker ({marker!r}): a judge's server reads it as a turn boundary"
+
+
+def proof_hazard(proof: str, answer: str | None = None) -> str | None:
+    """Why the judges' answers about ``proof`` cannot be trusted, as one line, or None: it
+    writes a grader's verdict line (:func:`grader_verdict_line`: the honest answers that repeat
+    it cannot be read, so the readable ones are a biased sample), or it holds a chat turn marker
+    (:func:`chat_marker_hazard`: it could write turns of the judge's prompt); then a marker
+    anywhere else in ``answer`` (the whole policy answer the proof came from, also shown to
+    judges). The one check of a proof for the generator's reward
+    (:func:`proofsmith.rewards.generator_reward`) and the labeling pipeline
+    (:func:`proofsmith.pipelines.label.decide`), so the two cannot drift."""
+    if (line := grader_verdict_line(proof)) is not None:
+        return (f"the proof writes a grader's verdict line ({' '.join(line.split())[:80]!r}): "
+                "the judges' answers that repeat it cannot be read")
+    return chat_marker_hazard(proof, "proof") or (None if answer is None else chat_marker_hazard(answer))
 
 
 def strip_reasoning(text: str) -> tuple[str, str | None]:

@@ -202,7 +202,7 @@ def generator_reward(
     problem: the problem statement (untrusted: quotations of it are not the answer's own words).
     reasoning_separate: the reasoning came in its own field; the content is never cut.
     """
-    from .parse import chat_control_text, grader_verdict_line, parse_verification
+    from .parse import parse_verification, proof_hazard
 
     r_y = _unit("proof score", proof_score)
     m = _unit("meta score", meta_score, allow_none=True)
@@ -215,14 +215,12 @@ def generator_reward(
         reason = "answer truncated at the token limit"
     if reason is None and not (parsed.proof or "").strip():
         reason = "empty proof section"
-    if reason is None and (line := grader_verdict_line(parsed.proof or "")) is not None:
-        # an honest verdict that repeats a verdict line of the proof cannot be told from a
-        # quotation of it, so such answers are discarded: with lines for 0 and 0.5 in its proof,
-        # a policy would keep only the verifiers' 1s (R_Y pushed up). No proof needs one.
-        reason = f"the proof writes a grader's verdict line ({' '.join(line.split())[:80]!r})"
-    if reason is None and (marker := chat_control_text(answer)) is not None:
-        # shown to the verifier and meta-verifier judges, it would forge turns in their prompts
-        reason = f"the answer holds a chat turn marker ({marker!r})"
+    if reason is None:
+        # a grader's verdict line in the proof: an honest verdict that repeats it cannot be told
+        # from a quotation of it, so such answers are discarded (with lines for 0 and 0.5 in its
+        # proof a policy would keep only the verifiers' 1s: R_Y pushed up); a chat turn marker in
+        # the answer would forge turns in the verifier's and meta-verifier's prompts
+        reason = proof_hazard(parsed.proof or "", answer)
     if reason is None and self_eval_phrases:
         # the self-evaluation is already split from the reasoning (never cut again); the phrases
         # must be its own words, not a quotation of the problem

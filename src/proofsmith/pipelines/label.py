@@ -47,7 +47,7 @@ from ..inputs import jsonl_rows, load_json, read_text
 from ..llm.client import BudgetExceeded, LLMClient
 from ..private import make_private_dir
 from ..prompts import Templates
-from ..parse import chat_control_text, grader_verdict_line
+from ..parse import proof_hazard
 from ..records import VALID_SCORES, Label, Problem, Record, Score, Usage, content_id
 from . import (
     BudgetStop, ItemFailure, Reporter, SharedRequests, error_line, gather_stages, majority_confirms, majority_rejects,
@@ -142,16 +142,10 @@ def decide(analyses: list[AnalysisEvidence], cfg: LabelConfig,
     a line are discarded (they cannot be told from quotations of it), so the valid ones are a
     biased sample (e.g. a proof with the meta-verifier's "... as: \\boxed{1}" loses the
     meta-verifications that confirm its issues, and keeps those that reject them). So does a
-    proof with a chat turn marker (``parse.chat_control_text``): it could forge turns of the
-    verifier's prompt."""
-    if proof is not None and (line := grader_verdict_line(proof)) is not None:
-        return ("needs-human", None,
-                f"the proof holds a grader's verdict line ({' '.join(line.split())[:80]!r}): answers that "
-                "repeat it cannot be read", {})
-    if proof is not None and (marker := chat_control_text(proof)) is not None:
-        return ("needs-human", None,
-                f"the proof holds a chat turn marker ({marker!r}): the verifier's server reads it as a turn "
-                "boundary, so the proof could write turns of the verifier's prompt", {})
+    proof with a chat turn marker: it could forge turns of the verifier's prompt. (The check,
+    and its reason, are :func:`proofsmith.parse.proof_hazard`'s, as for the generator's reward.)"""
+    if proof is not None and (why := proof_hazard(proof)) is not None:
+        return "needs-human", None, why, {}
     valid = [a for a in analyses if a.score is not None]
     if not valid:
         return "needs-human", None, f"no parseable analysis among {len(analyses)}", {}

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..llm.loop import run as run_coroutine
-from ..parse import chat_control_text
+from ..parse import chat_marker_hazard
 from ..records import Problem, content_id, mean_valid, model_role
 from ..rewards import ALPHA, BETA, RewardResult, check_weights, generator_reward, parse_answer, verifier_reward
 from ..session import ModelConfig, open_client
@@ -274,9 +274,8 @@ class MethodReward:
         # the meta-verifier rates the policy's answer proper, split from its reasoning by the
         # verifier parser (a quoted `</think>` of the proof is not where the answer starts)
         analysis = item.parsed("verify").answer or ""
-        if (marker := chat_control_text(analysis)) is not None:  # would forge turns in the judge's prompt
-            return RewardResult(value=0.0, components={**rule.components, "format": 0.0, "score": 0.0},
-                                reason=f"the answer holds a chat turn marker ({marker!r})")
+        if (why := chat_marker_hazard(analysis)) is not None:  # would forge turns in the judge's prompt
+            return RewardResult(value=0.0, components={**rule.components, "format": 0.0, "score": 0.0}, reason=why)
         problem = Problem(id=content_id(item.problem, prefix="q-"), statement=item.problem)
         metas = await meta_verify(
             self._client("meta_verifier"), problem, item.proof, analysis,
