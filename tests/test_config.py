@@ -375,3 +375,45 @@ def test_a_bad_base_url_is_one_line_naming_the_option_and_makes_no_run(tmp_path)
     text = r.output + str(r.exception or "")
     assert r.exit_code != 0 and "--base-url: base URL 'http://127.0.0.1:0/v1' has port 0" in text, text
     assert "validation error" not in text and not (tmp_path / "rd").exists()
+
+
+# ----------------------------------------------------------------------------- bounds of the counts
+
+@pytest.mark.parametrize("key,value,limit", [
+    ("concurrency", 10**9, "MAX_CONCURRENCY"), ("concurrency", 0, None),
+    ("max_retries", 10**6, "MAX_RETRIES"), ("max_retries", -1, None),
+    ("context_length", 10**23, "MAX_CONTEXT_LENGTH"), ("context_length", 0, None),
+])
+def test_models_file_counts_are_bounded_in_one_line_naming_the_key_and_the_limit(tmp_path, key, value, limit):
+    # concurrency 10**9, max_retries 10**6 or a context length of 10**23 tokens were taken: a
+    # mistyped number opened connections until the descriptors ran out, or retried for weeks
+    import proofsmith.llm.config as llm_config
+
+    path = tmp_path / "proofsmith.toml"
+    path.write_text(f"[models.a]\nbase_urls = ['http://h:1/v1']\n{key} = {value}\n")
+    with pytest.raises(UserError) as e:
+        load_models_file(cwd=tmp_path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: models.a.{key}: ") and "\n" not in msg, msg
+    if limit is not None:
+        assert f"{getattr(llm_config, limit)}" in msg, msg
+
+
+@pytest.mark.parametrize("field,limit", [("concurrency", "MAX_CONCURRENCY"), ("max_retries", "MAX_RETRIES"),
+                                         ("context_length", "MAX_CONTEXT_LENGTH")])
+def test_model_config_endpoint_and_cli_share_one_bound_per_count(field, limit):
+    import proofsmith.llm.config as llm_config
+    from proofsmith.cli.options import _COMMON
+
+    top = getattr(llm_config, limit)
+    ModelConfig(**{field: top})
+    with pytest.raises(ValueError, match=f"{field}[\\s\\S]*{top}"):
+        ModelConfig(**{field: top + 1})
+    option = {"concurrency": "concurrency", "max_retries": "retries", "context_length": "context_length"}[field]
+    info = _COMMON[option][0].__metadata__[0]  # the typer.Option of the CLI's --concurrency, --retries, ...
+    assert info.max == top and str(top) in info.help, (info.max, info.help)
+    if field == "concurrency":
+        Endpoint(base_url="http://h/v1", model="m", max_concurrency=top)
+        for bad in (0, -5, top + 1):
+            with pytest.raises(ValueError, match="max_concurrency"):
+                Endpoint(base_url="http://h/v1", model="m", max_concurrency=bad)

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from .errors import UserError
 from .llm.client import TransportName
-from .llm.config import Prices, api_key_problem
+from .llm.config import MAX_CONCURRENCY, MAX_CONTEXT_LENGTH, MAX_RETRIES, Prices, api_key_problem
 from .redact import redact_url
 from .session import EMBEDDED, ModelConfig, RoleSettings
 
@@ -55,13 +55,13 @@ class ModelEntry(BaseModel):
     api_key_env: str | None = Field(
         None, description="Name of the environment variable that holds the API key (the key never goes in the file)."
     )
-    concurrency: int | None = Field(None, ge=1, description=_desc("concurrency"))
+    concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY, description=_desc("concurrency"))
     temperature: float | None = Field(None, ge=0, description=_desc("temperature"))
     top_p: float | None = Field(None, gt=0, le=1, description=_desc("top_p"))
     max_output_tokens: int | None = Field(None, gt=0, description=_desc("max_output_tokens"))
-    context_length: int | None = Field(None, gt=0, description=_desc("context_length"))
+    context_length: int | None = Field(None, gt=0, le=MAX_CONTEXT_LENGTH, description=_desc("context_length"))
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False, description=_desc("timeout"))
-    max_retries: int | None = Field(None, ge=0, description=_desc("max_retries"))
+    max_retries: int | None = Field(None, ge=0, le=MAX_RETRIES, description=_desc("max_retries"))
     transport: TransportName | None = Field(None, description=_desc("transport"))
     prices: Prices | None = Field(None, description=_desc("prices"))
     roles: dict[str, RoleSettings] = Field(default_factory=dict, description=_desc("roles"))

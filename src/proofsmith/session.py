@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .llm.client import DEFAULT_TRANSPORT, LLMClient, TransportName
 from .records import model_role
-from .llm.config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, Budget, Endpoint, Prices, SamplingParams
+from .llm.config import (DEFAULT_TEMPERATURE, DEFAULT_TOP_P, MAX_CONCURRENCY, MAX_CONTEXT_LENGTH, MAX_RETRIES, Budget,
+                         Endpoint, Prices, SamplingParams)
 from .runlock import RunLock
 from .store import RunStore
 
@@ -99,7 +100,8 @@ class ModelConfig(BaseModel):
     api_key: str | None = Field(
         None, description="API key for the servers. Env: PROOFSMITH_API_KEY or OPENAI_API_KEY."
     )
-    concurrency: int = Field(64, ge=1, description="Maximum requests in flight per server (>= 1).")
+    concurrency: int = Field(64, ge=1, le=MAX_CONCURRENCY,
+                             description=f"Maximum requests in flight per server (1 to {MAX_CONCURRENCY}).")
     temperature: float = Field(
         DEFAULT_TEMPERATURE, ge=0, allow_inf_nan=False,
         description=f"Sampling temperature, a finite number >= 0 (default: the method's, {DEFAULT_TEMPERATURE:g}).",
@@ -119,8 +121,8 @@ class ModelConfig(BaseModel):
         f"by prompt role ({', '.join(ROLES)}; generator = generate+refine, verifier, meta_verifier).",
     )
     context_length: int | None = Field(
-        None, gt=0,
-        description="Context length of the model in tokens (prompt + completion). When known, a "
+        None, gt=0, le=MAX_CONTEXT_LENGTH,
+        description=f"Context length of the model in tokens (prompt + completion; 1 to {MAX_CONTEXT_LENGTH}). When known, a "
         "prompt that cannot fit with its max output tokens is refused before it is sent, as a "
         "failure of its item (see docs/configuration.md). Default: unknown (the server decides).",
     )
@@ -138,8 +140,8 @@ class ModelConfig(BaseModel):
         "after a request waited 60 to 90 s. Finite and > 0.",
     )
     max_retries: int = Field(
-        8, ge=0,
-        description="Retries per request on connection errors, timeouts, malformed answers, HTTP "
+        8, ge=0, le=MAX_RETRIES,
+        description=f"Retries per request (0 to {MAX_RETRIES}) on connection errors, timeouts, malformed answers, HTTP "
         "408/429 and 5xx (exponential backoff with jitter; a Retry-After header is honoured up to "
         "120 s, an unusable one is ignored). With several --base-url, retries go to another server "
         "and a failing server is avoided for a while.",

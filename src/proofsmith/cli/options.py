@@ -22,7 +22,7 @@ from typer.core import TyperCommand
 
 from ..errors import BudgetExceeded, ProofsmithError, UserError
 from ..redact import redact_url
-from ..llm.config import Budget, Prices
+from ..llm.config import MAX_CONCURRENCY, MAX_CONTEXT_LENGTH, MAX_RETRIES, Budget, Prices
 from ..llm.loop import run
 
 from ..models_file import CONFIG_FILE_NAME, resolve_config
@@ -148,10 +148,12 @@ _COMMON: dict[str, tuple[Any, Any]] = {
     "max_output_tokens": _from_field(ModelConfig, "max_output_tokens", "--max-output-tokens", unset=None,
                                      annotation=Optional[str], suffix=_PER_ROLE_HELP, metavar="N|ROLE=N,..."),
     "context_length": _from_field(ModelConfig, "context_length", "--context-length", unset=None,
-                                  annotation=Optional[int], min=1),
-    "concurrency": _from_field(ModelConfig, "concurrency", "--concurrency", unset=None, annotation=Optional[int], min=1),
+                                  annotation=Optional[int], min=1, max=MAX_CONTEXT_LENGTH),
+    "concurrency": _from_field(ModelConfig, "concurrency", "--concurrency", unset=None, annotation=Optional[int], min=1,
+                               max=MAX_CONCURRENCY),
     "timeout": _from_field(ModelConfig, "timeout", "--timeout", unset=None, annotation=Optional[float]),
-    "retries": _from_field(ModelConfig, "max_retries", "--retries", unset=None, annotation=Optional[int], min=0),
+    "retries": _from_field(ModelConfig, "max_retries", "--retries", unset=None, annotation=Optional[int], min=0,
+                           max=MAX_RETRIES),
     "price_prompt": _from_field(Prices, "prompt_per_million", "--price-prompt", unset=None, annotation=Optional[float]),
     "price_completion": _from_field(Prices, "completion_per_million", "--price-completion", unset=None,
                                     annotation=Optional[float]),

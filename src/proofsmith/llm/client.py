@@ -79,7 +79,8 @@ from proofsmith.errors import (
 )
 from proofsmith.llm.http1 import Http1Transport
 from proofsmith.llm.config import (
-    BODY_ENCODER, Budget, Endpoint, ParamsCache, Prices, SamplingParams, encode_messages, params_json, request_key,
+    BODY_ENCODER, MAX_CONCURRENCY, MAX_CONTEXT_LENGTH, MAX_RETRIES, Budget, Endpoint, ParamsCache, Prices, SamplingParams,
+    encode_messages, params_json, request_key,
 )
 from proofsmith.llm.response import Retryable, parse_response, split_reasoning
 from proofsmith.llm.transport import (
@@ -263,9 +264,9 @@ class LLMClient:
             if ep.base_url in seen:
                 raise ConfigurationError(f"endpoint {ep.base_url} given twice")
             seen.add(ep.base_url)
-            if ep.max_concurrency < 1:
+            if not 1 <= ep.max_concurrency <= MAX_CONCURRENCY:
                 raise ConfigurationError(
-                    f"max_concurrency of {ep.base_url} must be >= 1 (got {ep.max_concurrency})"
+                    f"max_concurrency of {ep.base_url} must be 1 to {MAX_CONCURRENCY} (got {ep.max_concurrency})"
                 )
         models = {ep.model for ep in eps}
         if len(models) != 1:
@@ -291,10 +292,10 @@ class LLMClient:
             raise ConfigurationError(f"retry_after_max must be a finite number of seconds >= 0 (got {retry_after_max})")
         if max_response_bytes < 1 or failure_threshold < 1:
             raise ConfigurationError("max_response_bytes and failure_threshold must be >= 1")
-        if max_retries < 0:
-            raise ConfigurationError(f"max_retries must be >= 0 (got {max_retries})")
-        if context_length is not None and context_length < 1:
-            raise ConfigurationError(f"context_length must be >= 1 (got {context_length})")
+        if not 0 <= max_retries <= MAX_RETRIES:
+            raise ConfigurationError(f"max_retries must be 0 to {MAX_RETRIES} (got {max_retries})")
+        if context_length is not None and not 1 <= context_length <= MAX_CONTEXT_LENGTH:
+            raise ConfigurationError(f"context_length must be 1 to {MAX_CONTEXT_LENGTH} (got {context_length})")
         self.context_length = context_length
         self.endpoints = eps
         self.model = eps[0].model

@@ -15,13 +15,26 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from proofsmith.redact import redact_url
 
-__all__ = ["DEFAULT_TEMPERATURE", "DEFAULT_TOP_P", "SamplingParams", "Endpoint", "Prices", "Budget", "request_key"]
+__all__ = ["DEFAULT_TEMPERATURE", "DEFAULT_TOP_P", "MAX_CONCURRENCY", "MAX_RETRIES", "MAX_CONTEXT_LENGTH", "SamplingParams", "Endpoint", "Prices", "Budget", "request_key"]
 
 _PARAM_FIELDS = ("temperature", "top_p", "max_tokens")
 
 # The method's sampling (METHOD.md): written here once; every model config uses these.
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_P = 0.95
+
+# Upper bounds of a model's counts, written here once: ModelConfig, the models file, the CLI's
+# options (which show the range in --help), Endpoint and LLMClient refuse a larger value, so a
+# mistyped number is one error at start-up, not a run that fails late.
+MAX_CONCURRENCY = 4096
+"""Requests in flight per server. Each holds a connection (a file descriptor), and a pool of
+10**9 queued every item of a run at once; inference servers decode a few hundred sequences
+together (vLLM's default max_num_seqs is 256, ``proofsmith serve --slots`` at most 256)."""
+MAX_RETRIES = 100
+"""Retries of one request: with backoff up to a minute between attempts, 100 already wait
+over an hour on a server that stays down; 10**6 retried for weeks."""
+MAX_CONTEXT_LENGTH = 2**24
+"""A model's context length in tokens (16,777,216: above every served model's window)."""
 
 
 class SamplingParams(BaseModel):
@@ -97,7 +110,7 @@ class Endpoint(BaseModel):
     base_url: str
     model: str
     api_key: str | None = None
-    max_concurrency: int = 64
+    max_concurrency: int = Field(64, ge=1, le=MAX_CONCURRENCY)
     # False: send one request per sample instead of n>1 (for servers whose n>1 answers report
     # only one choice's usage, e.g. llama.cpp's server, so token accounting stays exact)
     use_n: bool = True
