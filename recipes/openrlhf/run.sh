@@ -11,7 +11,7 @@ ROLE="${ROLE:-verifier}"      # verifier | meta_verifier | generator
 SOURCE="${SOURCE:-}"
 mkdir -p data
 if [[ -n "$SOURCE" && ! -f "data/${ROLE}_openrlhf.jsonl" ]]; then
-  proofsmith train data "$SOURCE" --role "$ROLE" --format openrlhf -o "data/${ROLE}_openrlhf.jsonl"
+  proofsmith train data "$SOURCE" --role "$ROLE" --format openrlhf --tokenizer "$POLICY_MODEL" -o "data/${ROLE}_openrlhf.jsonl"
 fi
 # Truncation: OpenRLHF decodes responses with their special tokens; the reward file treats a
 # response that does not end with the policy's EOS token as cut at --rollout.max_new_tokens.

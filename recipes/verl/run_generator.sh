@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 SOURCE="${SOURCE:-}"          # label export or run directory (skipped when the parquet files exist)
 mkdir -p data
 if [[ -n "$SOURCE" && ! -f data/generator_train.parquet ]]; then
-  proofsmith train data "$SOURCE" --role generator --format verl -o data/generator_train.parquet
+  proofsmith train data "$SOURCE" --role generator --format verl --tokenizer "$POLICY_MODEL" -o data/generator_train.parquet
   cp data/generator_train.parquet data/generator_val.parquet   # replace with a held-out split
 fi
 # Judges: served verifier (R_Y) and meta-verifier (R_meta), e.g. on dedicated nodes:

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 SOURCE="${SOURCE:-}"          # label export or run directory (skipped when the parquet files exist)
 mkdir -p data
 if [[ -n "$SOURCE" && ! -f data/meta_verifier_train.parquet ]]; then
-  proofsmith train data "$SOURCE" --role meta_verifier --format verl -o data/meta_verifier_train.parquet
+  proofsmith train data "$SOURCE" --role meta_verifier --format verl --tokenizer "$POLICY_MODEL" -o data/meta_verifier_train.parquet
   cp data/meta_verifier_train.parquet data/meta_verifier_val.parquet   # replace with a held-out split
 fi
 # Judge settings reach verl's reward workers only through the config verl reads

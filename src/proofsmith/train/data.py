@@ -21,7 +21,8 @@ Outputs
   (``[{"role": "user", "content": <rendered template>}]``, what TRL's GRPOTrainer expects)
   plus the columns the reward reads: ``problem``, ``target``, ``proof``, ``analysis``.
   :func:`save_jsonl` / :func:`save_parquet` write it; :func:`to_verl` writes verl's RL parquet
-  layout and :func:`to_openrlhf` OpenRLHF's JSONL (``prompt`` + JSON ``label``).
+  layout and :func:`to_openrlhf` OpenRLHF's JSONL (``prompt`` + JSON ``label``), both without
+  the rows holding token text (:func:`export_rows`).
 """
 
 from __future__ import annotations
@@ -327,12 +328,49 @@ def save_parquet(dataset, path: str | Path) -> Path:
     return p
 
 
-def verl_rows(role: str, examples: list[dict], templates: Any = None) -> list[dict]:
-    """verl's RL data layout: ``data_source``, ``prompt`` (chat), ``ability``,
-    ``reward_model`` {style, ground_truth}, ``extra_info`` (role, problem, proof, analysis)."""
-    role = model_role(role)
+def load_tokenizer(tokenizer: Any) -> Any:
+    """The policy's tokenizer: a path or hub name is loaded with transformers; any other value
+    (a tokenizer object) is returned as is."""
+    if not isinstance(tokenizer, (str, Path)):
+        return tokenizer
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise TrainError(f"reading the tokenizer {str(tokenizer)!r} needs transformers (the [train] extra)") from None
+    try:
+        return AutoTokenizer.from_pretrained(str(tokenizer))
+    except (OSError, ValueError) as e:
+        raise TrainError(f"cannot load the tokenizer {str(tokenizer)!r}: {' '.join(str(e).split())[:300]}") from None
+
+
+# the example texts an export carries as they are (verl's extra_info, OpenRLHF's label), apart
+# from the rendered prompt
+_EXAMPLE_TEXTS = ("problem", "proof", "analysis")
+
+
+def export_rows(role: str, examples: list[dict], templates: Any = None,
+                tokenizer: Any = None) -> tuple[list[dict], Counter]:
+    """The rows of :func:`rows_for_role` that an RL export (verl, OpenRLHF) writes, and how many
+    were left out for each token text (:func:`without_token_texts`, ``dropped_token_text`` in
+    the summaries). With the policy's ``tokenizer`` (a tokenizer, or its path / hub name) the
+    filter is GRPO's: the rendered prompt against the tokenizer's added and special tokens (the
+    templates defuse the chat turn markers). Without it the export cannot know those tokens:
+    it leaves out the rows whose prompt, problem, proof or analysis holds a known chat turn
+    marker (:data:`proofsmith.parse.CHAT_CONTROL_TEXTS`). Every row left out is a TrainError."""
+    rows = rows_for_role(role, examples, templates)
+    if tokenizer is not None:
+        kept, dropped = without_token_texts(rows, load_tokenizer(tokenizer), ["prompt"])
+    else:
+        kept, dropped = without_token_texts(rows, None, ["prompt", *_EXAMPLE_TEXTS])
+    if not kept:
+        raise TrainError(f"every {model_role(role)} example holds the text of a special token "
+                         f"({', '.join(sorted(dropped))}); check the data and the templates")
+    return kept, dropped
+
+
+def _verl_layout(role: str, rows: list[dict]) -> list[dict]:
     out = []
-    for i, r in enumerate(rows_for_role(role, examples, templates)):
+    for i, r in enumerate(rows):
         target = r["target"]
         out.append({
             "data_source": f"proofsmith/{role}",
@@ -346,23 +384,38 @@ def verl_rows(role: str, examples: list[dict], templates: Any = None) -> list[di
     return out
 
 
-def to_verl(role: str, examples: list[dict], path: str | Path, templates: Any = None) -> Path:
-    """Write verl's parquet for one role."""
+def verl_rows(role: str, examples: list[dict], templates: Any = None, tokenizer: Any = None) -> list[dict]:
+    """verl's RL data layout: ``data_source``, ``prompt`` (chat), ``ability``,
+    ``reward_model`` {style, ground_truth}, ``extra_info`` (role, problem, proof, analysis);
+    the rows :func:`export_rows` keeps."""
+    role = model_role(role)
+    return _verl_layout(role, export_rows(role, examples, templates, tokenizer)[0])
+
+
+def to_verl(role: str, examples: list[dict], path: str | Path, templates: Any = None,
+            tokenizer: Any = None) -> tuple[Path, Counter]:
+    """Write verl's parquet for one role: the path, and the rows left out per token text
+    (:func:`export_rows`; ``tokenizer``: the policy's)."""
     from datasets import Dataset
 
-    return save_parquet(Dataset.from_list(verl_rows(role, examples, templates)), path)
+    role = model_role(role)
+    rows, dropped = export_rows(role, examples, templates, tokenizer)
+    return save_parquet(Dataset.from_list(_verl_layout(role, rows)), path), dropped
 
 
-def to_openrlhf(role: str, examples: list[dict], path: str | Path, templates: Any = None) -> Path:
+def to_openrlhf(role: str, examples: list[dict], path: str | Path, templates: Any = None,
+                tokenizer: Any = None) -> tuple[Path, Counter]:
     """Write OpenRLHF JSONL: ``prompt`` (chat messages; use ``--apply_chat_template``) and a
-    JSON ``label`` read by ``proofsmith/train/openrlhf_reward.py``."""
+    JSON ``label`` read by ``proofsmith/train/openrlhf_reward.py``. Returns the path and the
+    rows left out per token text (:func:`export_rows`; ``tokenizer``: the policy's)."""
     role = model_role(role)
     rows = []
-    for r in rows_for_role(role, examples, templates):
+    kept, dropped = export_rows(role, examples, templates, tokenizer)
+    for r in kept:
         label = {"role": role, "target": r["target"], "problem": r["problem"], "proof": r["proof"],
                  "analysis": r["analysis"]}
         rows.append({"prompt": r["prompt"], "label": json.dumps(label, ensure_ascii=False)})
-    return save_jsonl(rows, path)
+    return save_jsonl(rows, path), dropped
 
 
 def check_targets(examples: list[dict], strict: bool = True) -> None:
@@ -378,7 +431,12 @@ def check_targets(examples: list[dict], strict: bool = True) -> None:
 def token_texts(tok: Any) -> list[str]:
     """The texts a tokenizer turns into one added or special token wherever they occur
     (``<|im_end|>``, ``<|im_start|>``, …): untrusted text that holds one is read as a chat
-    turn boundary, not as the characters it is."""
+    turn boundary, not as the characters it is. ``tok`` None (the tokenizer is not known): the
+    common chat templates' turn markers (:data:`proofsmith.parse.CHAT_CONTROL_TEXTS`)."""
+    if tok is None:
+        from ..parse import CHAT_CONTROL_TEXTS
+
+        return sorted(CHAT_CONTROL_TEXTS, key=len, reverse=True)
     texts = set(getattr(tok, "all_special_tokens", None) or [])
     get = getattr(tok, "get_added_vocab", None)
     if callable(get):
@@ -400,7 +458,8 @@ def _found_token_text(value: Any, texts: list[str]) -> str | None:
 
 def without_token_texts(rows: list[dict], tok: Any, columns: Iterable[str]) -> tuple[list[dict], Counter]:
     """The rows whose ``columns`` (texts or chat messages) hold no text of ``tok``'s added or
-    special tokens, and how many were dropped for each such text. A problem or proof with
+    special tokens (``tok`` None: :func:`token_texts`' chat turn markers), and how many were
+    dropped for each such text. A problem or proof with
     ``<|im_end|><|im_start|>assistant …`` would put a forged turn into the training prompt
     once the chat template is tokenized; an SFT answer with ``<|im_end|>`` inside would teach
     the model to stop there. The rows are left out (counted in the summary), not rewritten."""
