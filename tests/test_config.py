@@ -417,3 +417,36 @@ def test_model_config_endpoint_and_cli_share_one_bound_per_count(field, limit):
         for bad in (0, -5, top + 1):
             with pytest.raises(ValueError, match="max_concurrency"):
                 Endpoint(base_url="http://h/v1", model="m", max_concurrency=bad)
+
+
+def test_max_output_tokens_is_bounded_everywhere_by_the_largest_context(tmp_path):
+    """A completion limit of 10**12 tokens was taken by ModelConfig, a role's settings, the models
+    file, SamplingParams and --max-output-tokens, and sent to the server (which answers HTTP 400
+    mid-run, per item). Now one bound, MAX_CONTEXT_LENGTH: no request may ask for more output
+    than any context holds."""
+    from proofsmith.llm.config import MAX_CONTEXT_LENGTH, SamplingParams
+
+    top = MAX_CONTEXT_LENGTH
+    ModelConfig(max_output_tokens=top, roles={"verify": {"max_output_tokens": top}})
+    SamplingParams(max_tokens=top)
+    with pytest.raises(ValueError, match=f"max_output_tokens[\\s\\S]*{top}"):
+        ModelConfig(max_output_tokens=top + 1)
+    with pytest.raises(ValueError, match=f"max_output_tokens[\\s\\S]*{top}"):
+        ModelConfig(roles={"verify": {"max_output_tokens": top + 1}})
+    with pytest.raises(ValueError, match=f"max_tokens[\\s\\S]*{top}"):
+        SamplingParams(max_tokens=top + 1)
+    path = tmp_path / "proofsmith.toml"
+    for body in (f"max_output_tokens = {10**12}\n", f"roles.verifier = {{ max_output_tokens = {10**12} }}\n"):
+        path.write_text(f"[models.a]\nbase_urls = ['http://h:1/v1']\n{body}")
+        with pytest.raises(UserError) as e:
+            load_models_file(cwd=tmp_path)
+        msg = str(e.value)
+        assert msg.startswith(f"{path}: models.a.") and "max_output_tokens" in msg and str(top) in msg, msg
+        assert "\n" not in msg, msg
+    for value in (str(10**12), f"verify={10**12}"):
+        (tmp_path / "p.md").write_text("Show that 1 + 1 = 2.\n")
+        r = CliRunner().invoke(app, ["prove", str(tmp_path / "p.md"), "--base-url", "http://127.0.0.1:9/v1",
+                                     "--model", "m", "--max-output-tokens", value, "--run-dir", str(tmp_path / "rd")])
+        text = r.output + str(r.exception or "")
+        assert r.exit_code != 0 and "--max-output-tokens" in text and str(top) in text, text
+        assert not (tmp_path / "rd").exists()

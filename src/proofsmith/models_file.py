@@ -58,7 +58,7 @@ class ModelEntry(BaseModel):
     concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY, description=_desc("concurrency"))
     temperature: float | None = Field(None, ge=0, description=_desc("temperature"))
     top_p: float | None = Field(None, gt=0, le=1, description=_desc("top_p"))
-    max_output_tokens: int | None = Field(None, gt=0, description=_desc("max_output_tokens"))
+    max_output_tokens: int | None = Field(None, gt=0, le=MAX_CONTEXT_LENGTH, description=_desc("max_output_tokens"))
     context_length: int | None = Field(None, gt=0, le=MAX_CONTEXT_LENGTH, description=_desc("context_length"))
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False, description=_desc("timeout"))
     max_retries: int | None = Field(None, ge=0, le=MAX_RETRIES, description=_desc("max_retries"))

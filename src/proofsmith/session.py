@@ -62,7 +62,8 @@ class RoleSettings(BaseModel):
 
     temperature: float | None = Field(None, description="Sampling temperature of this role.")
     top_p: float | None = Field(None, description="Nucleus sampling top-p of this role.")
-    max_output_tokens: int | None = Field(None, gt=0, description="Completion token limit of this role.")
+    max_output_tokens: int | None = Field(None, gt=0, le=MAX_CONTEXT_LENGTH,
+                                          description="Completion token limit of this role.")
 
 
 def _merge_roles(roles: dict[str, "RoleSettings | dict"]) -> dict[str, RoleSettings]:
@@ -111,8 +112,8 @@ class ModelConfig(BaseModel):
         description=f"Nucleus sampling top-p, in (0, 1] (default: the method's, {DEFAULT_TOP_P:g}).",
     )
     max_output_tokens: int | None = Field(
-        None, ge=1,
-        description="Completion token limit per request, >= 1 (default: server default; 1024 for the "
+        None, ge=1, le=MAX_CONTEXT_LENGTH,
+        description=f"Completion token limit per request, 1 to {MAX_CONTEXT_LENGTH} (default: server default; 1024 for the "
         "embedded model). Answers cut at the limit are marked truncated and discarded.",
     )
     roles: dict[str, RoleSettings] = Field(

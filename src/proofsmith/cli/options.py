@@ -235,6 +235,8 @@ def _positive_int(v: str) -> int:
         raise ValueError(f"must be a whole number of tokens (got {v!r})") from None
     if n < 1:
         raise ValueError(f"must be >= 1 (got {n})")
+    if n > MAX_CONTEXT_LENGTH:
+        raise ValueError(f"must be <= {MAX_CONTEXT_LENGTH}, the largest context length (got {n})")
     return n
 
 

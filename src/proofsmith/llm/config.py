@@ -34,7 +34,8 @@ MAX_RETRIES = 100
 """Retries of one request: with backoff up to a minute between attempts, 100 already wait
 over an hour on a server that stays down; 10**6 retried for weeks."""
 MAX_CONTEXT_LENGTH = 2**24
-"""A model's context length in tokens (16,777,216: above every served model's window)."""
+"""A model's context length in tokens (16,777,216: above every served model's window), and so
+also the most output tokens a request may ask for."""
 
 
 class SamplingParams(BaseModel):
@@ -45,7 +46,7 @@ class SamplingParams(BaseModel):
     model_config = ConfigDict(frozen=True)
     temperature: float = Field(DEFAULT_TEMPERATURE, ge=0, allow_inf_nan=False)
     top_p: float = Field(DEFAULT_TOP_P, gt=0, le=1, allow_inf_nan=False)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_CONTEXT_LENGTH)
     extra: dict[str, Any] = Field(default_factory=dict)
 
     def merged(self, other: "SamplingParams | None" = None, **overrides: Any) -> "SamplingParams":
