@@ -79,7 +79,8 @@ from .redact import redact_text, redact_url, redact_value
 
 from proofsmith.records import Completion, Record, Usage, content_id
 
-__all__ = ["RunStore", "StoreError", "STORE_FILENAME", "SCHEMA_VERSION", "CHANGES_KEY", "check_record", "resolve_record"]
+__all__ = ["RunStore", "StoreError", "STORE_FILENAME", "SCHEMA_VERSION", "CHANGES_KEY", "check_record", "resolve_record",
+           "split_text_ref", "apply_text_ref"]
 
 STORE_FILENAME = "run.sqlite"
 SCHEMA_VERSION = 2  # the version of new stores
@@ -209,15 +210,22 @@ def _sample_texts(db: sqlite3.Connection, key: str, idx: int) -> tuple[str, str 
     return c["text"], c.get("reasoning")
 
 
+_MODEL_FIELDS: dict[type, frozenset[str]] = {}
+
+
 def check_record(doc: Any, model: type[BaseModel]) -> dict:
     """``doc`` (a records row as a dict) if the fields ``model`` knows have the types it asks
     for; raises ValidationError (or TypeError: not an object) otherwise. Fields the model does
     not know are let through (readers of raw rows take what they need), so a hand-edited or
-    damaged row fails here, with its field's name, instead of deep inside a page or report."""
+    damaged row fails here, with its field's name, instead of deep inside a page or report.
+    (A row with no unknown field, what the store writes, is validated as it is: no copy.)"""
     if not isinstance(doc, dict):
         raise TypeError(f"a record must be a JSON object, not {type(doc).__name__}")
-    fields = model.model_fields  # (a property that builds its dict on each access: once)
-    model.model_validate({k: v for k, v in doc.items() if k in fields})
+    fields = _MODEL_FIELDS.get(model)
+    if fields is None:  # (model_fields is a property that builds its dict on each access)
+        fields = _MODEL_FIELDS[model] = frozenset(model.model_fields)
+    model.__pydantic_validator__.validate_python(
+        doc if fields.issuperset(doc) else {k: v for k, v in doc.items() if k in fields})
     return doc
 
 
@@ -226,11 +234,27 @@ def resolve_record(db: sqlite3.Connection, blob: str, what: str = "record",
     """The JSON of a records row as a dict, its text references (if any) replaced by the
     sample texts they point at (``cache``: samples already read, for a batch of rows).
     Raises ValueError (JSON) or LookupError (a reference to a missing sample)."""
+    doc, ref = split_text_ref(blob)
+    if ref is not None:
+        apply_text_ref(db, doc, ref, cache)
+    return doc
+
+
+def split_text_ref(blob: str) -> tuple[Any, dict | None]:
+    """The JSON of a records row and its text reference, taken out of it (None when it has
+    none; its text fields are then None until :func:`apply_text_ref`). A reader that shows
+    few texts (the review app) keeps the reference and reads the sample only for those."""
     doc = _loads(blob)
     if _REF_MARK not in blob or not isinstance(doc, dict) or not isinstance(doc.get(REF_KEY), dict):
-        return doc
-    ref = doc.pop(REF_KEY)
-    key, idx = ref.pop("key"), ref.pop("i")
+        return doc, None
+    return doc, doc.pop(REF_KEY)
+
+
+def apply_text_ref(db: sqlite3.Connection, doc: dict, ref: dict, cache: dict | None = None) -> dict:
+    """Set the text fields of ``doc`` that ``ref`` points at to their slices of the sample
+    (``ref`` is left as it is). Raises LookupError (a missing sample, a span outside it) or
+    KeyError / TypeError (a malformed reference)."""
+    key, idx = ref["key"], ref["i"]
     texts = None if cache is None else cache.get((key, idx))
     if texts is None:
         texts = _sample_texts(db, key, idx)
@@ -239,6 +263,8 @@ def resolve_record(db: sqlite3.Connection, blob: str, what: str = "record",
         if cache is not None:
             cache[(key, idx)] = texts
     for name, span in ref.items():
+        if name in ("key", "i"):
+            continue
         src = texts[1] if span[0] == "r" else texts[0]
         start, end = span[-2], span[-1]
         if src is None or not (0 <= start <= end <= len(src)):

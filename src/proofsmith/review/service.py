@@ -13,8 +13,8 @@ from typing import Any
 from ..records import content_id
 from . import decisions as dec
 from .data import (
-    FLAGS, ReviewError, Run, RunData, automatic_status, calls_for, label_status, load_run, problem_rows, selected_proof,
-    signature,
+    FLAGS, LoadedRun, ReviewError, Run, RunData, automatic_status, calls_for, has_text, label_status, problem_rows,
+    selected_proof, with_texts,
 )
 
 __all__ = ["Review", "QUEUE_SETS", "uncertainty"]
@@ -118,7 +118,7 @@ class Review:
         if not run_dirs:
             raise ReviewError("give at least one run directory")
         self.runs = [Run(d, i) for i, d in enumerate(run_dirs)]
-        self._cache: dict[int, tuple[tuple, RunData]] = {}
+        self._loaded = [LoadedRun(r) for r in self.runs]
         for r in self.runs:
             db = r.connect()
             try:
@@ -141,21 +141,32 @@ class Review:
         return self.runs[i]
 
     def snapshot(self, run: Run) -> tuple[RunData, dict[str, dict]]:
-        """The run's data (re-read only when its records or results changed; treat it as
-        read-only) and the current human decisions (always read fresh)."""
+        """The run's data (brought up to date with what changed in its records or results
+        since the last request, see :class:`LoadedRun`; treat it as read-only; its answers'
+        texts are read by :meth:`texts`) and the current human decisions (always read fresh)."""
         db = run.connect()
         try:
-            sig = signature(db)
-            cached = self._cache.get(run.index)
-            if cached is not None and cached[0] == sig:
-                data = cached[1]
-            else:
-                data = load_run(run, db)
-                self._cache[run.index] = (sig, data)
+            data = self._loaded[run.index].current(db)
             decided = dec.current_decisions(db)
         finally:
             db.close()
         return data, decided
+
+    @staticmethod
+    def texts(run: Run, proof: dict, verifications: bool = False) -> dict:
+        """A proof entry with its texts (and, with ``verifications``, those of its analyses and
+        their meta-verifications): a copy, the run's data stays as it is."""
+        db = run.connect()
+        try:
+            cache: dict = {}
+            out = with_texts(db, proof, cache)
+            if verifications:
+                out = {**out, "verifications": [
+                    {**with_texts(db, v, cache), "meta": [with_texts(db, m, cache) for m in v["meta"]]}
+                    for v in proof["verifications"]]}
+            return out
+        finally:
+            db.close()
 
     @staticmethod
     def _human_done(data: RunData, decided: dict[str, dict]) -> set[str]:
@@ -189,6 +200,8 @@ class Review:
         ps = [e for e in data.proofs.values() if e["problem_id"] == problem_id]
         ps.sort(key=lambda e: (e["iteration"], e.get("rank") or 10**9, e["id"]))
         sel = selected_proof(data, problem_id, ps)
+        if sel is not None:
+            sel = self.texts(r, sel)  # (the page shows its body)
         vers = data.verifications
         pool = []
         for e in ps:
@@ -212,6 +225,7 @@ class Review:
         e = data.proofs.get(proof_id)
         if e is None:
             raise ReviewError(f"unknown proof {proof_id!r} in run {r.name}")
+        e = self.texts(r, e, verifications=True)
         keys = [(e["call_id"], e["sample_index"])]
         for v in e["verifications"]:
             keys.append((v.get("call_id", ""), v.get("sample_index", 0)))
@@ -252,7 +266,7 @@ class Review:
                     continue
                 if set_name == "labels" and item is None:
                     continue
-                if not e["proof"]:
+                if not has_text(e, "proof"):
                     continue
                 flags = set(e["flags"])
                 if item is not None and label_status(item) == "needs-human" and e["id"] not in human_done:
@@ -302,10 +316,11 @@ class Review:
         e = data.proofs.get(proof_id)
         if e is None:
             raise ReviewError(f"unknown proof {proof_id!r} in run {r.name}")
+        proof = self.texts(r, e)["proof"]
         db = r.connect()
         try:
             return dec.save_decision(db, proof_id=proof_id, problem_id=e["problem_id"], annotator=annotator,
-                                     score=score, comment=comment, spans=spans, role=role, proof=e["proof"])
+                                     score=score, comment=comment, spans=spans, role=role, proof=proof)
         finally:
             db.close()
 
@@ -382,7 +397,7 @@ class Review:
                     continue
                 u, reasons = uncertainty(item)
                 e = data.proofs.get(pid)
-                if e is None or not e["proof"]:
+                if e is None or not has_text(e, "proof"):
                     continue
                 entry = self._queue_entry(r, e, decided.get(pid), annotator)
                 human, status = dec.final_label(decided.get(pid))
