@@ -4,6 +4,7 @@ round trip through `label import-human`, security (escaping, CSP, token, CSRF, H
 
 from __future__ import annotations
 
+import gc
 import html
 import json
 import re
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -22,6 +24,7 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from proofsmith.cli import app
+from proofsmith.records import Problem
 from proofsmith.review import Review, ReviewError
 from proofsmith.review.app import CSP, LOOPBACK_HOSTS, create_app
 from proofsmith.review.decisions import agreement, cohen_kappa, wilson_interval
@@ -649,3 +652,116 @@ def test_an_unchanged_run_is_known_from_one_row(runs, seen_sql):
     db.commit()
     db.close()
     assert "6/7" in c.get("/?run=1").text
+
+
+def _bump_changes(db: sqlite3.Connection) -> None:
+    """What a store's write does besides the row: count one change (raw SQL edits here)."""
+    from proofsmith.store import CHANGES_KEY
+
+    db.execute("INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE"
+               " SET value = CAST(value AS INTEGER) + 1", (CHANGES_KEY,))
+
+
+def test_a_run_being_written_is_read_again_only_where_it_changed(runs, seen_sql):
+    """A pipeline writes its run while a grader pages through it: the app read and parsed
+    the whole run after each write (20 s for 300 000 records). Now it reads the rows with a
+    new rowid or updated_at; a page never shows what a committed write changed."""
+    from proofsmith.records import Verification
+
+    seen = seen_sql
+    c = client(runs)
+    assert c.get("/?run=1").status_code == 200
+    assert not [s for s in seen if "FROM samples" in s], "the problems page shows no answer text"
+    rows = [s for s in seen if "json" in s and "FROM records" in s]
+    assert rows and all("rowid IN" not in s for s in rows)  # the first request: every row, once
+    rv = Review(list(runs))
+    proof_id = next(e["id"] for e in rv.snapshot(rv.run(1))[0].proofs.values() if e["verifications"])
+    page = c.get(f"/run/1/proof/{quote(proof_id, safe='')}").text
+    store = RunStore(runs[1])  # a running pipeline keeps its store open and writes
+    try:
+        # a new record appears on the next page, and only it is read
+        seen.clear()
+        store.put(Problem(id="late", statement="a late problem " + PAYLOAD))
+        html = c.get("/?run=1").text
+        assert "/run/1/problem/late" in html and "a late problem" in html
+        assert_escaped(html)
+        rows = [s for s in seen if "json" in s and "FROM records" in s]
+        assert len(rows) == 1 and re.search(r"WHERE rowid IN \(\d+\)", rows[0]), rows  # that one row
+        # an upsert of a record (same rowid, new updated_at): shown updated
+        v = Verification.model_validate(store.get("Verification", next(
+            i for (i,) in store._db.execute("SELECT id FROM records WHERE kind='Verification'")
+            if store.get("Verification", i)["proof_id"] == proof_id)))
+        seen.clear()
+        store.put(v.model_copy(update={"analysis": "an updated analysis " + PAYLOAD}))
+        html = c.get(f"/run/1/proof/{quote(proof_id, safe='')}").text
+        assert "an updated analysis" in html and "an updated analysis" not in page
+        assert_escaped(html)
+        rows = [s for s in seen if "json" in s and "FROM records" in s]
+        assert len(rows) == 1 and re.search(r"WHERE rowid IN \(\d+\)", rows[0]), rows  # that one row
+    finally:
+        store.close()
+    assert rv.snapshot(rv.run(1))[0].problems["late"]["statement"].startswith("a late problem")
+    assert gc.isenabled()  # paused only while a run is parsed
+
+
+def test_a_change_that_cannot_be_merged_reads_the_whole_run_again(runs):
+    """A deleted row, an update stamped long before the newest one (a clock set back, a writer
+    that waited), a row put again after a delete: the rows held no longer add up to the
+    table's count and sums, and the run is read again instead of showing stale data."""
+    rv = Review(list(runs))
+    r = rv.run(1)
+    loaded = rv._loaded[1]
+    data, _ = rv.snapshot(r)
+    proof_id = next(e["id"] for e in data.proofs.values() if e["verifications"] and "generator" in e["sources"])
+    vid = data.proofs[proof_id]["verifications"][0]["id"]
+    assert loaded.stats["full"] == 1
+    db = sqlite3.connect(runs[1] / "run.sqlite")
+    try:
+        # an update stamped an hour before everything else
+        blob = json.loads(db.execute("SELECT json FROM records WHERE kind='Verification' AND id=?", (vid,)).fetchone()[0])
+        blob.pop("$text", None)
+        blob.update(analysis="stamped early", raw="stamped early", score=1.0)
+        db.execute("UPDATE records SET json=?, updated_at=updated_at - 3600 WHERE kind='Verification' AND id=?",
+                   (json.dumps(blob), vid))
+        _bump_changes(db)
+        db.commit()
+        data, _ = rv.snapshot(r)
+        assert data.verifications[vid]["score"] == 1.0 and loaded.stats["full"] == 2
+        assert rv.proof(1, proof_id)["proof"]["verifications"][0]["analysis"] == "stamped early"
+        # an ordinary write is merged (no full read)
+        db.execute("UPDATE records SET json=?, updated_at=? WHERE kind='Verification' AND id=?",
+                   (json.dumps({**blob, "score": 0.0}), time.time() + 1, vid))
+        _bump_changes(db)
+        db.commit()
+        data, _ = rv.snapshot(r)
+        assert data.verifications[vid]["score"] == 0.0 and loaded.stats["full"] == 2
+        # a deleted record
+        db.execute("DELETE FROM records WHERE kind='Proof' AND id=?", (proof_id,))
+        _bump_changes(db)
+        db.commit()
+        data, _ = rv.snapshot(r)
+        assert loaded.stats["full"] == 3 and "generator" not in data.proofs[proof_id]["sources"]
+        # a record put again after a delete (a new rowid: its place in the order changed)
+        first = db.execute("SELECT kind, id, json, created_at FROM records ORDER BY rowid LIMIT 1").fetchone()
+        db.execute("DELETE FROM records WHERE kind=? AND id=?", first[:2])
+        db.execute("INSERT INTO records (kind, id, json, created_at, updated_at) VALUES (?,?,?,?,?)",
+                   (*first, time.time() + 2))
+        _bump_changes(db)
+        db.commit()
+        rv.snapshot(r)
+        assert loaded.stats["full"] == 4
+        # a damaged row is the one damaged line, and the run is read again once it is fixed
+        good = db.execute("SELECT json FROM records WHERE kind='Verification' AND id=?", (vid,)).fetchone()[0]
+        db.execute("UPDATE records SET json=?, updated_at=? WHERE kind='Verification' AND id=?",
+                   (json.dumps({**json.loads(good), "score": "x"}), time.time() + 3, vid))
+        _bump_changes(db)
+        db.commit()
+        with pytest.raises(ReviewError, match=f"run store damaged: .*record Verification/{re.escape(vid)}: score"):
+            rv.snapshot(r)
+        db.execute("UPDATE records SET json=?, updated_at=? WHERE kind='Verification' AND id=?",
+                   (good, time.time() + 4, vid))
+        _bump_changes(db)
+        db.commit()
+        assert rv.snapshot(r)[0].verifications[vid]["score"] == 0.0 and loaded.stats["full"] == 5
+    finally:
+        db.close()
