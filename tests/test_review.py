@@ -765,3 +765,31 @@ def test_a_change_that_cannot_be_merged_reads_the_whole_run_again(runs):
         assert rv.snapshot(r)[0].verifications[vid]["score"] == 0.0 and loaded.stats["full"] == 5
     finally:
         db.close()
+
+
+def test_texts_read_when_a_page_shows_them_are_those_of_a_full_read(runs):
+    """The app keeps answers' texts as references into their samples until a page shows them;
+    what the pages get is what reading every text at once (``load_run``) gives."""
+    from proofsmith.review.data import REF_KEY, Run, load_run, problem_rows
+
+    rv = Review(list(runs))
+    texts = ("proof", "self_evaluation", "raw", "reasoning", "analysis")
+    refs = 0
+    for i, d in enumerate(runs):
+        full = load_run(Run(d, i))
+        lazy = rv.snapshot(rv.run(i))[0]
+        def rows(data):  # (the selected proof by id: its texts are read by the problem page)
+            return [{**x, "selected": (x["selected"] or {}).get("id")} for x in problem_rows(data, set())]
+
+        assert rows(lazy) == rows(full)
+        for pid, e in full.proofs.items():
+            refs += REF_KEY in lazy.proofs[pid]
+            shown = rv.proof(i, pid)["proof"]
+            assert REF_KEY not in shown and {k: shown.get(k) for k in texts} == {k: e.get(k) for k in texts}
+            for v, w in zip(shown["verifications"], e["verifications"], strict=True):
+                assert {k: v.get(k) for k in texts} == {k: w.get(k) for k in texts}
+                assert [m.get("analysis") for m in v["meta"]] == [m.get("analysis") for m in w["meta"]]
+            sel = rv.problem(i, e["problem_id"])["selected"]
+            if sel is not None:
+                assert sel["proof"] == full.proofs[sel["id"]]["proof"]
+    assert refs  # (the runs hold references: the store writes them)
