@@ -4,7 +4,8 @@ Builds a synthetic label run (problems x proofs, each proof with V verifier anal
 from one verifier call with n=V, a LabelItem per proof, half of them needs-human) in a temporary directory, then requests each
 page through the ASGI app (Starlette's TestClient, no network): the first request (the run is
 read and parsed) and the median of 5 later ones (the app re-reads only when the run changed),
-and a decision save + the next item page (what one key press costs a grader).
+a decision save + the next item page (what one key press costs a grader), and the problems
+page after a record is put (a run that a pipeline is still writing).
 
     python benchmarks/review_pages.py [--problems 50 --proofs 20 --verifications 16]
 """
@@ -105,6 +106,14 @@ def main() -> None:
 
             keys.append(timed(press))
         print(f"{'key press (save + next item)':28} {'':9} {statistics.median(keys) * 1000:24.0f}")
+        # a pipeline still writing the run: one record put, then the problems page (median of 5)
+        writes = []
+        for i in range(5):
+            store = RunStore(run)
+            store.put(Problem(id=f"late{i}", statement="Prove it."))
+            store.close()
+            writes.append(timed(lambda: c.get("/").raise_for_status()))
+        print(f"{'problems after one write':28} {'':9} {statistics.median(writes) * 1000:24.0f}")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from ..pipelines import majority_rejects
 from ..pipelines.label import LabelItem
 from ..records import MetaVerification, Problem, Proof, Verification
 from ..store import (
-    CHANGES_KEY, REF_KEY, STORE_FILENAME, RunStore, StoreError, _loads, apply_text_ref, check_record, reason_of,
+    _MAGIC_KEY, CHANGES_KEY, REF_KEY, STORE_FILENAME, RunStore, StoreError, _loads, apply_text_ref, check_record, reason_of,
     resolve_record, split_text_ref,
 )
 
@@ -312,7 +312,7 @@ class LoadedRun:
     def _identity(self, db: sqlite3.Connection) -> tuple:
         """The file and store version: another one at the run's path is read anew."""
         st = os.stat(self.run.path)
-        row = db.execute("SELECT value FROM meta WHERE key='proofsmith_store_version'").fetchone()
+        row = db.execute("SELECT value FROM meta WHERE key=?", (_MAGIC_KEY,)).fetchone()
         return st.st_dev, st.st_ino, row[0] if row else None
 
     def _parse(self, db: sqlite3.Connection, kind: str, rid: str, blob: str, cache: dict) -> dict:
