@@ -718,7 +718,8 @@ def test_a_change_that_cannot_be_merged_reads_the_whole_run_again(runs):
     db = sqlite3.connect(runs[1] / "run.sqlite")
     try:
         # an update stamped an hour before everything else
-        blob = json.loads(db.execute("SELECT json FROM records WHERE kind='Verification' AND id=?", (vid,)).fetchone()[0])
+        (blob,) = db.execute("SELECT json FROM records WHERE kind='Verification' AND id=?", (vid,)).fetchone()
+        blob = json.loads(blob)
         blob.pop("$text", None)
         blob.update(analysis="stamped early", raw="stamped early", score=1.0)
         db.execute("UPDATE records SET json=?, updated_at=updated_at - 3600 WHERE kind='Verification' AND id=?",

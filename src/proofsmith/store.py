@@ -79,8 +79,8 @@ from .redact import redact_text, redact_url, redact_value
 
 from proofsmith.records import Completion, Record, Usage, content_id
 
-__all__ = ["RunStore", "StoreError", "STORE_FILENAME", "SCHEMA_VERSION", "CHANGES_KEY", "check_record", "resolve_record",
-           "split_text_ref", "apply_text_ref"]
+__all__ = ["RunStore", "StoreError", "STORE_FILENAME", "SCHEMA_VERSION", "CHANGES_KEY", "check_record",
+           "resolve_record", "split_text_ref", "apply_text_ref"]
 
 STORE_FILENAME = "run.sqlite"
 SCHEMA_VERSION = 2  # the version of new stores

@@ -40,8 +40,8 @@ from ..pipelines import majority_rejects
 from ..pipelines.label import LabelItem
 from ..records import MetaVerification, Problem, Proof, Verification
 from ..store import (
-    _MAGIC_KEY, CHANGES_KEY, REF_KEY, STORE_FILENAME, RunStore, StoreError, _loads, apply_text_ref, check_record, reason_of,
-    resolve_record, split_text_ref,
+    _MAGIC_KEY, CHANGES_KEY, REF_KEY, STORE_FILENAME, RunStore, StoreError, _loads, apply_text_ref, check_record,
+    reason_of, resolve_record, split_text_ref,
 )
 
 __all__ = ["Run", "RunData", "ReviewError", "LoadedRun", "load_run", "signature", "FLAGS", "problem_rows",
