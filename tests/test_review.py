@@ -794,3 +794,66 @@ def test_texts_read_when_a_page_shows_them_are_those_of_a_full_read(runs):
             if sel is not None:
                 assert sel["proof"] == full.proofs[sel["id"]]["proof"]
     assert refs  # (the runs hold references: the store writes them)
+
+
+def test_pages_read_while_a_pipeline_writes_end_equal_to_a_full_read(runs):
+    """Rows merged after each write (new and updated verifications and meta-verifications,
+    new proofs and problems) give what reading the whole run gives."""
+    import random
+
+    from proofsmith.records import MetaVerification, Proof, Verification
+    from proofsmith.review.data import Run, load_run, problem_rows
+
+    def summary(data) -> tuple:
+        rows = [{**x, "selected": (x["selected"] or {}).get("id")} for x in problem_rows(data, set())]
+        proofs = [(pid, e["sources"], [(v["id"], v["score"], v["rejected"], [m["id"] for m in v["meta"]])
+                                       for v in e["verifications"]], sorted(e["flags"]), e["mean_score"])
+                  for pid, e in data.proofs.items()]
+        return rows, proofs, list(data.labels)
+
+    rv = Review(list(runs))
+    r = rv.run(1)
+    data, _ = rv.snapshot(r)
+    pids = [pid for pid, e in data.proofs.items() if "generator" in e["sources"]]
+    vids = list(data.verifications)
+    problem_id = data.proofs[pids[0]]["problem_id"]
+    rng = random.Random(7)
+    done = threading.Event()
+
+    def write() -> None:
+        store = RunStore(runs[1])
+        try:
+            for i in range(60):
+                pick = rng.random()
+                if pick < 0.3:
+                    store.put(Verification(id=f"w{i}", problem_id=problem_id, proof_id=rng.choice(pids),
+                                           score=rng.choice([0.0, 0.5, 1.0]), analysis=f"late {i}"))
+                    vids.append(f"w{i}")
+                elif pick < 0.6:
+                    v = Verification.model_validate(store.get("Verification", rng.choice(vids)))
+                    store.put(v.model_copy(update={"score": rng.choice([0.0, 0.5, 1.0, None])}))
+                elif pick < 0.85:
+                    vid = rng.choice(vids)
+                    v = store.get("Verification", vid)
+                    store.put(MetaVerification(id=f"m{i}", problem_id=problem_id, proof_id=v["proof_id"],
+                                               verification_id=vid, score=rng.choice([0.0, 1.0])))
+                elif pick < 0.95:
+                    store.put(Proof(id=f"late{i}", problem_id=problem_id, proof=f"a late proof {i}"))
+                    pids.append(f"late{i}")
+                else:
+                    store.put(Problem(id=f"lateP{i}", statement="late"))
+                time.sleep(0.002)
+        finally:
+            store.close()
+            done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    while not done.is_set():
+        rv.problems(run=1)
+        rv.proof(1, rng.choice(pids[:3]))
+    writer.join()
+    data, _ = rv.snapshot(r)
+    assert summary(data) == summary(load_run(Run(runs[1], 1)))
+    stats = rv._loaded[1].stats
+    assert stats["updates"] > 1 and stats["full"] == 1, stats  # (merged, never read again)
