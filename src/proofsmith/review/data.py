@@ -211,6 +211,7 @@ _STAMP_MARGIN_US = 120_000_000
 _META_QUERY = ("SELECT key, value FROM meta WHERE key LIKE 'search/%' OR key LIKE 'refine/%'"
                " OR key IN ('eval', 'pipeline') ORDER BY rowid")
 _BATCH = 500  # rowids per `IN (...)` (SQLite allows 999 parameters in older builds)
+_NEVER = 2**63 - 1  # no rowid or stamp is greater
 
 
 _gc_lock = threading.Lock()
@@ -237,6 +238,14 @@ def _gc_paused() -> Iterator[None]:
             _gc_holds -= 1
             if _gc_holds == 0 and _gc_was_enabled:
                 gc.enable()
+
+
+def _by_rowid(db: sqlite3.Connection, columns: str, rowids: list[int]) -> Iterator[tuple]:
+    """``columns`` of the records rows ``rowids`` (ascending), in rowid order."""
+    for i in range(0, len(rowids), _BATCH):
+        part = rowids[i:i + _BATCH]
+        yield from db.execute(f"SELECT {columns} FROM records WHERE rowid IN ({','.join('?' * len(part))})"
+                              " ORDER BY rowid", part)
 
 
 class LoadedRun:
@@ -331,13 +340,18 @@ class LoadedRun:
             raise _damaged(db, kind, rid, e) from None
 
     @staticmethod
-    def _totals(db: sqlite3.Connection) -> tuple[tuple[int, int, int, int], int, int]:
+    def _scan(db: sqlite3.Connection, after_rowid: int = _NEVER, since_stamp: int = _NEVER
+              ) -> tuple[tuple[int, int, int, int], int, int, list[int]]:
         """(count, sums of rowid, of whole seconds and of microseconds of ``updated_at``) of the
-        rows read, and their last rowid and ``updated_at``: one scan, no JSON read."""
-        n, rowids, secs, micros, last, newest = db.execute(
-            f"SELECT COUNT(*), SUM(rowid), SUM(s / 1000000), SUM(s % 1000000), MAX(rowid), MAX(s) FROM"
-            f" (SELECT rowid, {_STAMP} AS s FROM records WHERE {_KIND_FILTER})").fetchone()
-        return (n, rowids or 0, secs or 0, micros or 0), last or 0, newest or 0
+        rows the pages read, their last rowid and ``updated_at``, and the rowids of those after
+        ``after_rowid`` or updated since ``since_stamp``: one scan, no JSON read."""
+        n, rowids, secs, micros, last, newest, window = db.execute(
+            "SELECT COUNT(*), SUM(rowid), SUM(s / 1000000), SUM(s % 1000000), MAX(rowid), MAX(s),"
+            " group_concat(CASE WHEN rowid > ? OR s >= ? THEN rowid END)"  # (NULLs are left out)
+            f" FROM (SELECT rowid, {_STAMP} AS s FROM records WHERE {_KIND_FILTER})",
+            (after_rowid, since_stamp)).fetchone()
+        return ((n, rowids or 0, secs or 0, micros or 0), last or 0, newest or 0,
+                sorted(int(x) for x in window.split(",")) if window else [])
 
     def _load(self, db: sqlite3.Connection) -> None:
         """Read every row (after :meth:`_reset`)."""
@@ -348,43 +362,36 @@ class LoadedRun:
                 f"SELECT rowid, kind, id, json, {_STAMP} FROM records WHERE {_KIND_FILTER} ORDER BY rowid"):
             rows[kind][rid] = (rowid, stamp, parse(db, kind, rid, blob, cache))
         self.stats["rows"] += sum(map(len, rows.values()))
-        self._sums, self._max_rowid, self._max_stamp = self._totals(db)
+        self._sums, self._max_rowid, self._max_stamp, _ = self._scan(db)
         self._read_meta(db)
 
     def _update(self, db: sqlite3.Connection) -> bool:
         """Read the rows that changed since the last read; False: read everything again."""
         self.stats["updates"] += 1
+        totals, last, newest, window = self._scan(db, self._max_rowid, self._max_stamp - _STAMP_MARGIN_US)
         changed = []
-        for rowid, kind, rid, stamp in db.execute(
-                f"SELECT rowid, kind, id, {_STAMP} FROM records WHERE {_KIND_FILTER}"
-                " AND (rowid > ? OR updated_at >= ?)",
-                (self._max_rowid, (self._max_stamp - _STAMP_MARGIN_US) / 1e6)):
+        for rowid, kind, rid, stamp in _by_rowid(db, f"rowid, kind, id, {_STAMP}", window):
             old = self._rows[kind].get(rid)
             if old is None and rowid < self._max_rowid or old is not None and old[0] != rowid:
                 return False  # a row put again after a delete: its place in the order changed
             if old is None or old[1] != stamp:
                 changed.append(rowid)
-        changed.sort()
         cache: dict = {}
         count, rowids, secs, micros = self._sums
-        for i in range(0, len(changed), _BATCH):
-            part = changed[i:i + _BATCH]
-            for rowid, kind, rid, blob, stamp in db.execute(
-                    f"SELECT rowid, kind, id, json, {_STAMP} FROM records WHERE rowid IN ({','.join('?' * len(part))})"
-                    " ORDER BY rowid", part):
-                old = self._rows[kind].get(rid)
-                if old is not None:  # (an update: its place in the order stays)
-                    count, rowids, secs, micros = (count - 1, rowids - old[0], secs - old[1] // 1_000_000,
-                                                   micros - old[1] % 1_000_000)
-                new = self._rows[kind][rid] = (rowid, stamp, self._parse(db, kind, rid, blob, cache))
-                if kind == "MetaVerification":  # (a verification's view is rebuilt: see _build)
-                    self._meta_changed.update(r[2].get("verification_id", "") for r in (old, new) if r)
-                count, rowids, secs, micros = (count + 1, rowids + rowid, secs + stamp // 1_000_000,
-                                               micros + stamp % 1_000_000)
-                self.stats["rows"] += 1
-        self._sums, self._max_rowid, self._max_stamp = self._totals(db)
-        if self._sums != (count, rowids, secs, micros):
+        for rowid, kind, rid, blob, stamp in _by_rowid(db, f"rowid, kind, id, json, {_STAMP}", changed):
+            old = self._rows[kind].get(rid)
+            if old is not None:  # (an update: its place in the order stays)
+                count, rowids, secs, micros = (count - 1, rowids - old[0], secs - old[1] // 1_000_000,
+                                               micros - old[1] % 1_000_000)
+            new = self._rows[kind][rid] = (rowid, stamp, self._parse(db, kind, rid, blob, cache))
+            if kind == "MetaVerification":  # (a verification's view is rebuilt: see _build)
+                self._meta_changed.update(r[2].get("verification_id", "") for r in (old, new) if r)
+            count, rowids, secs, micros = (count + 1, rowids + rowid, secs + stamp // 1_000_000,
+                                           micros + stamp % 1_000_000)
+            self.stats["rows"] += 1
+        if totals != (count, rowids, secs, micros):
             return False
+        self._sums, self._max_rowid, self._max_stamp = totals, last, newest
         self._read_meta(db)
         return True
 
