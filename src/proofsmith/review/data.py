@@ -302,6 +302,7 @@ class LoadedRun:
                     full = self.data is None or ident != self._ident or not self._update(db)
                     if full:
                         self._reset()  # (the old rows go first: never two runs' rows at once)
+                        gc.unfreeze()  # (what an earlier full read froze is collectable again)
                         gc.collect()  # the garbage of before, so that it is not frozen with the run
                         self._load(db)
                     self.data = self._build()
