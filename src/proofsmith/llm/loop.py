@@ -3,7 +3,7 @@
 At a thousand requests in flight the client is CPU-bound, and much of its CPU per call is the
 event loop's (waking tasks, socket callbacks). uvloop (libuv) does that work in C: in
 ``benchmarks/client_overhead.py`` at C=1024 it takes the client with a run store from 0.365
-to 0.309 ms of CPU a call (medians of 8 rounds; benchmarks/README.md, "The event loop:
+to 0.302 ms of CPU a call (medians of 16 rounds; benchmarks/README.md, "The event loop:
 uvloop"). Everything that
 runs a loop of its own therefore uses :func:`run`: the CLI, the synchronous Python API
 (``proofsmith.prove`` ...) and the training helpers. It picks the loop from
