@@ -38,6 +38,7 @@ from proofsmith.llm.transport import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_RESPONSE_BYTES,
     TransportError,
+    untrusted_certificate,
 )
 
 __all__ = ["Http1Transport", "MAX_HEAD_BYTES"]
@@ -296,6 +297,8 @@ class Http1Transport:
             if self.connect_timeout <= limit:
                 raise TransportError(f"could not connect within {self.connect_timeout:g} s", "connect") from None
             raise TransportError(f"request timed out after {self.timeout:g} s (--timeout)", "timeout") from None
+        except ssl.SSLCertVerificationError as e:
+            raise untrusted_certificate(t.host, t.port, e) from None
         except OSError as e:
             raise TransportError(one_line(f"cannot connect to {t.host}:{t.port}: {e.strerror or e}", 200),
                                  "connect") from None

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from proofsmith.errors import one_line
+from proofsmith.errors import ConfigurationError, one_line
 
 __all__ = ["TransportError", "AiohttpTransport", "DEFAULT_CONNECT_TIMEOUT", "DEFAULT_IDLE_TIMEOUT",
            "DEFAULT_MAX_RESPONSE_BYTES"]
@@ -40,6 +40,17 @@ class TransportError(Exception):
     def __init__(self, message: str, kind: str = "other"):
         super().__init__(message)
         self.kind = kind
+
+
+def untrusted_certificate(host: str, port: int, e: BaseException) -> ConfigurationError:
+    """The error of a server whose TLS certificate does not verify (self-signed, unknown CA,
+    another host's name, expired): not retried, since no retry can change the certificate
+    (retrying took ~1 minute of backoff before the one line). Fatal to the run, like a
+    rejected API key."""
+    why = getattr(e, "verify_message", None) or getattr(e, "reason", None) or e
+    return ConfigurationError(one_line(
+        f"the TLS certificate of {host}:{port} is not trusted ({why}); if the server uses a "
+        "certificate of its own CA, set SSL_CERT_FILE to that CA's certificate file", 400))
 
 
 class AiohttpTransport:
@@ -73,6 +84,8 @@ class AiohttpTransport:
             raise TransportError(f"could not connect within {self.connect_timeout:g} s", "connect") from e
         except asyncio.TimeoutError as e:
             raise TransportError(f"request timed out after {self.timeout:g} s (--timeout)", "timeout") from e
+        except aiohttp.ClientConnectorCertificateError as e:
+            raise untrusted_certificate(e.host, e.port, e.certificate_error) from None
         except aiohttp.ClientConnectorError as e:
             raise TransportError(one_line(f"{type(e).__name__}: {e}", 200), "connect") from e
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as e:
