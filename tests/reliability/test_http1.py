@@ -223,6 +223,8 @@ async def test_https_with_the_default_ssl_context(tmp_path, monkeypatch):
     import ssl
     import subprocess
 
+    from proofsmith.errors import ConfigurationError
+
     if shutil.which("openssl") is None:
         pytest.skip("no openssl command to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -235,10 +237,10 @@ async def test_https_with_the_default_ssl_context(tmp_path, monkeypatch):
     server = await asyncio.start_server(srv._handle, "127.0.0.1", 0, ssl=ctx)
     url = f"https://localhost:{server.sockets[0].getsockname()[1]}/v1"
     try:
-        # not trusted: a connect failure, not an answer
-        with pytest.raises(TransportError) as e:
+        # not trusted: a configuration error (never retried: no retry changes a certificate)
+        with pytest.raises(ConfigurationError) as e:
             await post(transport(), url)
-        assert e.value.kind == "connect" and "CERTIFICATE" in str(e.value).upper()
+        assert "not trusted" in str(e.value) and "SSL_CERT_FILE" in str(e.value)
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted through the default context
         t = transport()
         status, _, data = await post(t, url)
