@@ -797,6 +797,25 @@ def test_verl_and_openrlhf_exports_leave_out_rows_holding_token_text(tmp_path):
     assert not (tmp_path / "none.jsonl").exists()
 
 
+def test_trl_exports_leave_out_rows_holding_token_text(tmp_path):
+    """`train data --format trl` wrote every row: data given to TRL directly (not through
+    proofsmith's GRPO, which filters it itself) kept a proof holding `<|im_end|>`. Now the same
+    filter as the verl and OpenRLHF exports, in JSONL and in Parquet."""
+    from datasets import Dataset
+
+    from proofsmith.train.data import build_dataset, to_trl
+
+    path, dropped = to_trl("verifier", _MARKED, tmp_path / "t.jsonl")
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [x["problem"] for x in rows] == ["P1", "P3, see <repo_name>"] and dropped == {"<|im_start|>": 1}
+    path, dropped = to_trl("verifier", _MARKED, tmp_path / "t.parquet", tokenizer=_Tok())
+    table = Dataset.from_parquet(str(path))
+    assert table["problem"] == ["P1", "P2"] and dropped == {"<repo_name>": 1}
+    # the same columns and values as the dataset proofsmith's GRPO builds from those examples
+    want = build_dataset("verifier", [_MARKED[0], _MARKED[1]])
+    assert table.column_names == want.column_names and table.to_list() == want.to_list()
+
+
 def test_cli_train_data_reports_the_rows_left_out_for_token_text(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
@@ -806,9 +825,9 @@ def test_cli_train_data_reports_the_rows_left_out_for_token_text(tmp_path, monke
     write_jsonl(tmp_path / "l.jsonl", [{k: v for k, v in r.items() if k != "target"} | {"label": r["target"]}
                                        for r in _MARKED])
 
-    def run(*extra):
+    def run(*extra, fmt="openrlhf"):
         r = CliRunner().invoke(app, ["train", "data", str(tmp_path / "l.jsonl"), "--role", "verifier",
-                                     "--format", "openrlhf", "-o", str(tmp_path / "o.jsonl"), "--json", *extra])
+                                     "--format", fmt, "-o", str(tmp_path / "o.jsonl"), "--json", *extra])
         assert r.exit_code == 0, r.output
         return json.loads(r.stdout[r.stdout.index("{"):])
 
@@ -819,6 +838,10 @@ def test_cli_train_data_reports_the_rows_left_out_for_token_text(tmp_path, monke
     s = run("--tokenizer", "HuggingFaceTB/SmolLM2-135M-Instruct")
     assert (s["rows"], s["dropped_token_text"]) == (2, {"<repo_name>": 1}) and seen == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
     assert "SmolLM2" in s["token_texts"]
-    r = CliRunner().invoke(app, ["train", "data", str(tmp_path / "l.jsonl"), "--role", "verifier", "--format", "trl",
-                                 "-o", str(tmp_path / "t.jsonl"), "--tokenizer", "x"])
-    assert r.exit_code == 1 and "--tokenizer" in r.output
+    # TRL data given to TRL directly is not filtered by proofsmith's GRPO: the same filter
+    s = run(fmt="trl")
+    assert (s["rows"], s["dropped_token_text"]) == (2, {"<|im_start|>": 1})
+    rows = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [x["problem"] for x in rows] == ["P1", "P3, see <repo_name>"]
+    s = run("--tokenizer", "x", fmt="trl")
+    assert (s["rows"], s["dropped_token_text"]) == (2, {"<repo_name>": 1})

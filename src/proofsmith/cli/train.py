@@ -112,7 +112,7 @@ def data(
     fmt: Annotated[str, typer.Option("--format", "-f", help="trl | verl | openrlhf")] = "trl",
     templates: TemplatesOpt = None,
     tokenizer: Annotated[Optional[str], typer.Option(
-        "--tokenizer", help="The policy's tokenizer (its checkpoint directory or hub name), for verl and OpenRLHF: "
+        "--tokenizer", help="The policy's tokenizer (its checkpoint directory or hub name): "
         "rows whose prompt holds the text of one of its added or special tokens are left out, as GRPO does. "
         "Without it, the rows whose problem, proof or analysis holds a known chat turn marker (<|im_end|>, ...) are.",
         show_default=False)] = None,
@@ -123,9 +123,8 @@ def data(
     try:
         from ..train import data as d
 
-        if tokenizer is not None and fmt not in ("verl", "openrlhf"):
-            raise UserError("--tokenizer applies to --format verl and openrlhf (proofsmith's GRPO filters TRL data "
-                            "with the policy's own tokenizer)")
+        if fmt not in ("trl", "verl", "openrlhf"):
+            raise UserError(f"unknown format {fmt!r} (trl, verl or openrlhf)")
         t = None
         if templates is not None:
             from ..prompts import Templates
@@ -133,27 +132,19 @@ def data(
             t = Templates.load(templates)
         ex = d.load_examples(source)
         examples = ex.for_role(role)
-        if fmt in ("verl", "openrlhf"):
-            export = d.to_verl if fmt == "verl" else d.to_openrlhf
-            path, dropped = export(role, examples, out, t, tokenizer)
-        elif fmt == "trl":
-            if out.suffix == ".parquet":
-                path = d.save_parquet(d.build_dataset(role, examples, t), out)
-            else:
-                path = d.save_jsonl(d.rows_for_role(role, examples, t), out)
-        else:
-            raise UserError(f"unknown format {fmt!r} (trl, verl or openrlhf)")
+        export = {"trl": d.to_trl, "verl": d.to_verl, "openrlhf": d.to_openrlhf}[fmt]
+        path, dropped = export(role, examples, out, t, tokenizer)
     except ImportError as e:
         fail(f"{e}: install the [train] extra")
     except _ERRORS as e:
         fail(str(e))
     summary = {"path": str(path), "role": role, "rows": len(examples) - sum(dropped.values()),
                "skipped": dict(ex.skipped)}
-    if fmt in ("verl", "openrlhf"):  # as GRPO's and RFT's summaries, and what the texts were
-        summary["dropped_token_text"] = dict(dropped)
-        summary["token_texts"] = (f"the added and special tokens of the tokenizer {tokenizer}" if tokenizer is not None
-                                  else "chat turn markers only (parse.CHAT_CONTROL_TEXTS): give --tokenizer for "
-                                  "the policy's own added tokens")
+    # as GRPO's and RFT's summaries, and what the texts were
+    summary["dropped_token_text"] = dict(dropped)
+    summary["token_texts"] = (f"the added and special tokens of the tokenizer {tokenizer}" if tokenizer is not None
+                              else "chat turn markers only (parse.CHAT_CONTROL_TEXTS): give --tokenizer for "
+                              "the policy's own added tokens")
     _show(summary, as_json)
 
 

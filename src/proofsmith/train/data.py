@@ -296,8 +296,6 @@ def build_dataset(role: str, examples: list[dict], templates: Any = None):
 def build_mixed_dataset(tagged: list[tuple[str, dict]], templates: Any = None):
     """A ``datasets.Dataset`` from ``(role, example)`` pairs, in their order: each row is
     rendered with its role's prompt and carries a ``role`` column (the reward dispatches on it)."""
-    from datasets import Dataset
-
     if not tagged:
         raise TrainError("no examples in the training data")
     rows = []
@@ -305,12 +303,33 @@ def build_mixed_dataset(tagged: list[tuple[str, dict]], templates: Any = None):
         row = rows_for_role(role, [ex], templates)[0]
         row["role"] = model_role(role)
         rows.append(row)
-    # keep column types stable for Arrow: missing strings -> "", missing target -> NaN
+    return dataset_of(rows)
+
+
+def dataset_of(rows: list[dict]):
+    """A ``datasets.Dataset`` of rows of :func:`rows_for_role` that carry their ``role``
+    (changed in place: column types kept stable for Arrow, a missing string "", a missing
+    target NaN)."""
+    from datasets import Dataset
+
     for r in rows:
         r["proof"] = r["proof"] or ""
         r["analysis"] = r["analysis"] or ""
         r["target"] = float("nan") if r["target"] is None else float(r["target"])
     return Dataset.from_list(rows)
+
+
+def to_trl(role: str, examples: list[dict], path: str | Path, templates: Any = None,
+           tokenizer: Any = None) -> tuple[Path, Counter]:
+    """Write TRL data for one role, JSONL (the rows of :func:`rows_for_role`) or Parquet
+    (:func:`build_dataset`'s columns, by ``path``'s suffix): the path, and the rows left out
+    per token text (:func:`export_rows`, as for verl and OpenRLHF: data given to TRL directly
+    is not filtered by proofsmith's GRPO)."""
+    role = model_role(role)
+    rows, dropped = export_rows(role, examples, templates, tokenizer)
+    if Path(path).suffix == ".parquet":
+        return save_parquet(dataset_of([{**r, "role": role} for r in rows]), path), dropped
+    return save_jsonl(rows, path), dropped
 
 
 def save_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
@@ -350,7 +369,7 @@ _EXAMPLE_TEXTS = ("problem", "proof", "analysis")
 
 def export_rows(role: str, examples: list[dict], templates: Any = None,
                 tokenizer: Any = None) -> tuple[list[dict], Counter]:
-    """The rows of :func:`rows_for_role` that an RL export (verl, OpenRLHF) writes, and how many
+    """The rows of :func:`rows_for_role` that an export (TRL, verl, OpenRLHF) writes, and how many
     were left out for each token text (:func:`without_token_texts`, ``dropped_token_text`` in
     the summaries). With the policy's ``tokenizer`` (a tokenizer, or its path / hub name) the
     filter is GRPO's: the rendered prompt against the tokenizer's added and special tokens (the
