@@ -7,7 +7,7 @@ store add per call (``time.process_time()`` over ``--calls`` calls by ``--concur
 workers, distinct prompts so the store never answers from cache). Run the modes alternately
 several times and compare medians::
 
-    python benchmarks/client_cpu.py bare|client|store [--loop auto|uvloop|asyncio]
+    python benchmarks/client_cpu.py bare|client|store [--loop auto|uvloop|asyncio] [--gc auto|default]
     PROOFSMITH_SRC=/path/to/other/src python benchmarks/client_cpu.py store   # another checkout
 """
 
@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import Any
 from pathlib import Path
 
 sys.path.insert(0, os.environ.get("PROOFSMITH_SRC") or str(Path(__file__).resolve().parents[1] / "src"))
@@ -80,6 +81,23 @@ async def run(mode: str, store_dir: str, calls: int, conc: int, prompt_chars: in
     return 1e6 * cpu / calls
 
 
+def gc_setting(choice: str) -> tuple[str, Any]:
+    """(name, context manager) of the garbage collector's setting while the client runs:
+    ``auto`` is what proofsmith's own runs do (``proofsmith.llm.loop.gc_tuned``; nothing for a
+    checkout older than it), ``default`` leaves CPython's thresholds."""
+    import contextlib
+    import gc
+
+    if choice == "auto":
+        try:
+            from proofsmith.llm.loop import gc_tuned
+        except ImportError:
+            pass
+        else:
+            return f"auto (gen0 threshold {gc.get_threshold()[0]} -> tuned)", gc_tuned("auto")
+    return f"default (gen0 threshold {gc.get_threshold()[0]})", contextlib.nullcontext()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("mode", choices=["bare", "client", "store"],
@@ -90,6 +108,8 @@ def main() -> None:
                     help="characters added to each prompt (verification prompts are ~5,000-30,000)")
     ap.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
                     help="event loop (auto: the CLI's, uvloop where installed)")
+    ap.add_argument("--gc", choices=["auto", "default"], default="auto",
+                    help="the garbage collector (auto: as proofsmith's runs tune it; default: CPython's)")
     args = ap.parse_args()
     if args.loop == "asyncio":
         name, factory = "asyncio", asyncio.new_event_loop
@@ -100,9 +120,10 @@ def main() -> None:
             name, factory = "asyncio", asyncio.new_event_loop
         else:
             name, factory = loop_name(args.loop), loop_factory(args.loop)
-    with tempfile.TemporaryDirectory() as tmp, asyncio.Runner(loop_factory=factory) as runner:
+    gc_name, gc_ctx = gc_setting(args.gc)
+    with tempfile.TemporaryDirectory() as tmp, gc_ctx, asyncio.Runner(loop_factory=factory) as runner:
         us = runner.run(run(args.mode, tmp, args.calls, args.concurrency, args.prompt_chars))
-    print(f"{args.mode} loop={name} prompt+{args.prompt_chars} src={os.environ.get('PROOFSMITH_SRC') or 'this checkout'} {us:.0f} us CPU/call")
+    print(f"{args.mode} loop={name} gc={args.gc} prompt+{args.prompt_chars} src={os.environ.get('PROOFSMITH_SRC') or 'this checkout'} {us:.0f} us CPU/call")
 
 
 if __name__ == "__main__":

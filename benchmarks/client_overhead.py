@@ -19,6 +19,7 @@ Usage::
     python benchmarks/client_overhead.py --transport bare-aiohttp   # reference: aiohttp alone
     python benchmarks/client_overhead.py --loop asyncio        # asyncio's loop (default: the CLI's, uvloop)
     python benchmarks/client_overhead.py --store               # also write every call to a RunStore
+    python benchmarks/client_overhead.py --gc default          # CPython's GC thresholds (default: the CLI's)
     python benchmarks/client_overhead.py --concurrency --store-size 256   # store size only
 
 ``--store-size CALLS`` measures the run store's size: CALLS verifications (``roles.verify``,
@@ -331,6 +332,23 @@ def event_loop(choice: str) -> tuple[str, Any]:
     return "asyncio", asyncio.new_event_loop
 
 
+def gc_setting(choice: str) -> tuple[str, Any]:
+    """(name, context manager) of the garbage collector's setting while the client runs:
+    ``auto`` is what proofsmith's own runs do (``proofsmith.llm.loop.gc_tuned``; nothing for a
+    checkout older than it), ``default`` leaves CPython's thresholds."""
+    import contextlib
+    import gc
+
+    if choice == "auto":
+        try:
+            from proofsmith.llm.loop import gc_tuned
+        except ImportError:
+            pass
+        else:
+            return f"auto (gen0 threshold {gc.get_threshold()[0]} -> tuned)", gc_tuned("auto")
+    return f"default (gen0 threshold {gc.get_threshold()[0]})", contextlib.nullcontext()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 64, 1024],
@@ -350,6 +368,9 @@ def main() -> None:
                     help="the client's event loop (auto: the CLI's, proofsmith.llm.loop: uvloop where "
                          "installed); the reference figures in benchmarks/README.md run bare-aiohttp "
                          "on asyncio's loop, as when issue 10 was filed, and on uvloop")
+    ap.add_argument("--gc", choices=["auto", "default"], default="auto",
+                    help="the garbage collector while the client runs (auto: as proofsmith's runs tune it, "
+                         "proofsmith.llm.loop.gc_tuned; default: CPython's thresholds, as bare scripts run)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--capacity", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -358,7 +379,8 @@ def main() -> None:
         asyncio.run(serve(args.port, args.latency, args.capacity, args.n, args.answer_chars))
         return
     loop_name, new_loop = event_loop(args.loop)
-    print(f"transport={args.transport} loop={loop_name} latency={args.latency}s store={args.store} "
+    gc_name, _ = gc_setting(args.gc)
+    print(f"transport={args.transport} loop={loop_name} gc={gc_name} latency={args.latency}s store={args.store} "
           f"cpus={os.cpu_count()} python={sys.version.split()[0]}")
     print(f"{'C':>6} {'calls':>7} {'wall s':>8} {'calls/s':>9} {'tput/capacity':>14} {'client CPU ms/call':>19} {'server CPU s':>12}")
     for conc in args.concurrency:
@@ -366,7 +388,7 @@ def main() -> None:
         try:
             s0 = proc_cpu(proc.pid)
             with tempfile.TemporaryDirectory() as tmp:
-                with asyncio.Runner(loop_factory=new_loop) as runner:
+                with gc_setting(args.gc)[1], asyncio.Runner(loop_factory=new_loop) as runner:
                     r = runner.run(run_level(port, conc, args.window, args.latency, args.transport,
                                              tmp if args.store else None))
             r["server_cpu"] = proc_cpu(proc.pid) - s0

@@ -81,12 +81,16 @@ def test_ctrl_c_cancels_the_main_task_then_raises_keyboard_interrupt(choice):
     assert cleaned == [True]
 
 
-def test_the_cli_says_a_bad_loop_in_one_line(tmp_path):
-    """The CLI runs its coroutines through llm.loop.run: a bad PROOFSMITH_EVENT_LOOP is a
-    one-line error, exit code 1, before any request."""
+@pytest.mark.parametrize("var, value, says", [
+    (EVENT_LOOP_ENV, "tokio", "PROOFSMITH_EVENT_LOOP='tokio' is not one of"),
+    ("PROOFSMITH_GC", "off", "PROOFSMITH_GC='off' is not one of"),
+])
+def test_the_cli_says_a_bad_loop_in_one_line(tmp_path, var, value, says):
+    """The CLI runs its coroutines through llm.loop.run: a bad PROOFSMITH_EVENT_LOOP or
+    PROOFSMITH_GC is a one-line error, exit code 1, before any request."""
     (tmp_path / "problem.md").write_text("Show that 1 + 1 = 2.\n")
     (tmp_path / "proof.md").write_text("1 + 1 = 2 by the definition of 2.\n")
-    env = dict(os.environ, **{EVENT_LOOP_ENV: "tokio"})
+    env = dict(os.environ, **{var: value})
     r = subprocess.run(
         [sys.executable, "-c", "from proofsmith.cli import main; main()", "verify",
          str(tmp_path / "problem.md"), str(tmp_path / "proof.md"),
@@ -95,4 +99,87 @@ def test_the_cli_says_a_bad_loop_in_one_line(tmp_path):
     )
     assert r.returncode == 1, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "PROOFSMITH_EVENT_LOOP='tokio' is not one of" in lines[0], r.stderr
+    assert len(lines) == 1 and says in lines[0], r.stderr
+
+
+# -- the garbage collector while run() runs ----------------------------------------------------
+
+import gc  # noqa: E402
+
+from proofsmith.llm.loop import GC_ENV, GC_GEN0_THRESHOLD, gc_tuned  # noqa: E402
+
+
+async def _threshold() -> tuple[int, ...]:
+    return gc.get_threshold()
+
+
+@pytest.fixture
+def cpython_thresholds():
+    found = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    yield
+    gc.set_threshold(*found)
+
+
+def test_run_raises_the_young_generation_threshold_and_puts_it_back(monkeypatch, cpython_thresholds):
+    monkeypatch.delenv(GC_ENV, raising=False)
+    assert run(_threshold()) == (GC_GEN0_THRESHOLD, 10, 10)
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_the_threshold_is_put_back_when_the_coroutine_fails(monkeypatch, cpython_thresholds):
+    monkeypatch.delenv(GC_ENV, raising=False)
+
+    async def fail() -> None:
+        assert gc.get_threshold()[0] == GC_GEN0_THRESHOLD
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run(fail())
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_gc_default_leaves_the_thresholds(monkeypatch, cpython_thresholds):
+    monkeypatch.setenv(GC_ENV, " Default ")
+    assert run(_threshold()) == (700, 10, 10)
+
+
+def test_a_program_s_own_thresholds_are_left_alone(monkeypatch):
+    monkeypatch.delenv(GC_ENV, raising=False)
+    found = gc.get_threshold()
+    gc.set_threshold(5000, 20, 30)
+    try:
+        assert run(_threshold()) == (5000, 20, 30)
+        assert gc.get_threshold() == (5000, 20, 30)
+    finally:
+        gc.set_threshold(*found)
+
+
+def test_a_change_made_during_the_run_is_kept(monkeypatch, cpython_thresholds):
+    monkeypatch.delenv(GC_ENV, raising=False)
+
+    async def change() -> None:
+        gc.set_threshold(1234, 5, 6)
+
+    run(change())
+    assert gc.get_threshold() == (1234, 5, 6)
+
+
+def test_a_bad_gc_choice_is_one_line_and_nothing_runs(monkeypatch, cpython_thresholds):
+    monkeypatch.setenv(GC_ENV, "off")
+    ran = []
+
+    async def work() -> None:
+        ran.append(1)
+
+    coro = work()
+    with pytest.raises(ValueError, match=r"^PROOFSMITH_GC='off' is not one of: auto, default$"):
+        run(coro)
+    assert ran == [] and coro.cr_frame is None and gc.get_threshold() == (700, 10, 10)
+
+
+def test_gc_tuned_says_whether_it_changed_anything(cpython_thresholds):
+    with gc_tuned("auto") as changed:
+        assert changed and gc.get_threshold()[0] == GC_GEN0_THRESHOLD
+    with gc_tuned("default") as changed:
+        assert not changed and gc.get_threshold()[0] == 700
