@@ -103,6 +103,54 @@ def test_another_writer_between_ticks_is_seen(tmp_path):
     b.close()
 
 
+def test_outside_a_transaction_data_version_is_looked_at_once_per_loop_iteration(tmp_path):
+    """Outside a write transaction (the calls that one commit wakes up start together) the
+    store looks at ``PRAGMA data_version`` once per event-loop iteration: a sample another
+    connection commits is found in the next iteration, and after the loop ends (its reset
+    never ran) a call outside any loop looks again."""
+    a = RunStore(tmp_path)
+    b = RunStore(tmp_path)
+    keys = [f"{i:064x}" for i in range(6)]
+    looks: list[str] = []
+    a._db.set_trace_callback(lambda sql: looks.append(sql) if "data_version" in sql else None)
+
+    async def run() -> None:
+        assert not a._db.in_transaction
+        assert [a.cached_samples(k) for k in keys[:3]] == [{}, {}, {}]
+        assert len(looks) == 1  # one look for the three
+        record(b, "b-3", keys[3], completions=[comp(keys[3], 0, "by b")])
+        b.flush()
+        assert a.cached_samples(keys[3]) == {}  # (committed during this iteration: a race)
+        await asyncio.sleep(0)  # the next iteration
+        assert a.cached_samples(keys[3])[0].text == "by b"
+        assert len(looks) == 2 and a._key_bits is None  # seen: the filter is dropped for good
+
+    asyncio.run(run())
+    a.close()
+    b.close()
+
+
+def test_a_look_from_a_finished_loop_is_not_reused(tmp_path):
+    a = RunStore(tmp_path)
+    b = RunStore(tmp_path)
+    keys = [f"{i:064x}" for i in range(2)]
+
+    async def look() -> None:
+        assert a.cached_samples(keys[0]) == {}
+        asyncio.get_running_loop().stop()  # the loop ends before the reset callback runs
+
+    loop = asyncio.new_event_loop()
+    loop.create_task(look())
+    loop.run_forever()
+    assert a._seen_loop is loop
+    record(b, "b-1", keys[1], completions=[comp(keys[1], 0, "by b")])
+    b.flush()
+    assert a.cached_samples(keys[1])[0].text == "by b"  # outside any loop: looked again
+    loop.close()
+    a.close()
+    b.close()
+
+
 def test_failed_calls_never_become_samples(tmp_path):
     store = RunStore(tmp_path)
     record(store, "c1", "k", error="HTTP 503", attempt=1)

@@ -41,8 +41,10 @@ that held no samples when it was opened keeps a filter of the request keys it ha
 bit per key hash, 1 MiB): a key whose bit is clear is answered without reading SQLite, unless
 another connection (another process, a second ``RunStore`` on the same file) has written to the
 store since it was opened (``PRAGMA data_version``, looked at once per write transaction:
-while this connection's transaction is open no other can commit); then the filter is dropped
-and every key is read, as in a store opened with samples in it. New stores have no index on
+while this connection's transaction is open no other can commit; outside one, once per
+event-loop iteration: the calls that one commit wakes up start together, and a commit by
+another connection in that iteration is a race like one a moment after the look); then the
+filter is dropped and every key is read, as in a store opened with samples in it. New stores have no index on
 ``calls.request_key`` (older stores keep theirs): keeping an index of random keys cost ~20 µs
 a call, and nothing on a run's path reads calls by key (:meth:`RunStore.calls` with a key
 scans the table).
@@ -98,6 +100,13 @@ _TEXTS_MAX_CHARS = 32 << 20
 # is clear has no samples (no SQLite read); ~1 in 8 keys of a run with a million keys is a
 # false hit (read as before)
 _KEY_BITS_MASK = (1 << 23) - 1
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _key_bit(key: str) -> tuple[int, int]:
@@ -300,6 +309,9 @@ class RunStore:
         # written; None when the store held samples when opened (then SQLite is always asked)
         self._key_bits: bytearray | None = None
         self._data_version = 0  # PRAGMA data_version when the filter was made
+        # the event loop in whose current iteration data_version was seen unchanged outside a
+        # write transaction (reset by a callback at the next iteration)
+        self._seen_loop: asyncio.AbstractEventLoop | None = None
         # transactions begun (BEGIN IMMEDIATE) and the one in which data_version was last seen
         # unchanged: while this connection's write transaction is open no other connection can
         # commit, so one look per transaction is enough
@@ -550,9 +562,15 @@ class RunStore:
                 db = self._db
                 if db.in_transaction and self._txn_checked == self._txn_no:
                     return out  # seen unchanged in this (write) transaction: nobody else can write
+                loop = self._seen_loop
+                if loop is not None and loop is _running_loop():
+                    return out  # seen unchanged earlier in this loop iteration
                 if db.execute("PRAGMA data_version").fetchone()[0] == self._data_version:
                     if db.in_transaction:
                         self._txn_checked = self._txn_no
+                    elif (loop := _running_loop()) is not None:
+                        self._seen_loop = loop  # until the next iteration: the calls one commit
+                        loop.call_soon(self._forget_seen)  # woke up ask together, one look for all
                     return out
                 self._key_bits = None
         for idx, blob in self._db.execute(
@@ -563,6 +581,9 @@ class RunStore:
             out[int(idx)] = c
             self._remember(c.call_id, int(idx), request_key, c)
         return out
+
+    def _forget_seen(self) -> None:
+        self._seen_loop = None
 
     def _remember(self, call_id: str, idx: int, key: str, c: Completion) -> None:
         """Keep a sample's texts at hand for the records put about it (bounded, oldest out)."""
