@@ -84,6 +84,60 @@ def test_malformed_bodies_are_retryable(body):
         parse(200, body)
 
 
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000 + b"]" * 100_000,  # nested past any recursion limit (json.loads: RecursionError)
+    b'{"choices": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+    b'{"choices": [{"message": {"content": ' + b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"}}]}",
+])
+def test_a_body_nested_too_deep_is_invalid_json_not_a_crash(body):
+    with pytest.raises(Retryable, match=r"invalid JSON in response from http://127\.0\.0\.1:9/v1"):
+        parse(200, body)
+
+
+@pytest.mark.parametrize("body", [
+    '{"choices": [{"message": {"content": "x"}}]}'.encode("utf-16"),  # json.loads reads UTF-16/32
+    b'\xef\xbb\xbf{"choices": [{"message": {"content": "x"}}]}',  # and a UTF-8 byte order mark
+    b'{"choices": [{"message": {"content": "x\\ud800"}}], "model": "\\udfff"}',  # lone halves
+])
+def test_bodies_the_fast_reader_refuses_are_read_as_before(body):
+    comps, _, _ = parse(200, body)
+    assert comps[0].text in ("x", "x\ufffd")
+
+
+@pytest.mark.parametrize("body", [b'{"choices": [{"message": {"content": "a\nb"}}]}',  # raw control character
+                                  b'{"choices": [{"message": {"content": "x"}}],}', b'{"choices": 1} x',
+                                  b"\xff\xfe\xfd", b"", b"   "])
+def test_invalid_json_stays_invalid(body):
+    with pytest.raises(Retryable, match="invalid JSON"):
+        parse(200, body)
+
+
+_json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**80, 2**80), st.floats(allow_nan=False, allow_infinity=False),
+              st.text(), st.sampled_from(["\ud800", "a\udfffb", "\ud83d\ude00", "\x00\x1f", "</think>"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(doc=_json_values, ascii_escapes=st.booleans(), indent=st.sampled_from([None, 1]))
+def test_the_fast_reader_reads_every_document_as_json_loads_does(doc, ascii_escapes, indent):
+    """Whatever a body holds, response._read_json returns what json.loads returns (floats to
+    the bit, big integers, escapes, key order), or fails where it fails."""
+    from proofsmith.llm.response import _read_json
+
+    data = json.dumps(doc, ensure_ascii=ascii_escapes, indent=indent).encode("utf-8", "surrogatepass")
+    try:
+        want = json.loads(data)
+    except ValueError:
+        with pytest.raises(ValueError):
+            _read_json(data)
+        return
+    got = _read_json(data)
+    assert json.dumps(got, ensure_ascii=True) == json.dumps(want, ensure_ascii=True)
+    assert repr(got) == repr(want)
+
+
 # text with lone UTF-16 halves mixed in (hypothesis' text() never makes them)
 _ANY_CHAR = st.one_of(st.characters(), st.integers(0xD800, 0xDFFF).map(chr))
 

@@ -11,6 +11,8 @@ import re
 import time
 from typing import Any
 
+import pydantic_core
+
 from proofsmith.errors import (
     AuthenticationError,
     BadRequestError,
@@ -147,6 +149,18 @@ def error_message(body: bytes) -> str:
     return one_line(msg, 200)
 
 
+def _read_json(data: bytes) -> Any:
+    """The JSON document of a body. pydantic-core's reader first (3 to 8 times faster than
+    ``json.loads``: ~1.5 vs ~4 µs a short answer, ~3 vs ~21 µs one of 30,000 characters);
+    what it refuses is read by ``json.loads`` as before: UTF-16/32 bodies and a UTF-8 byte
+    order mark, escaped lone UTF-16 halves (then made U+FFFD by the caller), and everything
+    invalid (whose error is then the one raised)."""
+    try:
+        return pydantic_core.from_json(data)
+    except ValueError:
+        return json.loads(data)
+
+
 def _content_text(content: Any) -> str | None:
     """The text of a message's ``content``: a string, or a list of content parts with at
     least one text part; None for anything else (null, numbers, objects, junk lists)."""
@@ -199,13 +213,13 @@ def parse_response(
         err.response = response  # type: ignore[attr-defined]
         raise err
     try:
-        resp = json.loads(data)
-    except ValueError as e:
+        resp = _read_json(data)
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep for json.loads
         raise Retryable(
             f"invalid JSON in response from {ep.base_url}: {one_line(data[:120].decode('utf-8', 'replace'))}",
             None,
             {"http_status": status, "body": data[:4000].decode("utf-8", errors="replace")},
-        ) from e
+        ) from None
     if b"\\ud" in data or b"\\uD" in data:  # only an escape can make a surrogate
         resp = _valid_text(resp)
     choices = resp.get("choices") if isinstance(resp, dict) else None
