@@ -72,6 +72,21 @@ async def test_5xx_then_success(scripted_server, tmp_path):
     assert [k for k, _ in events].count("call_end") == 1
 
 
+async def test_an_answer_nested_too_deep_is_retried_not_a_crash(scripted_server, tmp_path):
+    """(json.loads raised RecursionError out of the client for such a body.)"""
+    srv = scripted_server
+    deep = b"[" * 100_000 + b"]" * 100_000
+    srv.script(Reply(body=deep), Reply(status=500, body=deep), "fine")
+    store = RunStore(tmp_path)
+    async with client_for(srv, store=store) as c:
+        out = await c.complete(MSG)
+    assert [o.text for o in out] == ["fine"]
+    errors = [cl["error"] for cl in store.calls()]
+    assert "invalid JSON in response" in errors[0] and "HTTP 500" in errors[1] and errors[2] is None
+    assert all(e is None or ("\n" not in e and len(e) < 400) for e in errors)
+    store.close()
+
+
 async def test_429_retry_after_is_honoured(scripted_server):
     srv = scripted_server
     srv.script(Reply.err(429, "slow down", retry_after=0.4), "ok")

@@ -94,6 +94,38 @@ def test_a_body_nested_too_deep_is_invalid_json_not_a_crash(body):
         parse(200, body)
 
 
+_DEEP = b"[" * 900 + b'"\\ud800"' + b"]" * 900  # within json.loads' limit, past pydantic-core's
+
+
+@pytest.mark.parametrize("body", [
+    b'{"choices": [{"message": {"content": "ok"}}], "extra": ' + _DEEP + b"}",
+    b'{"choices": [{"message": {"content": "ok"}}], "extra": ' + _DEEP.replace(b"\\ud800", b"1") + b"}",
+])
+def test_an_answer_with_a_field_nested_too_deep_is_invalid_json(body):
+    """(The surrogate repair recursed, and the store's JSON writer refused such a document.)"""
+    with pytest.raises(Retryable, match="invalid JSON"):
+        parse(200, body)
+
+
+def test_an_answer_nested_as_deep_as_allowed_is_kept_in_the_store(tmp_path):
+    from proofsmith.store import RunStore
+
+    deep = b"[" * 198 + b'"\\ud800"' + b"]" * 198
+    comps, usage, resp = parse(200, b'{"choices": [{"message": {"content": "ok"}}], "extra": ' + deep + b"}", slim=True)
+    with RunStore(tmp_path) as store:
+        store.record_call(call_id="c", request_key="k", role="r", endpoint=EP.base_url, model="m", request={},
+                          response=resp, completions=comps, usage=usage, latency_s=0.1, attempt=1, error=None)
+        assert store.calls()[0]["response"]["extra"] == resp["extra"]
+
+
+@pytest.mark.parametrize("status", [400, 500])
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"error": {"message": ' + _DEEP + b"}}"])
+def test_an_error_body_nested_too_deep_is_one_line(status, body):
+    with pytest.raises(LLMError if status == 400 else Retryable) as e:
+        parse(status, body)
+    assert f"HTTP {status}" in str(e.value) and "\n" not in str(e.value) and len(str(e.value)) < 400
+
+
 @pytest.mark.parametrize("body", [
     '{"choices": [{"message": {"content": "x"}}]}'.encode("utf-16"),  # json.loads reads UTF-16/32
     b'\xef\xbb\xbf{"choices": [{"message": {"content": "x"}}]}',  # and a UTF-8 byte order mark
