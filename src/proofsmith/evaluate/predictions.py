@@ -256,12 +256,26 @@ def _builtin_index() -> dict[str, tuple[str, int]]:
 _GROUP_RE = re.compile(r"^(.*?)[-_ ]?(?:P|Problem)?[-_ ]?[A-B]?\d+$", re.IGNORECASE)
 
 
+_GROUP_TAIL = len("-Problem-A")  # the most the part between the group and the number can take
+
+
 def group_of(problem_id: str, contest: str | None = None) -> str:
     """Contest group of a problem id: "PB-Basic-001" -> "PB-Basic", "Putnam2024-A1" -> "Putnam2024"."""
     if contest:
         return contest
-    m = _GROUP_RE.match(problem_id.strip())
-    g = m.group(1) if m and m.group(1) else problem_id
+    s = problem_id.strip()
+    # _GROUP_RE.match(s), in linear time: the regex alone tried each length of the group
+    # against the rest of the id (20,000 digits and a letter took 2 s). The number is the
+    # id's trailing decimal digits, and the part before it takes at most _GROUP_TAIL
+    # characters, so the regex only needs to see the id from there on.
+    j = len(s)
+    while j and s[j - 1].isdecimal():  # (what \d matches in a str pattern)
+        j -= 1
+    m, cut = None, 0
+    if j < len(s):
+        cut = max(0, j - _GROUP_TAIL)
+        m = _GROUP_RE.match(s[cut:])
+    g = (s[:cut] + m.group(1)) if m and (cut or m.group(1)) else problem_id
     return g.rstrip("-_ ") or problem_id
 
 
