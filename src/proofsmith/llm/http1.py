@@ -92,6 +92,7 @@ class _Conn(asyncio.Protocol):
         self.waiter: asyncio.Future | None = None
         self.status = 0
         self.headers = Headers()
+        self.repeated: dict[str, list[str]] = {}  # values of headers seen more than once, in order
         self.chunks: list[bytes] = []
         self.size = 0
         self.limit = 0
@@ -147,11 +148,18 @@ class _Conn(asyncio.Protocol):
         key = name.decode("latin-1").lower()
         val = value.decode("latin-1")
         old = dict.get(self.headers, key)
-        dict.__setitem__(self.headers, key, val if old is None else f"{old}, {val}")
+        if old is None:
+            dict.__setitem__(self.headers, key, val)
+        else:  # a repeated header: its values joined once, when the head ends (not copied each time)
+            self.repeated.setdefault(key, [old]).append(val)
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.headers_done = True
+        if self.repeated:
+            for key, values in self.repeated.items():
+                dict.__setitem__(self.headers, key, ", ".join(values))
+            self.repeated = {}
         n = dict.get(self.headers, "content-length")
         if n is not None and n.isdigit() and int(n) > self.limit:
             self.error = TransportError(
@@ -167,7 +175,7 @@ class _Conn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if 100 <= self.status < 200:  # an interim answer (100 Continue): the real one follows
-            self.status, self.headers, self.headers_done = 0, Headers(), False
+            self.status, self.headers, self.headers_done, self.repeated = 0, Headers(), False, {}
             return
         self.keep_alive = self.parser.should_keep_alive()
         self._finish()
@@ -176,6 +184,7 @@ class _Conn(asyncio.Protocol):
     def start(self, waiter: asyncio.Future, limit: int, url: str) -> None:
         self.waiter, self.limit, self.url = waiter, limit, url
         self.status, self.headers, self.chunks, self.size = 0, Headers(), [], 0
+        self.repeated = {}
         self.got_bytes = self.headers_done = self.complete = self.keep_alive = False
         self.error = None
         self.head_bytes = 0
