@@ -4,6 +4,8 @@ and still map a text selection back to offsets of the source text."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 from typing import Any
 
@@ -85,14 +87,22 @@ def segments(text: str | None, marks: list[tuple[int, int]] | None = None) -> li
             p["mark"] = False
         return pieces
     cuts = sorted({x for a, b in marks for x in (a, b)})
+    # marks by start, with the largest end among each prefix: "some mark holds [a, b)" and "some
+    # mark overlaps [s, e)" are one bisection each (they were a scan of every mark for every
+    # piece, and the cuts too: 4.8 s for a 200,000-piece proof with 200 marks)
+    starts = [a for a, _ in marks]
+    max_end = list(itertools.accumulate((b for _, b in marks), max))
     out: list[dict[str, Any]] = []
     for p in pieces:
         if p["kind"] == "math":
-            p["mark"] = any(a < p["end"] and b > p["start"] for a, b in marks)
+            i = bisect.bisect_left(starts, p["end"])  # the marks starting before the piece's end
+            p["mark"] = i > 0 and max_end[i - 1] > p["start"]
             out.append(p)
             continue
-        bounds = [p["start"]] + [c for c in cuts if p["start"] < c < p["end"]] + [p["end"]]
+        inner = cuts[bisect.bisect_right(cuts, p["start"]):bisect.bisect_left(cuts, p["end"])]
+        bounds = [p["start"], *inner, p["end"]]
         for a, b in zip(bounds, bounds[1:]):
+            i = bisect.bisect_right(starts, a)  # the marks starting at or before a
             out.append({"kind": "text", "start": a, "end": b, "text": text[a:b],
-                        "mark": any(x <= a and b <= y for x, y in marks)})
+                        "mark": i > 0 and max_end[i - 1] >= b})
     return out
