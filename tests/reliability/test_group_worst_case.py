@@ -18,7 +18,7 @@ def old_group_of(problem_id: str) -> str:
 
 
 _PARTS = st.sampled_from(["1", "0", "٣", "a", "A", "b", "B", "c", "P", "p", "Problem", "PROBLEM", "-", "_", " ",
-                          "x", "2024", "Basic"])
+                          "x", "2024", "Basic", "\n", "\r", "aaaaaaaaaaaa"])
 
 
 @settings(max_examples=3000, deadline=None)

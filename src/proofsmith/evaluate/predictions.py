@@ -272,7 +272,7 @@ def group_of(problem_id: str, contest: str | None = None) -> str:
     while j and s[j - 1].isdecimal():  # (what \d matches in a str pattern)
         j -= 1
     m, cut = None, 0
-    if j < len(s):
+    if j < len(s) and "\n" not in s:  # (the regex's "." stops at a line break: no match then)
         cut = max(0, j - _GROUP_TAIL)
         m = _GROUP_RE.match(s[cut:])
     g = (s[:cut] + m.group(1)) if m and (cut or m.group(1)) else problem_id
