@@ -20,13 +20,13 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any
 from pathlib import Path
 
 sys.path.insert(0, os.environ.get("PROOFSMITH_SRC") or str(Path(__file__).resolve().parents[1] / "src"))
 
 from proofsmith.llm.client import Endpoint, LLMClient  # noqa: E402
 from proofsmith.store import RunStore  # noqa: E402
+from client_overhead import gc_setting  # noqa: E402  (this folder: the same --gc as the socket benchmark)
 
 BODY = json.dumps({
     "id": "x", "object": "chat.completion", "created": 0, "model": "bench",
@@ -79,23 +79,6 @@ async def run(mode: str, store_dir: str, calls: int, conc: int, prompt_chars: in
     if store is not None:
         store.close()
     return 1e6 * cpu / calls
-
-
-def gc_setting(choice: str) -> tuple[str, Any]:
-    """(name, context manager) of the garbage collector's setting while the client runs:
-    ``auto`` is what proofsmith's own runs do (``proofsmith.llm.loop.gc_tuned``; nothing for a
-    checkout older than it), ``default`` leaves CPython's thresholds."""
-    import contextlib
-    import gc
-
-    if choice == "auto":
-        try:
-            from proofsmith.llm.loop import gc_tuned
-        except ImportError:
-            pass
-        else:
-            return f"auto (gen0 threshold {gc.get_threshold()[0]} -> tuned)", gc_tuned("auto")
-    return f"default (gen0 threshold {gc.get_threshold()[0]})", contextlib.nullcontext()
 
 
 def main() -> None:

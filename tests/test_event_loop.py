@@ -4,6 +4,7 @@ asyncio's loop on request, one-line errors for a bad choice, asyncio.run's Ctrl-
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -12,9 +13,17 @@ import sys
 import pytest
 
 from proofsmith.llm import loop as loopmod
-from proofsmith.llm.loop import EVENT_LOOP_ENV, loop_name, run
+from proofsmith.llm.loop import EVENT_LOOP_ENV, GC_ENV, GC_GEN0_THRESHOLD, gc_tuned, loop_name, run
 
 uvloop = pytest.importorskip("uvloop")
+
+
+@pytest.fixture
+def cpython_thresholds():
+    found = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    yield
+    gc.set_threshold(*found)
 
 
 async def _loop_type() -> type:
@@ -42,17 +51,22 @@ def test_the_argument_wins_over_the_environment(monkeypatch):
     assert run(_loop_type(), loop="asyncio") is not uvloop.Loop
 
 
-def test_a_bad_choice_is_one_line_and_nothing_runs(monkeypatch):
-    monkeypatch.setenv(EVENT_LOOP_ENV, "tokio")
+@pytest.mark.parametrize("var, value, says", [
+    (EVENT_LOOP_ENV, "tokio", r"^PROOFSMITH_EVENT_LOOP='tokio' is not one of: auto, uvloop, asyncio$"),
+    ("PROOFSMITH_GC", "off", r"^PROOFSMITH_GC='off' is not one of: auto, default$"),
+])
+def test_a_bad_choice_is_one_line_and_nothing_runs(monkeypatch, cpython_thresholds, var, value, says):
+    monkeypatch.setenv(var, value)
     ran = []
 
     async def work() -> None:
         ran.append(1)
 
     coro = work()
-    with pytest.raises(ValueError, match=r"^PROOFSMITH_EVENT_LOOP='tokio' is not one of: auto, uvloop, asyncio$"):
+    with pytest.raises(ValueError, match=says):
         run(coro)
-    assert ran == [] and coro.cr_frame is None  # closed, never run (no "never awaited" warning)
+    # closed, never run (no "never awaited" warning); the collector left as it was
+    assert ran == [] and coro.cr_frame is None and gc.get_threshold() == (700, 10, 10)
 
 
 def test_without_uvloop_auto_falls_back_and_uvloop_is_an_error(monkeypatch):
@@ -104,21 +118,9 @@ def test_the_cli_says_a_bad_loop_in_one_line(tmp_path, var, value, says):
 
 # -- the garbage collector while run() runs ----------------------------------------------------
 
-import gc  # noqa: E402
-
-from proofsmith.llm.loop import GC_ENV, GC_GEN0_THRESHOLD, gc_tuned  # noqa: E402
-
 
 async def _threshold() -> tuple[int, ...]:
     return gc.get_threshold()
-
-
-@pytest.fixture
-def cpython_thresholds():
-    found = gc.get_threshold()
-    gc.set_threshold(700, 10, 10)
-    yield
-    gc.set_threshold(*found)
 
 
 def test_run_raises_the_young_generation_threshold_and_puts_it_back(monkeypatch, cpython_thresholds):
@@ -163,19 +165,6 @@ def test_a_change_made_during_the_run_is_kept(monkeypatch, cpython_thresholds):
 
     run(change())
     assert gc.get_threshold() == (1234, 5, 6)
-
-
-def test_a_bad_gc_choice_is_one_line_and_nothing_runs(monkeypatch, cpython_thresholds):
-    monkeypatch.setenv(GC_ENV, "off")
-    ran = []
-
-    async def work() -> None:
-        ran.append(1)
-
-    coro = work()
-    with pytest.raises(ValueError, match=r"^PROOFSMITH_GC='off' is not one of: auto, default$"):
-        run(coro)
-    assert ran == [] and coro.cr_frame is None and gc.get_threshold() == (700, 10, 10)
 
 
 def test_gc_tuned_says_whether_it_changed_anything(cpython_thresholds):

@@ -379,10 +379,7 @@ class RunStore:
         awaiting it) and raises one :class:`StoreError` line."""
         self._raise_failed()
         db = self._db
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        loop = _running_loop()
         if self._tick_loop is not None and self._tick_loop is not loop:
             self.commit()  # a transaction left open by an event loop that is gone
         try:

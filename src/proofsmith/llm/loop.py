@@ -59,14 +59,21 @@ def _uvloop() -> Any | None:
     return uvloop
 
 
+def _choice(env: str, choices: tuple[str, ...], choice: str | None) -> str:
+    """``choice``, else ``$env``, else ``auto``, in lower case without blanks; a value that is
+    not one of ``choices`` is a one-line ``ValueError`` naming ``env``."""
+    raw = os.environ.get(env, "") if choice is None else choice
+    value = raw.strip().lower() or "auto"
+    if value not in choices:
+        raise ValueError(f"{env}={raw!r} is not one of: {', '.join(choices)}")
+    return value
+
+
 def loop_name(choice: str | None = None) -> str:
     """The loop that ``choice`` (default: ``$PROOFSMITH_EVENT_LOOP``, else ``auto``) means
     here: ``"uvloop"`` or ``"asyncio"``. A value that is not one of :data:`EVENT_LOOPS`, or
     ``uvloop`` where it is not installed, is a one-line ``ValueError``."""
-    raw = os.environ.get(EVENT_LOOP_ENV, "") if choice is None else choice
-    value = raw.strip().lower() or "auto"
-    if value not in EVENT_LOOPS:
-        raise ValueError(f"{EVENT_LOOP_ENV}={raw!r} is not one of: {', '.join(EVENT_LOOPS)}")
+    value = _choice(EVENT_LOOP_ENV, EVENT_LOOPS, choice)
     if value == "asyncio":
         return "asyncio"
     if _uvloop() is not None:
@@ -86,11 +93,7 @@ def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEven
 def gc_choice(choice: str | None = None) -> str:
     """``auto`` or ``default`` (``choice``, else ``$PROOFSMITH_GC``, else ``auto``); any other
     value is a one-line ``ValueError``."""
-    raw = os.environ.get(GC_ENV, "") if choice is None else choice
-    value = raw.strip().lower() or "auto"
-    if value not in GC_CHOICES:
-        raise ValueError(f"{GC_ENV}={raw!r} is not one of: {', '.join(GC_CHOICES)}")
-    return value
+    return _choice(GC_ENV, GC_CHOICES, choice)
 
 
 @contextlib.contextmanager
